@@ -123,9 +123,7 @@ class Protocol:
         self.pairs = np.asarray(self.pairs, dtype=np.int64).reshape(-1, 2)
         self.label = np.asarray(self.label, dtype=bool).reshape(-1)
         if len(self.pairs) != len(self.label):
-            raise ValueError(
-                f"protocol {self.name!r}: {len(self.pairs)} pairs but {len(self.label)} labels"
-            )
+            raise ValueError(f"protocol {self.name!r}: {len(self.pairs)} pairs but {len(self.label)} labels")
         if self.level not in PROTOCOL_LEVELS:
             raise ValueError(f"protocol {self.name!r}: level must be one of {PROTOCOL_LEVELS}, got {self.level!r}")
 

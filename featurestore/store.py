@@ -1,0 +1,490 @@
+"""Create, fill and read a feature store (schema 1), the same API over Zarr v3 and HDF5.
+
+Rows are grouped in chunks of `chunk_rows` images. A writer writes every array's rows
+of a chunk, flushes, and only then sets the chunk's done flag, so an interrupted run
+never leaves a half-written chunk marked done; a rerun writes only the chunks not done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import shutil
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backend import Backend, open_backend, store_format
+from .errors import StoreError
+from .locks import FileLock, LockSet
+from .schema import (
+    KNOWN_SCHEMAS,
+    SCHEMA_VERSION,
+    STATUS_PENDING,
+    DatasetTables,
+    ImageTable,
+    ModelSpec,
+    Protocol,
+)
+
+DEFAULT_CHUNK_ROWS = 2048
+"""Images per chunk: 4 MiB of float32 512-d embeddings, a good Dask task size, a few batches to write."""
+
+PAIR_CHUNK_ROWS = 1 << 20
+"""Pairs per protocol chunk: 16 MiB of int64 pairs, 15 chunks for IJB-C's 15.7 M pairs."""
+
+DONE_KEY = "progress/chunk_done"
+IMAGE_KEYS = ("path", "subject", "template", "media", "detector_score", "landmarks", "status")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the libraries that shaped the store's bytes (torch only if the caller loaded it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("scaleface-toolkit", "numpy", "zarr", "h5py", "dask", "pandas", "opencv-python-headless"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    for mod in ("torch", "torchvision"):
+        if mod in sys.modules:
+            out[mod] = getattr(sys.modules[mod], "__version__", "?")
+    return out
+
+
+def images_digest(images: ImageTable) -> str:
+    """sha256 over the image rows' identity (paths, subjects, templates, medias) to match stores to data."""
+    h = hashlib.sha256()
+    h.update("\n".join(map(str, images.path)).encode())
+    for arr in (images.subject, images.template, images.media):
+        h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def shard_chunks(n_chunks: int, shard: int, n_shards: int) -> range:
+    """The contiguous, chunk-aligned range of chunks that shard `shard` of `n_shards` writes."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard}/{n_shards}: need 0 <= i < n")
+    return range(shard * n_chunks // n_shards, (shard + 1) * n_chunks // n_shards)
+
+
+def _creation_lock(path: Path) -> FileLock:
+    return FileLock(path.parent / f".{path.name}.create.lock", f"creation of store {path}", wait=True)
+
+
+def _chunk_lock_path(path: Path, fmt: str, chunk: int) -> Path:
+    if fmt == "zarr":
+        return path / ".locks" / f"chunk-{chunk:07d}.lock"
+    return path.parent / f".{path.name}.write.lock"
+
+
+def create_store(
+    path: str | Path,
+    tables: DatasetTables,
+    models: Iterable[ModelSpec],
+    *,
+    manifest_digest: str = "",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    overwrite: bool = False,
+    exist_ok: bool = False,
+    extra_attrs: dict[str, Any] | None = None,
+) -> FeatureStore:
+    """Create a store for `tables` and `models` at `path` (format by suffix) and open it for writing.
+
+    With `exist_ok`, an existing store made for the same images and models is opened instead
+    (resume, or another shard joining); one made for different ones is refused, naming the
+    difference. `overwrite` deletes an existing store first, unless someone is writing it.
+    """
+    path = Path(path)
+    fmt = store_format(path)
+    models = list(models)
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _creation_lock(path):
+        if path.exists():
+            if overwrite:
+                _remove_store(path, fmt)
+            elif exist_ok:
+                store = FeatureStore.open(path, mode="r+")
+                store.check_compatible(tables.images, models)
+                return store
+            else:
+                raise StoreError(f"{path} already exists; pass overwrite to replace it or resume it")
+        _write_new_store(path, tables, models, manifest_digest, chunk_rows, extra_attrs or {})
+    return FeatureStore.open(path, mode="r+")
+
+
+def _remove_store(path: Path, fmt: str) -> None:
+    """Delete a store, refusing while any writer still holds one of its locks."""
+    if fmt == "zarr":
+        held = LockSet([FileLock(p, f"store {path}") for p in sorted((path / ".locks").glob("*.lock"))])
+    else:
+        held = LockSet([FileLock(_chunk_lock_path(path, fmt, 0), f"store {path}")])
+    held.acquire()
+    try:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    finally:
+        held.release()
+
+
+def _write_new_store(
+    path: Path,
+    tables: DatasetTables,
+    models: list[ModelSpec],
+    manifest_digest: str,
+    chunk_rows: int,
+    extra_attrs: dict[str, Any],
+) -> None:
+    images = tables.images
+    n = len(images)
+    if n == 0:
+        raise StoreError(f"{path}: the dataset {tables.name!r} has no images")
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise StoreError(f"{path}: model names must be unique, got {names}")
+    n_chunks = -(-n // chunk_rows)
+    tmp = path.with_name(f".{path.stem}.creating{path.suffix}")
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    b = open_backend(tmp, "w")
+    try:
+        rc = (chunk_rows,)
+        b.create_array("images/path", (n,), str, rc, "")
+        b.array("images/path")[:] = np.asarray(images.path, dtype=str)
+        for key, arr, fill in (
+            ("subject", images.subject, -1),
+            ("template", images.template, -1),
+            ("media", images.media, -1),
+            ("detector_score", images.detector_score, np.nan),
+        ):
+            b.create_array(f"images/{key}", (n,), arr.dtype, rc, fill)
+            b.array(f"images/{key}")[:] = arr
+        b.create_array("images/landmarks", (n, 5, 2), np.float32, (chunk_rows, 5, 2), np.nan)
+        b.array("images/landmarks")[:] = images.landmarks
+        b.create_array("images/status", (n,), np.uint8, rc, STATUS_PENDING)
+        b.create_array(DONE_KEY, (n_chunks,), np.uint8, (1,), 0)
+        protocols = {}
+        for name, proto in tables.protocols.items():
+            m = len(proto)
+            pc = max(1, min(PAIR_CHUNK_ROWS, m))
+            b.create_array(f"protocols/{name}/pairs", (m, 2), np.int64, (pc, 2), -1)
+            b.create_array(f"protocols/{name}/label", (m,), np.bool_, (pc,), False)
+            if m:
+                b.array(f"protocols/{name}/pairs")[:] = proto.pairs
+                b.array(f"protocols/{name}/label")[:] = proto.label
+            protocols[name] = {
+                "level": proto.level,
+                "n_pairs": m,
+                "n_genuine": int(proto.label.sum()),
+                "description": proto.description,
+            }
+        for spec in models:
+            for out in spec.outputs:
+                shape = (n, *spec.row_shape(out))
+                chunks = (chunk_rows, *spec.row_shape(out))
+                b.create_array(f"models/{spec.name}/{out}", shape, spec.output_dtype(out), chunks, np.nan)
+        b.write_attrs(
+            {
+                "schema": SCHEMA_VERSION,
+                "dataset": tables.name,
+                "manifest_digest": manifest_digest,
+                "images_digest": images_digest(images),
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "package_versions": package_versions(),
+                "chunk_rows": chunk_rows,
+                "n_images": n,
+                "n_chunks": n_chunks,
+                "protocols": protocols,
+                "models": {s.name: s.to_attrs() for s in models},
+                "extra": extra_attrs,
+            }
+        )
+        b.flush()
+    finally:
+        b.close()
+    tmp.rename(path)  # a store appears whole or not at all
+
+
+@dataclass
+class StoreSummary:
+    """Counts that `analyze info` prints."""
+
+    n_images: int
+    n_templates: int
+    n_chunks: int
+    chunks_done: int
+    status_counts: dict[int, int]
+
+
+class FeatureStore:
+    """An open store. Read-only by default; `writer()` hands out chunk writers in 'r+' mode."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._b = backend
+        self.path = backend.path
+        self.format = backend.format
+        self.attrs = backend.read_attrs()
+        found = self.attrs.get("schema")
+        if found is None:
+            raise StoreError(
+                f"{self.path} is not a feature store: its root has no 'schema' attribute "
+                f"(attributes found: {sorted(self.attrs) or 'none'})"
+            )
+        if found not in KNOWN_SCHEMAS:
+            raise StoreError(
+                f"{self.path} has store schema {found!r}, which this version does not know "
+                f"(it reads schema {', '.join(map(str, KNOWN_SCHEMAS))}); upgrade scaleface-toolkit"
+            )
+        self.chunk_rows = int(self.attrs["chunk_rows"])
+        self.n_images = int(self.attrs["n_images"])
+        self.n_chunks = int(self.attrs["n_chunks"])
+        self.models = {name: ModelSpec.from_attrs(name, a) for name, a in self.attrs["models"].items()}
+        self.protocols_info: dict[str, dict[str, Any]] = self.attrs.get("protocols", {})
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> FeatureStore:
+        """Open an existing store; fails with a message naming what was found if it is not one."""
+        path = Path(path)
+        fmt = store_format(path)
+        if not path.exists():
+            raise StoreError(f"no store at {path}")
+        if fmt == "zarr" and not (path / "zarr.json").exists():
+            found = sorted(p.name for p in path.iterdir())[:8] if path.is_dir() else "a file"
+            raise StoreError(f"{path} is not a Zarr v3 store: no zarr.json in it (found: {found})")
+        return cls(open_backend(path, mode))
+
+    def close(self) -> None:
+        self._b.close()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- reading -------------------------------------------------------------------------
+    @property
+    def dataset(self) -> str:
+        return self.attrs.get("dataset", "")
+
+    def chunk_rows_range(self, chunk: int) -> tuple[int, int]:
+        """The [start, stop) rows of `chunk`."""
+        start = chunk * self.chunk_rows
+        return start, min(start + self.chunk_rows, self.n_images)
+
+    def images(self) -> ImageTable:
+        """The whole images table (paths, subjects, templates, medias, scores, landmarks)."""
+        a = self._b.array
+        return ImageTable(
+            path=np.asarray(a("images/path")[:], dtype=object),
+            subject=a("images/subject")[:],
+            template=a("images/template")[:],
+            media=a("images/media")[:],
+            detector_score=a("images/detector_score")[:],
+            landmarks=a("images/landmarks")[:],
+        )
+
+    def image_column(self, key: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        """One images/ column (all rows, or `rows`)."""
+        if key not in IMAGE_KEYS:
+            raise StoreError(f"{self.path}: no images/{key}; columns: {', '.join(IMAGE_KEYS)}")
+        arr = self._b.array(f"images/{key}")
+        return np.asarray(arr[:] if rows is None else arr[rows])
+
+    def status(self) -> np.ndarray:
+        return self.image_column("status")
+
+    def chunk_done(self) -> np.ndarray:
+        """Bool per chunk: written whole and marked done."""
+        return np.asarray(self._b.array(DONE_KEY)[:], dtype=bool)
+
+    def row_done(self) -> np.ndarray:
+        """Bool per image row: its chunk is done."""
+        return np.repeat(self.chunk_done(), self.chunk_rows)[: self.n_images]
+
+    def protocol(self, name: str) -> Protocol:
+        """A protocol's pairs and labels, in memory (IJB-C: 15.7 M pairs, 250 MB of int64)."""
+        if name not in self.protocols_info:
+            raise StoreError(f"{self.path}: no protocol {name!r}; it has: {', '.join(self.protocols_info) or 'none'}")
+        info = self.protocols_info[name]
+        return Protocol(
+            name=name,
+            pairs=self._b.array(f"protocols/{name}/pairs")[:],
+            label=self._b.array(f"protocols/{name}/label")[:],
+            level=info["level"],
+            description=info.get("description", ""),
+        )
+
+    def model(self, name: str) -> ModelSpec:
+        if name not in self.models:
+            raise StoreError(f"{self.path}: no model {name!r}; it has: {', '.join(self.models) or 'none'}")
+        return self.models[name]
+
+    def _output_key(self, model: str, output: str) -> str:
+        spec = self.model(model)
+        if output not in spec.outputs:
+            raise StoreError(
+                f"{self.path}: model {model!r} has no output {output!r}; it has: {', '.join(spec.outputs)}"
+            )
+        return f"models/{model}/{output}"
+
+    def read(self, model: str, output: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        """A model output (all rows, or `rows`) as numpy, in its stored dtype."""
+        arr = self._b.array(self._output_key(model, output))
+        return np.asarray(arr[:] if rows is None else arr[rows])
+
+    def dask(self, model: str, output: str) -> Any:
+        """A model output as a Dask array over the store's chunks (picklable for dask.distributed)."""
+        return self._dask_key(self._output_key(model, output))
+
+    def dask_images(self, key: str) -> Any:
+        """An images/ column as a Dask array."""
+        if key not in IMAGE_KEYS or key == "path":
+            raise StoreError(f"{self.path}: images/{key} is not a numeric column")
+        return self._dask_key(f"images/{key}")
+
+    def _dask_key(self, key: str) -> Any:
+        import dask.array as da
+
+        if self.format == "zarr":
+            return da.from_zarr(str(self.path), component=key)
+        proxy = H5ArrayProxy(str(self.path), key)
+        return da.from_array(proxy, chunks=proxy.chunks, lock=True, asarray=True)
+
+    def summary(self) -> StoreSummary:
+        status = self.status()
+        templates = self.image_column("template")
+        counts = np.bincount(status, minlength=5)
+        return StoreSummary(
+            n_images=self.n_images,
+            n_templates=int(np.unique(templates[templates >= 0]).size),
+            n_chunks=self.n_chunks,
+            chunks_done=int(self.chunk_done().sum()),
+            status_counts={i: int(c) for i, c in enumerate(counts) if c},
+        )
+
+    def check_compatible(self, images: ImageTable, models: list[ModelSpec]) -> None:
+        """Refuse to resume or join a store that was made for other images or other models."""
+        problems = []
+        if self.attrs.get("images_digest") != images_digest(images):
+            problems.append(f"its images differ ({self.n_images} rows in the store, {len(images)} given)")
+        want = {m.name: m for m in models}
+        if set(want) != set(self.models):
+            problems.append(f"its models are {sorted(self.models)}, this run has {sorted(want)}")
+        else:
+            for name, spec in want.items():
+                have = self.models[name]
+                for attr in ("family", "checkpoint_sha256", "outputs", "embedding_dim", "dtype"):
+                    if getattr(have, attr) != getattr(spec, attr):
+                        problems.append(
+                            f"model {name!r} {attr}: store has {getattr(have, attr)!r}, run has {getattr(spec, attr)!r}"
+                        )
+        if problems:
+            raise StoreError(
+                f"{self.path} was made for a different run: "
+                + "; ".join(problems)
+                + ". Use --overwrite to start again, or another --out."
+            )
+
+    # ---- writing -------------------------------------------------------------------------
+    @contextmanager
+    def writer(self, chunks: Iterable[int] | None = None) -> Iterator[ChunkWriter]:
+        """Lock `chunks` (default: all) for this process and yield a writer for them.
+
+        A second process asking for any of the same chunks gets StoreLockedError; HDF5
+        allows one writing process per file, Zarr one per chunk.
+        """
+        if self._b.mode == "r":
+            raise StoreError(f"{self.path} is open read-only")
+        chunk_list = sorted(set(range(self.n_chunks) if chunks is None else chunks))
+        bad = [c for c in chunk_list if not 0 <= c < self.n_chunks]
+        if bad:
+            raise StoreError(f"{self.path}: chunks {bad[:5]} out of range 0..{self.n_chunks - 1}")
+        paths = sorted({_chunk_lock_path(self.path, self.format, c) for c in chunk_list})
+        what = "this HDF5 store (HDF5 allows one writer; use a .zarr store for shards)"
+        locks = LockSet(
+            [
+                FileLock(p, f"chunk {p.stem.split('-')[-1]} of {self.path}" if self.format == "zarr" else what)
+                for p in paths
+            ]
+        )
+        locks.acquire()
+        try:
+            yield ChunkWriter(self, chunk_list)
+        finally:
+            locks.release()
+
+
+class ChunkWriter:
+    """Writes whole chunks of rows for the chunks its store locked for it."""
+
+    def __init__(self, store: FeatureStore, chunks: list[int]) -> None:
+        self.store = store
+        self.chunks = chunks
+        self._allowed = set(chunks)
+
+    def pending(self) -> list[int]:
+        """This writer's chunks that are not done yet, in order."""
+        done = self.store.chunk_done()
+        return [c for c in self.chunks if not done[c]]
+
+    def write_chunk(self, chunk: int, status: np.ndarray, outputs: dict[str, dict[str, np.ndarray]]) -> None:
+        """Write every model output and the status of `chunk`'s rows, flush, then mark it done."""
+        s = self.store
+        if chunk not in self._allowed:
+            raise StoreError(f"{s.path}: chunk {chunk} is not locked by this writer")
+        start, stop = s.chunk_rows_range(chunk)
+        n = stop - start
+        status = np.asarray(status, dtype=np.uint8)
+        if status.shape != (n,):
+            raise StoreError(f"{s.path}: chunk {chunk} status has shape {status.shape}, expected ({n},)")
+        missing = [f"{m}/{o}" for m, spec in s.models.items() for o in spec.outputs if o not in outputs.get(m, {})]
+        if missing:
+            raise StoreError(f"{s.path}: chunk {chunk} lacks outputs {missing}")
+        for model, outs in outputs.items():
+            spec = s.model(model)
+            for out, values in outs.items():
+                want = (n, *spec.row_shape(out))
+                values = np.asarray(values)
+                if values.shape != want:
+                    raise StoreError(
+                        f"{s.path}: models/{model}/{out} chunk {chunk} has shape {values.shape}, expected {want}"
+                    )
+                s._b.array(s._output_key(model, out))[start:stop] = values.astype(spec.output_dtype(out))
+        s._b.array("images/status")[start:stop] = status
+        s._b.flush()
+        s._b.array(DONE_KEY)[chunk] = 1
+        s._b.flush()
+
+
+class H5ArrayProxy:
+    """A picklable handle on one HDF5 dataset that opens the file lazily in each process."""
+
+    def __init__(self, path: str, key: str) -> None:
+        import h5py
+
+        self.path = path
+        self.key = key
+        with h5py.File(path, "r") as f:
+            ds = f[key]
+            self.shape, self.dtype, self.chunks = ds.shape, ds.dtype, ds.chunks or ds.shape
+        self.ndim = len(self.shape)
+        self._ds: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_ds": None}
+
+    def __getitem__(self, item: Any) -> np.ndarray:
+        if self._ds is None:
+            import h5py
+
+            self._ds = h5py.File(self.path, "r")[self.key]
+        return self._ds[item]
