@@ -37,7 +37,8 @@ def describe(store: FeatureStore, max_failed: int = 5) -> str:
     lines.append("models")
     for name, spec in store.models.items():
         origin = "random init" if spec.random_init else (spec.checkpoint or "?")
-        lines.append(f"  {name:<16} family {spec.family:<10} dim {spec.embedding_dim}  outputs {', '.join(spec.outputs)}")
+        outputs = ", ".join(spec.outputs)
+        lines.append(f"  {name:<16} family {spec.family:<10} dim {spec.embedding_dim}  outputs {outputs}")
         lines.append(f"  {'':<16} checkpoint {origin}  sha256 {spec.checkpoint_sha256 or 'n/a'}")
         if spec.preprocessing:
             pre = ", ".join(f"{k}={v}" for k, v in spec.preprocessing.items())
