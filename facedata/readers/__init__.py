@@ -1,0 +1,43 @@
+"""Dataset readers, one module per on-disk layout; `read_dataset` picks the one a manifest names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from facedata.errors import DataError
+from facedata.manifest import Manifest
+from facedata.readers.bin_pack import read_bin
+from facedata.readers.folder import read_folder
+from facedata.readers.insightface_ijb import read_insightface_ijb
+from facedata.readers.lfw import read_lfw
+from facedata.readers.nist_ijbc import read_nist_ijbc
+from facedata.readers.recordio import read_recordio
+from facedata.readers.table import read_table
+from featurestore.schema import DatasetTables
+
+READERS: dict[str, Callable[[Path, Manifest], DatasetTables]] = {
+    "insightface_ijb": read_insightface_ijb,
+    "nist_ijbc": read_nist_ijbc,
+    "lfw": read_lfw,
+    "bin": read_bin,
+    "recordio": read_recordio,
+    "folder": read_folder,
+    "table": read_table,
+}
+
+
+def read_dataset(manifest: Manifest, root: str | Path) -> DatasetTables:
+    """Read the dataset a manifest describes, under data root `root`, with the reader for its layout."""
+    reader = READERS.get(manifest.layout)
+    if reader is None:
+        raise DataError(f"key 'layout': no reader for layout {manifest.layout!r}", path=manifest.source)
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("data root is not a directory", path=root)
+    tables = reader(root, manifest)
+    tables.extra.setdefault("layout", manifest.layout)
+    return tables
+
+
+__all__ = ["READERS", "read_dataset"]

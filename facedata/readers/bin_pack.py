@@ -1,0 +1,103 @@
+"""insightface `.bin` validation packs (lfw.bin, cfp_fp.bin, agedb_30.bin, ...): a pickle of
+(list of encoded images, issame list) where pair k is images 2k and 2k+1. Rows are `<pack>#<index>`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from facedata.errors import DataError
+from facedata.manifest import Manifest
+from facedata.readers._text import require_file
+from facedata.readers.common import locate
+from featurestore.schema import DatasetTables, ImageTable, Protocol
+
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("builtins", "bytearray"),
+    ("__builtin__", "bytearray"),
+    ("_codecs", "encode"),
+}
+
+
+class _PackUnpickler(pickle.Unpickler):
+    """Unpickles only plain containers, bytes and numpy arrays: a pack cannot run code on load."""
+
+    def find_class(self, module: str, name: str):  # type: ignore[override]
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"pack refers to {module}.{name}, which a .bin pack never needs")
+        return super().find_class(module, name)
+
+
+def load_pack(path: Path, display: str) -> tuple[list[bytes], np.ndarray]:
+    """The encoded images and the per-pair genuine flags of one `.bin` pack, validated."""
+    require_file(path, display)
+    try:
+        with open(path, "rb") as f:
+            obj = _PackUnpickler(io.BufferedReader(f), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise DataError(f"not a readable insightface .bin pack: {exc}", path=display) from exc
+    if not isinstance(obj, tuple | list) or len(obj) != 2:
+        raise DataError("a .bin pack must hold (images, issame_list)", path=display)
+    bins, issame = obj
+    if not isinstance(bins, list | tuple):
+        raise DataError(f"images must be a list, got {type(bins).__name__}", path=display)
+    issame_arr = np.asarray(issame)
+    if issame_arr.ndim != 1 or not np.isin(issame_arr, (0, 1)).all():
+        raise DataError("issame_list must be a flat list of booleans", path=display)
+    if len(bins) != 2 * len(issame_arr):
+        raise DataError(f"{len(bins)} images for {len(issame_arr)} pairs (expected twice as many)", path=display)
+    out = []
+    for i, b in enumerate(bins):
+        if isinstance(b, bytes | bytearray):
+            out.append(bytes(b))
+        elif isinstance(b, np.ndarray) and b.dtype == np.uint8:
+            out.append(b.tobytes())
+        else:
+            raise DataError(f"image {i} is a {type(b).__name__}, expected encoded bytes", path=display)
+    return out, issame_arr.astype(bool)
+
+
+@lru_cache(maxsize=4)
+def _cached_pack(path: str, mtime_ns: int, size: int) -> list[bytes]:
+    return load_pack(Path(path), path)[0]
+
+
+def pack_image_bytes(path: Path, index: int, display: str) -> bytes:
+    """Encoded bytes of image `index` of a pack (the pack is loaded once and cached)."""
+    require_file(path, display)
+    st = os.stat(path)
+    images = _cached_pack(str(path), st.st_mtime_ns, st.st_size)
+    if not 0 <= index < len(images):
+        raise DataError(f"image index {index} out of range (pack holds {len(images)})", path=display)
+    return images[index]
+
+
+def read_bin(root: Path, manifest: Manifest) -> DatasetTables:
+    """One protocol per pack (`protocols.<name>.pairs` names the .bin); images of all packs in
+    protocol order, pairs (2k, 2k+1) offset to rows; subjects are unknown (-1)."""
+    paths: list[np.ndarray] = []
+    protocols: dict[str, Protocol] = {}
+    offset = 0
+    for name, spec in manifest.protocols.items():
+        path, disp = locate(root, manifest, spec.pairs, f"protocols.{name}.pairs")
+        bins, issame = load_pack(path, disp)
+        n = len(bins)
+        paths.append(np.asarray([f"{spec.pairs}#{i}" for i in range(n)], dtype=object))
+        pairs = offset + np.arange(n, dtype=np.int64).reshape(-1, 2)
+        protocols[name] = Protocol(name, pairs, issame, level="image", description=spec.description)
+        offset += n
+    all_paths = np.concatenate(paths) if paths else np.zeros(0, dtype=object)
+    images = ImageTable(path=all_paths, subject=np.full(len(all_paths), -1, dtype=np.int64))
+    return DatasetTables(name=manifest.name, images=images, protocols=protocols, extra={"aligned": manifest.aligned})
