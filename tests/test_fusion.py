@@ -213,3 +213,18 @@ def test_template_rows_maps_ids_and_reports_missing() -> None:
     np.testing.assert_array_equal(template_rows(IDS, np.array([42, 3, 3, 10])), [4, 0, 0, 3])
     with pytest.raises(ValueError, match=r"2 template ids have no fused template.*\[4, 99\]"):
         template_rows(IDS, np.array([4, 99, 5]))
+
+
+def test_fusion_metric_strings_and_listing() -> None:
+    assert names.parse_fusion_metric("PFE_MLS_mean") == ("PFE", "MLS", "mean")
+    assert names.parse_fusion_metric("softmax-0.5_cosine_harmonic-harmonic") == (
+        "softmax-0.5", "cosine", "harmonic-harmonic",
+    )  # fmt: skip
+    assert names.parse_fusion("weighted-softmax-3") == ("weighted-softmax", {"temperature": 3.0})
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        names.parse_fusion("softmax-0")
+    with pytest.raises(ValueError, match="FUSION_DISTANCE_UNCERTAINTY"):
+        names.parse_fusion_metric("cosine_mean")
+    kinds = {kind for kind, _, _ in names.describe_all()}
+    assert kinds == {"distance", "uncertainty", "fusion"}
+    assert all(meaning for _, _, meaning in names.describe_all())
