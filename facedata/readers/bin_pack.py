@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 from functools import lru_cache
@@ -23,6 +22,8 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("builtins", "bytearray"),
@@ -45,7 +46,7 @@ def load_pack(path: Path, display: str) -> tuple[list[bytes], np.ndarray]:
     require_file(path, display)
     try:
         with open(path, "rb") as f:
-            obj = _PackUnpickler(io.BufferedReader(f), encoding="bytes").load()
+            obj = _PackUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise DataError(f"not a readable insightface .bin pack: {exc}", path=display) from exc
     if not isinstance(obj, tuple | list) or len(obj) != 2:

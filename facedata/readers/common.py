@@ -66,7 +66,7 @@ def labels_01(values: np.ndarray, display: str, line_of: LineOf) -> np.ndarray:
     bad = ~np.isin(v, (0, 1))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"label must be 0 or 1, got {v[i]!r}", path=display, line=line_of(i))
+        raise DataError(f"label must be 0 or 1, got {_show(v[i])}", path=display, line=line_of(i))
     return v.astype(bool)
 
 
@@ -75,4 +75,9 @@ def known_ids(values: np.ndarray, known: np.ndarray, what: str, display: str, li
     bad = ~np.isin(values, known)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"unknown {what} {values[i]!r}", path=display, line=line_of(i))
+        raise DataError(f"unknown {what} {_show(values[i])}", path=display, line=line_of(i))
+
+
+def _show(value: object) -> str:
+    """A value for an error message: numpy scalars as plain Python values."""
+    return repr(value.item() if isinstance(value, np.generic) else value)

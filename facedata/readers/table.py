@@ -13,7 +13,7 @@ from facedata.errors import DataError
 from facedata.manifest import Manifest
 from facedata.paths import check_relative_names
 from facedata.readers._text import require_file
-from facedata.readers.common import known_ids, labels_01, locate, rows_for_paths
+from facedata.readers.common import _show, known_ids, labels_01, locate, rows_for_paths
 from featurestore.schema import DatasetTables, ImageTable, Protocol
 
 
@@ -36,7 +36,7 @@ def _int_column(df: pd.DataFrame, col: str, display: str, first: int) -> np.ndar
     bad = num.isna() | (num != np.round(num))
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{col} {s.iloc[i]!r} is not an integer", path=display, line=first + i)
+        raise DataError(f"{col} {_show(s.iloc[i])} is not an integer", path=display, line=first + i)
     return num.to_numpy(dtype=np.int64)
 
 
