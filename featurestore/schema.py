@@ -78,6 +78,17 @@ class ImageTable:
     def __len__(self) -> int:
         return len(self.path)
 
+    def take(self, rows: np.ndarray | slice) -> ImageTable:
+        """The table restricted to `rows`, in that order."""
+        return ImageTable(
+            path=self.path[rows],
+            subject=self.subject[rows],
+            template=self.template[rows],
+            media=self.media[rows],
+            detector_score=self.detector_score[rows],
+            landmarks=self.landmarks[rows],
+        )
+
     def to_frame(self) -> pd.DataFrame:
         """The table without landmarks, as a DataFrame (one column per field)."""
         return pd.DataFrame(
@@ -139,6 +150,20 @@ class DatasetTables:
     images: ImageTable
     protocols: dict[str, Protocol] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def head(self, n: int) -> DatasetTables:
+        """The first `n` images, with each protocol cut to the pairs whose two sides lie in them
+        (template level: templates with at least one of the kept images)."""
+        images = self.images.take(slice(0, n))
+        kept_templates = np.unique(images.template[images.template >= 0])
+        protocols = {}
+        for name, p in self.protocols.items():
+            if p.level == "image":
+                keep = (p.pairs < len(images)).all(axis=1)
+            else:
+                keep = np.isin(p.pairs, kept_templates).all(axis=1)
+            protocols[name] = Protocol(name, p.pairs[keep], p.label[keep], p.level, p.description)
+        return DatasetTables(self.name, images, protocols, dict(self.extra))
 
 
 @dataclass
