@@ -1,0 +1,364 @@
+"""Reject verification: TAR@FAR as the most uncertain pairs are rejected (paper) and fixed-threshold EDC.
+
+``reject_curve`` reproduces the ScaleFace paper's ``get_rejected_tar_far`` (threshold recomputed on
+the kept pairs) for all rejected fractions and FARs after a single sort by uncertainty, using
+prefix order statistics instead of re-sorting per fraction. ``fixed_threshold_edc`` is the
+quality-assessment variant (ISO/IEC 29794-1 style): threshold fixed once on all pairs. numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from analyze.tarfar import (
+    auc,
+    check_far_resolution,
+    check_fars,
+    check_scores_labels,
+    far_ranks,
+    k0_threshold,
+    tar_at_far,
+)
+
+OrderKind = Literal["uncertainty", "confidence"]
+
+
+def check_fractions(fractions: ArrayLike, what: str = "fractions") -> np.ndarray:
+    """Validate rejected (or discarded) fractions: 1-D float64, each in [0, 1]."""
+    r = np.atleast_1d(np.asarray(fractions, dtype=np.float64))
+    if r.ndim != 1 or r.size == 0:
+        raise ValueError(f"{what} must be a non-empty 1-D sequence, got shape {r.shape}")
+    if np.isnan(r).any() or (r < 0).any() or (r > 1).any():
+        raise ValueError(f"every value of {what} must lie in [0, 1]")
+    return r
+
+
+def kept_counts(n_pairs: int, fractions: ArrayLike) -> np.ndarray:
+    """Pairs kept per rejected fraction r: int(n * (1 - r)) in float64, truncated, as the paper does."""
+    r = check_fractions(fractions)
+    return (n_pairs * (1.0 - r)).astype(np.int64)
+
+
+def rejection_order(values: ArrayLike, kind: OrderKind = "uncertainty") -> np.ndarray:
+    """Stable order in which pairs are kept: uncertainty ascending, or confidence descending.
+
+    Ties keep their input order in both cases (the paper used an unstable argsort and, for
+    confidence, reversed the ascending order; see docs/metrics.md).
+    """
+    if kind not in ("uncertainty", "confidence"):
+        raise ValueError(f"unknown order kind {kind!r}; use 'uncertainty' or 'confidence'")
+    v = np.asarray(values)
+    if v.ndim != 1:
+        raise ValueError(f"{kind} must be 1-D, got shape {v.shape}")
+    return stable_argsort(v, descending=kind == "confidence", what=kind)
+
+
+def stable_argsort(values: np.ndarray, descending: bool = False, what: str = "values") -> np.ndarray:
+    """Same as np.argsort(v, kind="stable") (or of -v when descending), several times faster.
+
+    Packs an order-preserving integer image of each float with its index into one uint64 and
+    sorts those (numpy's SIMD sort); float64 values not exact in float32 take two such passes
+    (low then high 32 bits, LSD radix style). -0.0 and 0.0 tie, as in numpy's comparison.
+    """
+    v = np.asarray(values)
+    if v.dtype.kind in "iub":
+        if v.size and np.abs(v.astype(np.float64)).max() >= 2.0**53:
+            raise ValueError(f"{what}: integers beyond 2**53 are not supported")
+        v = v.astype(np.float64)
+    elif v.dtype.kind != "f":
+        raise ValueError(f"{what} must be numeric, got dtype {v.dtype}")
+    if np.isnan(v).any():
+        raise ValueError(f"{what} contains {int(np.isnan(v).sum())} NaN values; drop or fill them first")
+    n = v.size
+    idx_bits = max(1, (n - 1).bit_length())
+    if n >= 2**32:
+        return np.argsort(-v if descending else v, kind="stable")
+    v32 = v.astype(np.float32)
+    if v.dtype.itemsize <= 4 or np.array_equal(v32, v):
+        passes = [_ordered_bits(v32 + np.float32(0.0), 32)]
+    else:
+        key = _ordered_bits(v.astype(np.float64) + 0.0, 64)
+        passes = [key & np.uint64(0xFFFFFFFF), key >> np.uint64(32)]
+        del key
+    del v32
+    order = None
+    low = np.uint64((1 << idx_bits) - 1)
+    for key in passes:
+        if descending:
+            key ^= np.uint64(0xFFFFFFFF)
+        packed = key if order is None else key[order]
+        packed <<= np.uint64(idx_bits)
+        packed |= np.arange(n, dtype=np.uint64)
+        packed.sort()
+        packed &= low
+        order = packed.view(np.int64) if order is None else order[packed.view(np.int64)]
+    return order
+
+
+def _ordered_bits(x: np.ndarray, bits: int) -> np.ndarray:
+    """uint64 whose unsigned order is the float order of x (x has no NaN and no -0.0)."""
+    key = x.view(np.uint32 if bits == 32 else np.uint64).astype(np.uint64)
+    sign = np.uint64(1 << (bits - 1))
+    flip = key >> np.uint64(bits - 1)  # 1 for negative floats
+    flip *= np.uint64((1 << bits) - 1) ^ sign  # negative: flip all value bits
+    flip |= sign  # every value: flip the sign bit
+    key ^= flip
+    return key
+
+
+class _PrefixOrderStats:
+    """k-th largest value and count of values >= t within nested prefixes of one sequence.
+
+    Sorted once by value; a table of counts per (prefix, bucket of sqrt(n) consecutive sorted
+    values) answers each query with one bucket scan, so no prefix is ever re-sorted.
+    """
+
+    def __init__(self, values: np.ndarray, prefix_sizes: np.ndarray) -> None:
+        n = int(values.size)
+        self.n = n
+        self.sizes = prefix_sizes  # sorted, unique, each in [0, n]
+        perm = stable_argsort(values, descending=True)  # tie order is irrelevant to both queries
+        self.neg = -values[perm]  # ascending, contiguous (negation is exact)
+        self.pos = perm.astype(np.int32) if n < 2**31 - 1 else perm
+        del perm
+        self.width = max(1, math.isqrt(max(n, 1)))
+        n_buckets = -(-n // self.width)
+        n_prefix = prefix_sizes.size
+        # block j holds positions in [sizes[j-1], sizes[j]); block n_prefix holds the rest
+        block_of_pos = np.repeat(
+            np.arange(n_prefix + 1, dtype=np.int64), np.diff(np.concatenate(([0], prefix_sizes, [n])))
+        )
+        hist = np.zeros((n_prefix + 1) * n_buckets, dtype=np.int64)
+        step = self.width * max(1, (1 << 22) // self.width)
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            key = block_of_pos[self.pos[lo:hi]] * n_buckets + np.arange(lo, hi) // self.width
+            hist += np.bincount(key, minlength=hist.size)
+        del block_of_pos
+        per_prefix = np.cumsum(hist.reshape(n_prefix + 1, n_buckets)[:n_prefix], axis=0)
+        self.table = np.zeros((n_prefix, n_buckets + 1), dtype=np.int64)
+        np.cumsum(per_prefix, axis=1, out=self.table[:, 1:])
+
+    def kth_largest(self, j: int, k: int) -> float:
+        """The k-th largest value (k >= 1) among the first sizes[j] elements."""
+        row = self.table[j]
+        b = int(np.searchsorted(row, k, side="left")) - 1
+        lo = b * self.width
+        inside = np.flatnonzero(self.pos[lo : lo + self.width] < self.sizes[j])
+        return float(-self.neg[lo + inside[k - row[b] - 1]])
+
+    def count_at_least(self, j: int, t: float) -> int:
+        """How many of the first sizes[j] elements are >= t."""
+        c = int(np.searchsorted(self.neg, -t, side="right"))
+        b = c // self.width
+        lo = b * self.width
+        return int(self.table[j, b]) + int(np.count_nonzero(self.pos[lo:c] < self.sizes[j]))
+
+
+@dataclass(frozen=True)
+class RejectCurve:
+    """TAR@FAR (exact convention) recomputed on the kept pairs, per rejected fraction (rows) and FAR."""
+
+    fractions: np.ndarray  # (R,) requested rejected fractions
+    fars: np.ndarray  # (F,)
+    kept_pairs: np.ndarray  # (R,)
+    kept_genuine: np.ndarray  # (R,)
+    kept_impostor: np.ndarray  # (R,)
+    tar: np.ndarray  # (R, F), NaN where nothing genuine or nothing impostor is kept
+    threshold: np.ndarray  # (R, F), NaN where nothing impostor is kept
+    far_achieved: np.ndarray  # (R, F)
+    order: str
+
+    def auc(self) -> np.ndarray:
+        """Area under TAR over rejected fraction, one per FAR (sklearn.metrics.auc, as the paper)."""
+        return np.array([auc(self.fractions, self.tar[:, i]) for i in range(self.fars.size)])
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Tidy long format, one row per (fraction, FAR): ready for ``pandas.DataFrame``."""
+        n_r, n_f = self.tar.shape
+        return {
+            "rejected_fraction": np.repeat(self.fractions, n_f),
+            "far": np.tile(self.fars, n_r),
+            "tar": self.tar.ravel(),
+            "threshold": self.threshold.ravel(),
+            "far_achieved": self.far_achieved.ravel(),
+            "kept_pairs": np.repeat(self.kept_pairs, n_f),
+            "kept_genuine": np.repeat(self.kept_genuine, n_f),
+            "kept_impostor": np.repeat(self.kept_impostor, n_f),
+        }
+
+
+def reject_curve(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    uncertainty: ArrayLike,
+    fractions: ArrayLike,
+    fars: ArrayLike,
+    order: OrderKind = "uncertainty",
+    allow_tiny_far: bool = False,
+) -> RejectCurve:
+    """Paper reject verification: keep the int(n(1-r)) most certain pairs, recompute TAR@FAR (exact).
+
+    ``uncertainty`` is a pair uncertainty (higher = less sure) or, with order="confidence", a
+    confidence. One stable sort by it, one sort per class by score; results are bit-identical to
+    re-running ``tar_at_far`` on every kept prefix. FARs below 1/n_impostor of the largest kept set
+    raise unless ``allow_tiny_far``; smaller kept sets use k = round(FAR * kept_impostor) regardless.
+    """
+    s, lab = check_scores_labels(scores, labels)
+    u = np.asarray(uncertainty)
+    if u.shape != s.shape:
+        raise ValueError(f"{order} shape {u.shape} does not match scores shape {s.shape}")
+    f = check_fars(fars)
+    r = check_fractions(fractions)
+    kept = kept_counts(s.size, r)
+    perm = rejection_order(u, order)
+    lab_o = lab[perm]
+    imp_at = np.flatnonzero(~lab_o)
+    gen_at = np.flatnonzero(lab_o)
+    del lab_o
+    if imp_at.size == 0:
+        raise ValueError("no impostor pairs: TAR@FAR is undefined (labels are all genuine)")
+    kept_imp = np.searchsorted(imp_at, kept, side="left")
+    kept_gen = kept - kept_imp
+    check_far_resolution(f, int(kept_imp.max()), allow_tiny_far)
+    imp = _SequenceStats(s[perm[imp_at]], kept_imp)
+    del imp_at
+    gen = _SequenceStats(s[perm[gen_at]], kept_gen)
+    del gen_at, perm
+
+    tar = np.full((r.size, f.size), np.nan)
+    thr = np.full((r.size, f.size), np.nan)
+    far_ach = np.full((r.size, f.size), np.nan)
+    for i in range(r.size):
+        n_imp, n_gen = int(kept_imp[i]), int(kept_gen[i])
+        if n_imp == 0:
+            continue
+        for jf, k in enumerate(far_ranks(n_imp, f)):
+            t = k0_threshold(imp.kth_largest(i, 1)) if k == 0 else imp.kth_largest(i, int(k))
+            thr[i, jf] = t
+            far_ach[i, jf] = imp.count_at_least(i, t) / n_imp
+            if n_gen:
+                tar[i, jf] = gen.count_at_least(i, t) / n_gen
+    return RejectCurve(r, f, kept, kept_gen, kept_imp, tar, thr, far_ach, order)
+
+
+class _SequenceStats:
+    """Prefix queries addressed by row index i (one per requested fraction), deduplicating sizes."""
+
+    def __init__(self, values: np.ndarray, sizes_per_row: np.ndarray) -> None:
+        uniq, self.row_to_prefix = np.unique(sizes_per_row, return_inverse=True)
+        self.stats = _PrefixOrderStats(values, uniq)
+
+    def kth_largest(self, i: int, k: int) -> float:
+        """k-th largest value kept in row i."""
+        return self.stats.kth_largest(int(self.row_to_prefix[i]), k)
+
+    def count_at_least(self, i: int, t: float) -> int:
+        """Number of kept values >= t in row i."""
+        return self.stats.count_at_least(int(self.row_to_prefix[i]), t)
+
+
+@dataclass(frozen=True)
+class EDCCurve:
+    """Fixed-threshold error-versus-discard curve: errors on the kept pairs, thresholds from all pairs."""
+
+    fractions: np.ndarray  # (R,) requested discarded fractions
+    discarded_fraction: np.ndarray  # (R,) actually discarded (tied qualities go together)
+    quality_cutoff: np.ndarray  # (R,) pairs with quality <= cutoff are discarded (-inf: none)
+    fars: np.ndarray  # (F,)
+    threshold: np.ndarray  # (F,) exact-convention threshold on all pairs
+    kept_pairs: np.ndarray  # (R,)
+    kept_genuine: np.ndarray  # (R,)
+    kept_impostor: np.ndarray  # (R,)
+    fnmr: np.ndarray  # (R, F) = 1 - TAR on the kept pairs; NaN when no genuine is kept
+    fmr: np.ndarray  # (R, F) on the kept pairs; NaN when no impostor is kept
+
+    def partial_auc(self, discard_limit: float) -> np.ndarray:
+        """Area under FNMR over the actually discarded fraction on [0, discard_limit], one per FAR."""
+        return np.array(
+            [
+                partial_auc(self.discarded_fraction, self.fnmr[:, i], discard_limit)
+                for i in range(self.fars.size)
+            ]
+        )
+
+
+def fixed_threshold_edc(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    quality: ArrayLike,
+    fractions: ArrayLike,
+    fars: ArrayLike,
+    order: Literal["quality", "uncertainty"] = "quality",
+    allow_tiny_far: bool = False,
+) -> EDCCurve:
+    """EDC: thresholds at each FAR fixed on all pairs; FNMR/FMR on the pairs left after discarding.
+
+    ``quality`` is the pair quality (lowest discarded first; e.g. min of the two images'), or a pair
+    uncertainty with order="uncertainty" (highest discarded first). For fraction r the
+    n - int(n(1-r)) lowest are discarded, plus every pair tied with the last of them.
+    """
+    s, lab = check_scores_labels(scores, labels)
+    q = np.asarray(quality)
+    if q.shape != s.shape:
+        raise ValueError(f"{order} shape {q.shape} does not match scores shape {s.shape}")
+    q = q.astype(np.float64, copy=False)
+    if np.isnan(q).any():
+        raise ValueError(f"{order} contains {int(np.isnan(q).sum())} NaN values; drop or fill them first")
+    if order == "uncertainty":
+        q = -q
+    elif order != "quality":
+        raise ValueError(f"unknown order {order!r}; use 'quality' or 'uncertainty'")
+    f = check_fars(fars)
+    r = check_fractions(fractions)
+    n = s.size
+    base = tar_at_far(s, lab, f, "exact", allow_tiny_far)
+
+    q_all = np.sort(q)
+    n_discard_req = n - kept_counts(n, r)
+    cutoff = np.where(n_discard_req > 0, q_all[np.maximum(n_discard_req - 1, 0)], -np.inf)
+    discarded = np.searchsorted(q_all, cutoff, side="right")
+
+    def kept_among(mask: np.ndarray) -> np.ndarray:
+        """Per cutoff, how many pairs in ``mask`` have quality above it."""
+        sub = np.sort(q[mask])
+        return sub.size - np.searchsorted(sub, cutoff, side="right")
+
+    kept_gen = kept_among(lab)
+    kept_imp = kept_among(~lab)
+    fnmr = np.full((r.size, f.size), np.nan)
+    fmr = np.full((r.size, f.size), np.nan)
+    for jf, t in enumerate(base.threshold):
+        fnm = kept_among(lab & (s < t))
+        fm = kept_among(~lab & (s >= t))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fnmr[:, jf] = np.where(kept_gen > 0, fnm / np.maximum(kept_gen, 1), np.nan)
+            fmr[:, jf] = np.where(kept_imp > 0, fm / np.maximum(kept_imp, 1), np.nan)
+    return EDCCurve(
+        r, discarded / n, cutoff, f, base.threshold, n - discarded, kept_gen, kept_imp, fnmr, fmr
+    )
+
+
+def partial_auc(x: ArrayLike, y: ArrayLike, limit: float) -> float:
+    """Trapezoid area under y(x) for x in [x[0], limit], x non-decreasing; linear interpolation at limit."""
+    xa = np.asarray(x, dtype=np.float64)
+    ya = np.asarray(y, dtype=np.float64)
+    if xa.shape != ya.shape or xa.ndim != 1 or xa.size < 2:
+        raise ValueError(f"x and y must be 1-D of equal length >= 2, got {xa.shape} and {ya.shape}")
+    if (np.diff(xa) < 0).any():
+        raise ValueError("x must be non-decreasing (pass fractions in ascending order)")
+    if not xa[0] <= limit <= xa[-1]:
+        raise ValueError(f"limit {limit} outside the covered range [{xa[0]}, {xa[-1]}]")
+    inside = xa <= limit
+    xs, ys = xa[inside], ya[inside]
+    if xs[-1] < limit:
+        nxt = int(np.argmax(~inside))
+        w = (limit - xs[-1]) / (xa[nxt] - xs[-1])
+        xs = np.append(xs, limit)
+        ys = np.append(ys, ys[-1] + w * (ya[nxt] - ys[-1]))
+    return float(np.trapezoid(ys, xs)) if xs.size > 1 else 0.0
