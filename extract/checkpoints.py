@@ -329,11 +329,16 @@ def random_model(config: ModelConfig, seed: int = 0) -> LoadedModel:
 CHECKPOINT_LAYOUTS = ("bare", "dataparallel", "sectioned", "magface")
 
 
+def _detached_copy(t: torch.Tensor) -> torch.Tensor:
+    # Meta tensors (structure-only models) have no data to move; keep them as they are.
+    return t.detach().clone() if t.device.type == "meta" else t.detach().cpu().clone()
+
+
 def checkpoint_object(model: LoadedModel, layout: str) -> dict[str, Any]:
     """The object the original code would torch.save for this model in `layout`:
     bare/dataparallel (`module.` keys) backbone state_dict; sectioned {'backbone', 'scale_predictor'|'head'};
     magface {'epoch', 'arch', 'state_dict' with `features.module.` keys}."""
-    sd = {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
+    sd = {k: _detached_copy(v) for k, v in model.backbone.state_dict().items()}
     if layout == "bare":
         return sd
     if layout == "dataparallel":
@@ -341,7 +346,7 @@ def checkpoint_object(model: LoadedModel, layout: str) -> dict[str, Any]:
     if layout == "sectioned":
         if model.head is None:
             raise ValueError(f"layout 'sectioned' needs a head; model {model.config.name!r} has none")
-        head_sd = {k: v.detach().cpu().clone() for k, v in model.head.state_dict().items()}
+        head_sd = {k: _detached_copy(v) for k, v in model.head.state_dict().items()}
         return {"backbone": sd, HEAD_SECTION[model.family]: head_sd}
     if layout == "magface":
         prefixed = {f"features.module.{k}": v for k, v in sd.items()}
