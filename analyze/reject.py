@@ -131,13 +131,13 @@ class _PrefixOrderStats:
         n_prefix = prefix_sizes.size
         # block j holds positions in [sizes[j-1], sizes[j]); block n_prefix holds the rest
         block_of_pos = np.repeat(
-            np.arange(n_prefix + 1, dtype=np.int64), np.diff(np.concatenate(([0], prefix_sizes, [n])))
+            np.arange(n_prefix + 1, dtype=np.int32), np.diff(np.concatenate(([0], prefix_sizes, [n])))
         )
         hist = np.zeros((n_prefix + 1) * n_buckets, dtype=np.int64)
         step = self.width * max(1, (1 << 22) // self.width)
         for lo in range(0, n, step):
             hi = min(lo + step, n)
-            key = block_of_pos[self.pos[lo:hi]] * n_buckets + np.arange(lo, hi) // self.width
+            key = block_of_pos[self.pos[lo:hi]].astype(np.int64) * n_buckets + np.arange(lo, hi) // self.width
             hist += np.bincount(key, minlength=hist.size)
         del block_of_pos
         per_prefix = np.cumsum(hist.reshape(n_prefix + 1, n_buckets)[:n_prefix], axis=0)
