@@ -15,45 +15,111 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--dataset", required=True,
-              help="Manifest name (ijbc, ijbb, lfw, ms1mv2, folder, synthetic, ...) or a manifest YAML path.")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None,
-              help="Dataset folder (default: $SCALEFACE_DATA_ROOT_<NAME> or $SCALEFACE_DATA_ROOT). "
-              "Not needed for --dataset synthetic, which is generated into a cache folder.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="One model's checkpoint; its family and depth are recognised from its layout unless --config says.")
-@click.option("--config", "configs", multiple=True,
-              help="Model config name (configs/models/*.yaml) or YAML (ScaleFace repository yamls accepted). "
-              "With --random-init it may be repeated.")
-@click.option("--model", "model_options", multiple=True, metavar="NAME=CKPT[:CONFIG]",
-              help="A model stored under NAME; repeat for several models in one pass, e.g. "
-              "--model scaleface=sf.pt:scaleface_r50 --model pfe=pfe.pt:pfe_r50.")
-@click.option("--random-init", is_flag=True,
-              help="Seeded random weights instead of a checkpoint (recorded as random in the store). Without "
-              "--config: ScaleFace, PFE and the embedding-norm baseline on one backbone, plus MagFace.")
+@click.option(
+    "--dataset",
+    required=True,
+    help="Manifest name (ijbc, ijbb, lfw, ms1mv2, folder, synthetic, ...) or a manifest YAML path.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Dataset folder (default: $SCALEFACE_DATA_ROOT_<NAME> or $SCALEFACE_DATA_ROOT). "
+    "Not needed for --dataset synthetic, which is generated into a cache folder.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="One model's checkpoint; its family and depth are recognised from its layout unless --config says.",
+)
+@click.option(
+    "--config",
+    "configs",
+    multiple=True,
+    help="Model config name (configs/models/*.yaml) or YAML (ScaleFace repository yamls accepted). "
+    "With --random-init it may be repeated.",
+)
+@click.option(
+    "--model",
+    "model_options",
+    multiple=True,
+    metavar="NAME=CKPT[:CONFIG]",
+    help="A model stored under NAME; repeat for several models in one pass, e.g. "
+    "--model scaleface=sf.pt:scaleface_r50 --model pfe=pfe.pt:pfe_r50.",
+)
+@click.option(
+    "--random-init",
+    is_flag=True,
+    help="Seeded random weights instead of a checkpoint (recorded as random in the store). Without "
+    "--config: ScaleFace, PFE and the embedding-norm baseline on one backbone, plus MagFace.",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed for --random-init.")
-@click.option("--trust-checkpoint", is_flag=True,
-              help="Allow checkpoints that need full unpickling (arbitrary code): only for files you trust.")
-@click.option("--out", type=click.Path(), default=None,
-              help="Store path: NAME.zarr (default: <dataset>.zarr in the current folder) or NAME.h5.")
+@click.option(
+    "--trust-checkpoint",
+    is_flag=True,
+    help="Allow checkpoints that need full unpickling (arbitrary code): only for files you trust.",
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    default=None,
+    help="Store path: NAME.zarr (default: <dataset>.zarr in the current folder) or NAME.h5.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I.")
 @click.option("--batch-size", default=64, show_default=True, help="Images per network batch.")
-@click.option("--workers", default=min(4, os.cpu_count() or 1), show_default=True,
-              help="DataLoader processes decoding and aligning images (0: in the main process).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
-              help="auto: fp16 autocast on CUDA, fp32 on CPU.")
+@click.option(
+    "--workers",
+    default=min(4, os.cpu_count() or 1),
+    show_default=True,
+    help="DataLoader processes decoding and aligning images (0: in the main process).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="auto: fp16 autocast on CUDA, fp32 on CPU.",
+)
 @click.option("--flip/--no-flip", default=None, help="Flip test: also store embedding_flip (default: each config's).")
-@click.option("--shard", default="0/1", show_default=True, metavar="I/N",
-              help="Write only shard I of N (chunk-aligned row ranges), so N processes can fill one .zarr store.")
+@click.option(
+    "--shard",
+    default="0/1",
+    show_default=True,
+    metavar="I/N",
+    help="Write only shard I of N (chunk-aligned row ranges), so N processes can fill one .zarr store.",
+)
 @click.option("--chunk-rows", default=2048, show_default=True, help="Images per store chunk (new stores only).")
 @click.option("--overwrite", is_flag=True, help="Delete an existing store and start again (default: resume it).")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable, missing or unalignable image.")
-@click.option("--limit", type=int, default=None,
-              help="Only the first N images (and the pairs among them): a quick trial.")
+@click.option(
+    "--limit", type=int, default=None, help="Only the first N images (and the pairs among them): a quick trial."
+)
 @click.option("--preset", default="tiny", show_default=True, help="Size of the generated set for --dataset synthetic.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def cli(dataset, data_root, checkpoint, configs, model_options, random_init, seed, trust_checkpoint, out, device,
-        batch_size, workers, precision, flip, shard, chunk_rows, overwrite, strict, limit, preset, quiet) -> None:
+def cli(
+    dataset,
+    data_root,
+    checkpoint,
+    configs,
+    model_options,
+    random_init,
+    seed,
+    trust_checkpoint,
+    out,
+    device,
+    batch_size,
+    workers,
+    precision,
+    flip,
+    shard,
+    chunk_rows,
+    overwrite,
+    strict,
+    limit,
+    preset,
+    quiet,
+) -> None:
     """Run face models over a dataset once; write embeddings, norms, scales and sigmas to a feature store.
 
     Every model of a run shares decoding and alignment; models with identical backbone weights and
@@ -68,6 +134,8 @@ def cli(dataset, data_root, checkpoint, configs, model_options, random_init, see
       extract --dataset synthetic --random-init --device cpu
       extract --dataset ijbc --checkpoint ms1mv2_r50.pth --shard 0/4   # one of 4 GPUs/nodes
     """
+    from extract.checkpoints import CheckpointError
+    from extract.models import ConfigError
     from extract.plan import resolve_models
     from extract.runner import run_extraction
     from facedata.manifest import load_manifest, manifest_digest, resolve_data_root
@@ -84,10 +152,18 @@ def cli(dataset, data_root, checkpoint, configs, model_options, random_init, see
         raise click.UsageError("--config may be repeated only with --random-init; use --model NAME=CKPT:CONFIG")
     try:
         models, specs = resolve_models(
-            checkpoint, configs[0] if configs and not random_init else None, model_options, random_init,
-            tuple(configs) if random_init else (), seed, trust_checkpoint, flip,
+            checkpoint,
+            configs[0] if configs and not random_init else None,
+            model_options,
+            random_init,
+            tuple(configs) if random_init else (),
+            seed,
+            trust_checkpoint,
+            flip,
         )
-    except ValueError as exc:
+    except (CheckpointError, ConfigError):
+        raise
+    except ValueError as exc:  # contradictory or missing model options
         raise click.UsageError(str(exc)) from None
     manifest = load_manifest(dataset)
     if manifest.name == "synthetic" and data_root is None:
@@ -101,15 +177,31 @@ def cli(dataset, data_root, checkpoint, configs, model_options, random_init, see
         tables = tables.head(limit)
     out_path = Path(out or f"{manifest.name}.zarr")
     store = create_store(
-        out_path, tables, specs, manifest_digest=manifest_digest(manifest), chunk_rows=chunk_rows,
-        overwrite=overwrite and i == 0, exist_ok=True,
+        out_path,
+        tables,
+        specs,
+        manifest_digest=manifest_digest(manifest),
+        chunk_rows=chunk_rows,
+        overwrite=overwrite and i == 0,
+        exist_ok=True,
         extra_attrs={"data_root": str(root), "manifest": manifest.name},
     )
-    click.echo(f"store {out_path}: {store.n_images:,} images in {store.n_chunks} chunks; models "
-               + ", ".join(f"{m.name} ({m.model.family})" for m in models), err=True)
+    click.echo(
+        f"store {out_path}: {store.n_images:,} images in {store.n_chunks} chunks; models "
+        + ", ".join(f"{m.name} ({m.model.family})" for m in models),
+        err=True,
+    )
     summary = run_extraction(
-        store, str(root), models, device=device, precision=precision, batch_size=batch_size, workers=workers,
-        shard=(i, n), strict=strict, progress=not quiet,
+        store,
+        str(root),
+        models,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        workers=workers,
+        shard=(i, n),
+        strict=strict,
+        progress=not quiet,
     )
     click.echo(summary.format(), err=True)
     click.echo(f"next: analyze info --cache {out_path}", err=True)
