@@ -11,16 +11,351 @@ from featurestore.errors import StoreError
 from featurestore.store import FeatureStore
 
 CACHE_HELP = "Feature store written by `extract` (NAME.zarr directory or NAME.h5 file)."
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings=CONTEXT)
 def cli() -> None:
-    """Analyse a feature store: store contents, pair scores, ROC, reject verification, fusion.
+    """Analyse a feature store: contents, reject verification, template fusion, ROC tables, distributions.
+
+    Works from the store alone (no model, no torch). Outputs go beside the store by default
+    (ijbc.zarr -> ijbc.analysis/<command>/) as Parquet + CSV tables, summary.json and PNG/PDF figures.
 
     \b
     Examples:
       analyze info --cache ijbc.zarr
+      analyze reject --cache ijbc.zarr
+      analyze reject --cache ijbc.zarr --model scaleface --metric cosine_harmonic-harmonic --far 1e-4
+      analyze fusion --cache ijbc.zarr
+      analyze roc --cache ijbc.zarr --fusion media
+      analyze list
     """
+
+
+def _common(f):
+    """Options every table-producing command shares."""
+    for opt in reversed(
+        [
+            click.option("--cache", required=True, type=click.Path(), help=CACHE_HELP),
+            click.option("--model", "models", multiple=True, help="Model in the store (repeatable; default: all)."),
+            click.option("--protocol", default=None, help="Protocol in the store (default: its first)."),
+            click.option(
+                "--out",
+                type=click.Path(file_okay=False),
+                default=None,
+                help="Output folder (default: beside the store, <store>.analysis/<command>/).",
+            ),
+            click.option("--force", is_flag=True, help="Replace an output folder that already holds results."),
+            click.option(
+                "--partial",
+                is_flag=True,
+                help="Analyse the finished rows of an incomplete store (says how many were left out).",
+            ),
+            click.option(
+                "--scheduler", default=None, help="dask.distributed scheduler address (default: local threads)."
+            ),
+            click.option(
+                "--cluster", default=None, metavar="local:N", help="Start a LocalCluster of N workers for the run."
+            ),
+            click.option("--no-figures", is_flag=True, help="Tables only."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _rejected(text: str) -> tuple[float, float, int]:
+    try:
+        a, b, n = text.split(":")
+        return float(a), float(b), int(n)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: expected START:STOP:NUM, e.g. 0:0.5:250", param_hint="--rejected"
+        ) from None
+
+
+@cli.command()
+@_common
+@click.option(
+    "--level",
+    type=click.Choice(["image", "template"]),
+    default=None,
+    help="Pairs of images or of fused templates (default: the protocol's level).",
+)
+@click.option(
+    "--fusion",
+    "fusions",
+    multiple=True,
+    help="Template fusion (repeatable; default per family: PFE, weighted or mean). See `analyze list`.",
+)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="DISTANCE_UNCERTAINTY as in the paper's scripts, e.g. cosine_mean, MLS_harmonic-sum (repeatable).",
+)
+@click.option(
+    "--far", "fars", multiple=True, type=float, help="FARs (repeatable; default 1e-4 5e-4 1e-3 5e-3 1e-2 5e-2)."
+)
+@click.option(
+    "--rejected", default="0:0.5:250", show_default=True, help="Rejected fractions, np.linspace(START, STOP, NUM)."
+)
+@click.option(
+    "--threshold",
+    "threshold_mode",
+    type=click.Choice(["recompute", "fixed"]),
+    default="recompute",
+    show_default=True,
+    help="recompute: the paper's threshold re-found on kept pairs; fixed: EDC, set once.",
+)
+@click.option(
+    "--convention",
+    type=click.Choice(["exact", "nearest"]),
+    default="exact",
+    show_default=True,
+    help="TAR@FAR: exact = paper (k-th impostor score), nearest = insightface (ROC point nearest the FAR).",
+)
+@click.option("--bias", type=float, default=None, help="Bias for *biased-cosine distances (mean validation cosine).")
+@click.option(
+    "--discard-limit", type=float, default=0.3, show_default=True, help="Partial-AUC limit for --threshold fixed."
+)
+def reject(
+    cache,
+    models,
+    protocol,
+    out,
+    force,
+    partial,
+    scheduler,
+    cluster,
+    no_figures,
+    level,
+    fusions,
+    metrics,
+    fars,
+    rejected,
+    threshold_mode,
+    convention,
+    bias,
+    discard_limit,
+) -> None:
+    """Reject verification: TAR@FAR as the most uncertain pairs are rejected.
+
+    With only --cache it runs the paper's defaults for every model (FARs 1e-4..5e-2, 250 fractions in
+    [0, 0.5]) and prints the area under each curve. Writes reject.parquet/.csv (tidy: one row per
+    method, FAR and fraction), auc.csv, summary.json and figures (per metric; per FAR all methods).
+
+    \b
+    Examples:
+      analyze reject --cache ijbc.zarr
+      analyze reject --cache ijbc.zarr --level template --fusion PFE --metric MLS_harmonic-sum
+      analyze reject --cache ijbc.zarr --threshold fixed --metric cosine_min
+    """
+    from analyze.experiments import PAPER_FARS, run_reject
+    from analyze.outputs import (
+        auc_table_text,
+        dask_scheduler,
+        default_out_dir,
+        prepare_out_dir,
+        write_json,
+        write_table,
+    )
+
+    with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster) as where:
+        out_dir = prepare_out_dir(out or default_out_dir(cache, "reject"), force)
+        df, auc_df, report = run_reject(
+            store,
+            models=list(models) or None,
+            protocol=protocol,
+            level=level,
+            fusions=list(fusions) or None,
+            metrics=list(metrics) or None,
+            fars=tuple(fars) or PAPER_FARS,
+            fractions=_rejected(rejected),
+            threshold_mode=threshold_mode,
+            convention=convention,
+            partial=partial,
+            bias=bias,
+            discard_limit=discard_limit,
+        )
+        report.params["scheduler"] = where
+    write_table(df, out_dir, "reject")
+    auc_df.to_csv(out_dir / "auc.csv", index=False)
+    write_json(report, out_dir / "summary.json")
+    if not no_figures:
+        from analyze.figures import plot_reject_comparison, plot_reject_curves
+
+        plot_reject_curves(df, out_dir / "figures")
+        plot_reject_comparison(df, out_dir / "figures")
+    _print_exclusions(report)
+    click.echo(f"AUC of TAR over rejected fraction ({threshold_mode}, {convention} convention):")
+    click.echo(auc_table_text(auc_df))
+    click.echo(f"wrote {out_dir}")
+
+
+def _print_exclusions(report) -> None:
+    ex = report.excluded
+    left = ex.get("images_not_done", 0)
+    if left:
+        click.echo(f"--partial: {left:,} images not yet extracted were left out", err=True)
+    if ex.get("images_failed") or ex.get("images_nan"):
+        click.echo(f"excluded {ex['images_failed']:,} failed images and NaN outputs {ex['images_nan']}", err=True)
+    for key, p in report.pairs.items():
+        if p["dropped"]:
+            click.echo(
+                f"{key}: {p['dropped']:,} of {p['pairs']:,} pairs dropped (an image or template without valid outputs)",
+                err=True,
+            )
+
+
+@cli.command()
+@_common
+@click.option("--fusion", "fusions", multiple=True, help="Fusions to compare (default: mean, first, media + family's).")
+@click.option("--distance", "distances", multiple=True, help="Distances (default: cosine, plus MLS for PFE).")
+@click.option("--far", "fars", multiple=True, type=float, help="FARs (default 1e-6 ... 1e-1).")
+@click.option("--convention", type=click.Choice(["exact", "nearest"]), default="exact", show_default=True)
+@click.option("--media-no-norm", is_flag=True, help="media fusion: L2-normalise images first (insightface N0).")
+@click.option("--media-no-detector", is_flag=True, help="media fusion: no detector-score weighting (D0).")
+@click.option("--media-no-flip", is_flag=True, help="media fusion: do not add the flipped embedding (F1).")
+def fusion(
+    cache,
+    models,
+    protocol,
+    out,
+    force,
+    partial,
+    scheduler,
+    cluster,
+    no_figures,
+    fusions,
+    distances,
+    fars,
+    convention,
+    media_no_norm,
+    media_no_detector,
+    media_no_flip,
+) -> None:
+    """Template fusion: TAR@FAR of each fusion x distance on template pairs, as the paper's fusion script.
+
+    \b
+    Example:
+      analyze fusion --cache ijbc.zarr --fusion mean --fusion PFE --fusion softmax-0.5
+    """
+    from analyze.experiments import ROC_FARS, run_fusion_table
+    from analyze.outputs import dask_scheduler, default_out_dir, prepare_out_dir, write_json, write_table
+
+    options = {
+        "keep_norm": not media_no_norm,
+        "use_detector_score": not media_no_detector,
+        "add_flip": not media_no_flip,
+    }
+    with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster):
+        out_dir = prepare_out_dir(out or default_out_dir(cache, "fusion"), force)
+        df, report = run_fusion_table(
+            store,
+            models=list(models) or None,
+            protocol=protocol,
+            fusions=list(fusions) or None,
+            distances=list(distances) or None,
+            fars=tuple(fars) or ROC_FARS,
+            convention=convention,
+            partial=partial,
+            fusion_options=options,
+        )
+    write_table(df, out_dir, "fusion")
+    write_json(report, out_dir / "summary.json")
+    table = df.pivot_table(index=["model", "fusion", "distance"], columns="far", values="tar", sort=False)
+    table.columns = [f"FAR={c:g}" for c in table.columns]
+    click.echo(f"TAR@FAR ({convention} convention):")
+    click.echo(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    click.echo(f"wrote {out_dir}")
+
+
+@cli.command()
+@_common
+@click.option("--fusion", "fusions", multiple=True, help="Template fusions (default: media, insightface's).")
+@click.option("--far", "fars", multiple=True, type=float, help="FARs (default 1e-6 ... 1e-1).")
+@click.option("--convention", type=click.Choice(["exact", "nearest"]), default="nearest", show_default=True)
+def roc(
+    cache, models, protocol, out, force, partial, scheduler, cluster, no_figures, fusions, fars, convention
+) -> None:
+    """ROC table as insightface prints it (TAR at FAR 1e-6 ... 1e-1) and an ROC plot, per model and fusion.
+
+    \b
+    Example:
+      analyze roc --cache ijbc.zarr --fusion media --fusion mean
+    """
+    import pandas as pd
+
+    from analyze.experiments import ROC_FARS, build_pair_set, roc_points
+    from analyze.loading import valid_rows
+    from analyze.outputs import dask_scheduler, default_out_dir, prepare_out_dir, write_table
+    from analyze.scores import pair_scores
+    from analyze.tarfar import tar_at_far
+
+    rows, curves = [], []
+    with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster):
+        out_dir = prepare_out_dir(out or default_out_dir(cache, "roc"), force)
+        names = list(models) or list(store.models)
+        proto_name = protocol or next(iter(store.protocols_info))
+        proto = store.protocol(proto_name)
+        valid = valid_rows(store, names, partial)
+        for model in names:
+            for fusion_name in (fusions or ["media"]) if proto.level == "template" else ["none"]:
+                ps = build_pair_set(store, model, proto, proto.level, fusion_name, valid)
+                scores = pair_scores("cosine", ps.features, ps.i, ps.j)
+                res = tar_at_far(scores, ps.labels, tuple(fars) or ROC_FARS, convention, allow_tiny_far=True)
+                rows.append(
+                    {
+                        "model": model,
+                        "level": proto.level,
+                        "fusion": ps.fusion,
+                        "distance": "cosine",
+                        "convention": convention,
+                        **{f"{f:g}": t for f, t in zip(res.fars, res.tar)},
+                    }
+                )
+                fpr, tpr = roc_points(scores, ps.labels)
+                curves.append(
+                    pd.DataFrame(
+                        {
+                            "model": model,
+                            "level": proto.level,
+                            "fusion": ps.fusion,
+                            "distance": "cosine",
+                            "fpr": fpr,
+                            "tpr": tpr,
+                        }
+                    )
+                )
+    table = pd.DataFrame(rows)
+    write_table(table, out_dir, "roc_table")
+    curve_df = pd.concat(curves, ignore_index=True)
+    write_table(curve_df, out_dir, "roc_curve")
+    if not no_figures:
+        from analyze.figures import plot_roc
+
+        plot_roc(curve_df, out_dir / "figures")
+    click.echo(f"TAR@FAR ({convention} convention):")
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    click.echo(f"wrote {out_dir}")
+
+
+@cli.command("list")
+def list_cmd() -> None:
+    """Every distance, pair-uncertainty combination and fusion name, with its meaning.
+
+    Metric strings combine a distance and an uncertainty as DISTANCE_UNCERTAINTY (e.g. cosine_mean,
+    MLS_harmonic-sum), exactly as the ScaleFace paper's scripts write them.
+    """
+    from analyze.names import describe_all
+
+    kind = None
+    for k, name, meaning in describe_all():
+        if k != kind:
+            click.echo(f"\n{k}s:" if kind else f"{k}s:")
+            kind = k
+        click.echo(f"  {name:<32} {meaning}")
 
 
 @cli.command()
@@ -37,7 +372,9 @@ def info(cache: str) -> None:
 
 
 def main() -> None:
-    """Console entry point: store errors become one-line messages and exit status 2."""
+    """Console entry point: store, name and output errors become one-line messages and exit status 2."""
+    from analyze.outputs import OutputExistsError
+
     try:
         cli(standalone_mode=False)
     except click.exceptions.Abort:
@@ -45,6 +382,10 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except StoreError as exc:
+    except (StoreError, OutputExistsError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,445 @@
+"""The analyses `analyze` runs on a store: reject verification, fusion tables and ROC tables.
+
+Each returns tidy pandas tables (one row per measured number) with every convention named in
+its columns, so results from different runs and methods concatenate and compare directly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analyze.fusion import template_rows
+from analyze.loading import ValidRows, fuse_templates, read_rows, uncertainty_source, valid_rows
+from analyze.names import parse_fusion, parse_metric
+from analyze.reject import fixed_threshold_edc, kept_counts, reject_curve, rejection_order
+from analyze.scores import cosine_stats, pair_scores
+from analyze.tarfar import auc, tar_at_far
+from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty, pfe_confidence
+from featurestore.errors import StoreError
+from featurestore.schema import Protocol
+from featurestore.store import FeatureStore
+
+PAPER_FARS = (1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2)
+"""The ScaleFace paper's FARs for reject verification."""
+
+PAPER_FRACTIONS = (0.0, 0.5, 250)
+"""np.linspace(0, 0.5, 250): the paper's rejected fractions."""
+
+ROC_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+"""insightface's IJB-C ROC table columns."""
+
+REJECT_COLUMNS = [
+    "model",
+    "level",
+    "protocol",
+    "fusion",
+    "distance",
+    "uncertainty",
+    "threshold_mode",
+    "convention",
+    "far",
+    "rejected_fraction",
+    "tar",
+    "threshold",
+    "kept_pairs",
+    "far_achieved",
+    "kept_genuine",
+    "kept_impostor",
+    "discarded_fraction",
+]
+AUC_COLUMNS = [
+    "model",
+    "level",
+    "protocol",
+    "fusion",
+    "distance",
+    "uncertainty",
+    "threshold_mode",
+    "convention",
+    "far",
+    "auc",
+    "auc_kind",
+]
+
+
+def default_metrics(spec_outputs: tuple[str, ...], threshold_mode: str) -> list[str]:
+    """The paper's metric strings for a model: cosine with the sum ('mean') and harmonic-harmonic
+    combinations, plus MLS for PFE; for the fixed-threshold EDC, the pair quality is the worse image:
+    min of confidences, max of PFE uncertainties."""
+    pfe = "sigma_sq" in spec_outputs
+    if threshold_mode == "fixed":
+        return ["cosine_max" if pfe else "cosine_min"]
+    return ["cosine_mean", "cosine_harmonic-harmonic"] + (["MLS_harmonic-sum"] if pfe else [])
+
+
+def default_fusions(spec_outputs: tuple[str, ...]) -> list[str]:
+    """Per family: PFE attention for PFE, confidence-weighted for ScaleFace, plain mean otherwise."""
+    if "sigma_sq" in spec_outputs:
+        return ["PFE"]
+    if "scale" in spec_outputs:
+        return ["weighted"]
+    return ["mean"]
+
+
+@dataclass
+class PairSet:
+    """What one (model, level, fusion) scores: row features and values, pair rows into them, labels."""
+
+    model: str
+    level: str
+    fusion: str
+    features: np.ndarray
+    values: np.ndarray
+    mode: str
+    i: np.ndarray
+    j: np.ndarray
+    labels: np.ndarray
+    n_pairs_total: int
+    n_pairs_dropped: int
+
+
+def build_pair_set(
+    store: FeatureStore,
+    model: str,
+    protocol: Protocol,
+    level: str,
+    fusion: str,
+    valid: ValidRows,
+    fusion_options: dict[str, Any] | None = None,
+) -> PairSet:
+    """Features and uncertainty values per image (image level) or per fused template (template level),
+    with the protocol's pairs mapped onto them; pairs touching an invalid image/template are dropped."""
+    spec = store.model(model)
+    src, mode = uncertainty_source(spec)
+    pairs, labels = protocol.pairs, protocol.label
+    if level != protocol.level:
+        raise StoreError(
+            f"protocol {protocol.name!r} pairs {protocol.level}s, so it is analysed at level {protocol.level!r}, "
+            f"not {level!r}"
+        )
+    if level == "image":
+        if pairs.size and (pairs.min() < 0 or pairs.max() >= store.n_images):
+            raise StoreError(f"protocol {protocol.name!r}: image rows outside 0..{store.n_images - 1}")
+        keep = valid.mask[pairs[:, 0]] & valid.mask[pairs[:, 1]]
+        rows = np.unique(pairs[keep])
+        features = read_rows(store, model, "embedding", rows)
+        values = read_rows(store, model, src, rows)
+        i = np.searchsorted(rows, pairs[keep, 0])
+        j = np.searchsorted(rows, pairs[keep, 1])
+    else:
+        fused = fuse_templates(store, model, fusion, valid.mask, options=fusion_options)
+        pos = np.searchsorted(fused.ids, pairs)
+        pos_c = np.minimum(pos, len(fused.ids) - 1)
+        found = fused.ids[pos_c] == pairs
+        keep = found.all(axis=1)
+        features, values = fused.features, fused.uncertainty
+        i, j = template_rows(fused.ids, pairs[keep, 0]), template_rows(fused.ids, pairs[keep, 1])
+        base, _ = parse_fusion(fusion)
+        if src == "sigma_sq" and base in ("softmax", "stat-softmax", "weighted", "weighted-softmax", "argmax"):
+            mode = "confidence"  # the fused value is then a PFE confidence 1/hm(sigma_sq)
+    return PairSet(
+        model,
+        level,
+        fusion if level == "template" else "none",
+        features,
+        values,
+        mode,
+        i,
+        j,
+        labels[keep],
+        len(labels),
+        int((~keep).sum()),
+    )
+
+
+def score_pairs(ps: PairSet, metric: str, bias: float | None = None) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """(scores, pair uncertainty 'larger = reject first', distance, combination) for a metric string."""
+    distance, combo = parse_metric(metric)
+    needs_sigma = distance == "MLS" or distance.startswith("pfe-")
+    if needs_sigma and (ps.values is None or ps.values.ndim != 2):
+        raise StoreError(
+            f"metric {metric!r} needs PFE sigma_sq, which model {ps.model!r} does not have "
+            f"(or fusion {ps.fusion!r} reduced it to a scalar)"
+        )
+    center = cosine_stats(ps.features, ps.i, ps.j) if "centered" in distance else None
+    scores = pair_scores(distance, ps.features, ps.i, ps.j, uncertainty=ps.values, bias=bias, center=center)
+    values = ps.values
+    pu = pair_uncertainty(combo, values, ps.i, ps.j, features=ps.features, labels=ps.labels)
+    return scores, as_uncertainty(pu, combination_mode(combo, ps.mode)), distance, combo
+
+
+def fractions_from(spec: tuple[float, float, int]) -> np.ndarray:
+    """np.linspace(start, stop, num), the paper's way of listing rejected fractions."""
+    start, stop, num = spec
+    return np.linspace(start, stop, int(num))
+
+
+def _nearest_reject(scores, labels, unc, fractions, fars) -> dict[str, np.ndarray]:
+    """Reject verification with the nearest-FPR convention: one sort by uncertainty, then TAR@FAR on
+    each kept prefix (exact equality with re-running insightface's table per fraction)."""
+    perm = rejection_order(unc, "uncertainty")
+    s, lab = scores[perm], labels[perm]
+    kept = kept_counts(len(s), fractions)
+    rows: dict[str, list] = {
+        k: []
+        for k in (
+            "rejected_fraction",
+            "far",
+            "tar",
+            "threshold",
+            "far_achieved",
+            "kept_pairs",
+            "kept_genuine",
+            "kept_impostor",
+        )
+    }
+    for r, n in zip(fractions, kept):
+        lab_k = lab[:n]
+        n_gen = int(lab_k.sum())
+        if n == 0 or n_gen == n:
+            res_tar = res_thr = res_far = np.full(len(fars), np.nan)
+        else:
+            res = tar_at_far(s[:n], lab_k, fars, "nearest", allow_tiny_far=True)
+            res_tar, res_thr, res_far = res.tar, res.threshold, res.far_achieved
+        for k, f in enumerate(fars):
+            for key, v in (
+                ("rejected_fraction", r),
+                ("far", f),
+                ("tar", res_tar[k]),
+                ("threshold", res_thr[k]),
+                ("far_achieved", res_far[k]),
+                ("kept_pairs", n),
+                ("kept_genuine", n_gen),
+                ("kept_impostor", n - n_gen),
+            ):
+                rows[key].append(v)
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+@dataclass
+class RunReport:
+    """Counts and conventions of one `analyze` run, written to summary.json."""
+
+    store: str
+    dataset: str
+    params: dict[str, Any]
+    excluded: dict[str, Any] = field(default_factory=dict)
+    pairs: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run_reject(
+    store: FeatureStore,
+    *,
+    models: list[str] | None = None,
+    protocol: str | None = None,
+    level: str | None = None,
+    fusions: list[str] | None = None,
+    metrics: list[str] | None = None,
+    fars: tuple[float, ...] = PAPER_FARS,
+    fractions: tuple[float, float, int] = PAPER_FRACTIONS,
+    threshold_mode: str = "recompute",
+    convention: str = "exact",
+    partial: bool = False,
+    bias: float | None = None,
+    fusion_options: dict[str, Any] | None = None,
+    discard_limit: float = 0.3,
+) -> tuple[pd.DataFrame, pd.DataFrame, RunReport]:
+    """Reject verification for every (model, fusion, metric): the tidy curve table, the AUC table, a report."""
+    t0 = time.perf_counter()
+    models = models or list(store.models)
+    for m in models:
+        store.model(m)
+    proto_name = protocol or next(iter(store.protocols_info), None)
+    if proto_name is None:
+        raise StoreError(f"{store.path} has no protocol to verify")
+    proto = store.protocol(proto_name)
+    level = level or proto.level
+    if threshold_mode not in ("recompute", "fixed"):
+        raise ValueError(f"threshold mode must be 'recompute' or 'fixed', got {threshold_mode!r}")
+    if convention not in ("exact", "nearest"):
+        raise ValueError(f"convention must be 'exact' or 'nearest', got {convention!r}")
+    if threshold_mode == "fixed" and convention != "exact":
+        raise ValueError("the fixed-threshold EDC sets its thresholds with the exact convention only")
+    for metric in metrics or []:
+        parse_metric(metric)
+    for f in fusions or []:
+        parse_fusion(f)
+    r = fractions_from(fractions)
+    valid = valid_rows(store, models, partial)
+    report = RunReport(
+        str(store.path),
+        store.dataset,
+        {
+            "models": models,
+            "protocol": proto_name,
+            "level": level,
+            "fusions": fusions,
+            "metrics": metrics,
+            "fars": list(fars),
+            "fractions": list(fractions),
+            "threshold_mode": threshold_mode,
+            "convention": convention,
+            "partial": partial,
+            "bias": bias,
+            "discard_limit": discard_limit,
+        },
+    )
+    report.excluded = {
+        "images_not_done": valid.n_not_done,
+        "images_failed": valid.n_failed,
+        "images_nan": valid.n_nan,
+        "images_used": int(valid.mask.sum()),
+    }
+    curves, aucs = [], []
+    for model in models:
+        spec = store.model(model)
+        model_fusions = (fusions or default_fusions(spec.outputs)) if level == "template" else ["none"]
+        for fusion in model_fusions:
+            ps = build_pair_set(store, model, proto, level, fusion, valid, fusion_options)
+            report.pairs[f"{model}/{ps.fusion}"] = {
+                "pairs": ps.n_pairs_total,
+                "dropped": ps.n_pairs_dropped,
+                "scored": len(ps.labels),
+                "genuine": int(ps.labels.sum()),
+            }
+            for metric in metrics or default_metrics(spec.outputs, threshold_mode):
+                scores, unc, distance, combo = score_pairs(ps, metric, bias)
+                key = {
+                    "model": model,
+                    "level": level,
+                    "protocol": proto_name,
+                    "fusion": ps.fusion,
+                    "distance": distance,
+                    "uncertainty": combo,
+                    "threshold_mode": threshold_mode,
+                    "convention": convention,
+                }
+                if threshold_mode == "recompute" and convention == "exact":
+                    cols = reject_curve(scores, ps.labels, unc, r, fars).columns()
+                    cols["discarded_fraction"] = cols["rejected_fraction"]
+                elif threshold_mode == "recompute":
+                    cols = _nearest_reject(scores, ps.labels, unc, r, np.asarray(fars, dtype=float))
+                    cols["discarded_fraction"] = cols["rejected_fraction"]
+                else:
+                    cols = _edc_columns(fixed_threshold_edc(scores, ps.labels, unc, r, fars, order="uncertainty"))
+                df = pd.DataFrame(cols)
+                for k, v in key.items():
+                    df[k] = v
+                curves.append(df)
+                aucs.extend(_auc_rows(df, key, threshold_mode, discard_limit))
+    reject_df = pd.concat(curves, ignore_index=True)[REJECT_COLUMNS]
+    report.seconds = time.perf_counter() - t0
+    return reject_df, pd.DataFrame(aucs, columns=AUC_COLUMNS), report
+
+
+def _edc_columns(edc) -> dict[str, np.ndarray]:
+    n_r, n_f = edc.fnmr.shape
+    thr = np.tile(edc.threshold, n_r)
+    return {
+        "rejected_fraction": np.repeat(edc.fractions, n_f),
+        "far": np.tile(edc.fars, n_r),
+        "tar": 1.0 - edc.fnmr.ravel(),
+        "threshold": thr,
+        "far_achieved": edc.fmr.ravel(),
+        "kept_pairs": np.repeat(edc.kept_pairs, n_f),
+        "kept_genuine": np.repeat(edc.kept_genuine, n_f),
+        "kept_impostor": np.repeat(edc.kept_impostor, n_f),
+        "discarded_fraction": np.repeat(edc.discarded_fraction, n_f),
+    }
+
+
+def _auc_rows(df: pd.DataFrame, key: dict[str, Any], threshold_mode: str, discard_limit: float) -> list[dict]:
+    from analyze.reject import partial_auc
+
+    rows = []
+    for far, g in df.groupby("far", sort=True):
+        if threshold_mode == "recompute":
+            value, kind = auc(g["rejected_fraction"].to_numpy(), g["tar"].to_numpy()), "tar_vs_rejected_fraction"
+        else:
+            value = partial_auc(g["discarded_fraction"].to_numpy(), 1.0 - g["tar"].to_numpy(), discard_limit)
+            kind = f"fnmr_vs_discarded_fraction_up_to_{discard_limit:g}"
+        rows.append({**key, "far": far, "auc": value, "auc_kind": kind})
+    return rows
+
+
+def run_fusion_table(
+    store: FeatureStore,
+    *,
+    models: list[str] | None = None,
+    protocol: str | None = None,
+    fusions: list[str] | None = None,
+    distances: list[str] | None = None,
+    fars: tuple[float, ...] = ROC_FARS,
+    convention: str = "exact",
+    partial: bool = False,
+    fusion_options: dict[str, Any] | None = None,
+) -> tuple[pd.DataFrame, RunReport]:
+    """TAR@FAR of each fusion x distance over template pairs (the paper's fusion script)."""
+    t0 = time.perf_counter()
+    models = models or list(store.models)
+    proto_name = protocol or next(iter(store.protocols_info))
+    proto = store.protocol(proto_name)
+    if proto.level != "template":
+        raise StoreError(f"protocol {proto_name!r} pairs images; fusion needs a template-level protocol")
+    valid = valid_rows(store, models, partial)
+    report = RunReport(
+        str(store.path),
+        store.dataset,
+        {
+            "models": models,
+            "protocol": proto_name,
+            "fusions": fusions,
+            "distances": distances,
+            "fars": list(fars),
+            "convention": convention,
+        },
+    )
+    rows = []
+    for model in models:
+        spec = store.model(model)
+        src, _ = uncertainty_source(spec)
+        model_fusions = fusions or (["mean", "first", "media"] + default_fusions(spec.outputs))
+        for fusion in dict.fromkeys(model_fusions):
+            ps = build_pair_set(store, model, proto, "template", fusion, valid, fusion_options)
+            has_sigma = src == "sigma_sq" and ps.values is not None and ps.values.ndim == 2
+            for distance in distances or (["cosine", "MLS"] if has_sigma else ["cosine"]):
+                values = ps.values
+                if distance.startswith("scale-") and has_sigma:
+                    values = pfe_confidence(values)
+                scores = pair_scores(distance, ps.features, ps.i, ps.j, uncertainty=values)
+                res = tar_at_far(scores, ps.labels, fars, convention, allow_tiny_far=True)
+                for f, tar, thr, fa in zip(res.fars, res.tar, res.threshold, res.far_achieved):
+                    rows.append(
+                        {
+                            "model": model,
+                            "protocol": proto_name,
+                            "fusion": fusion,
+                            "distance": distance,
+                            "convention": convention,
+                            "far": f,
+                            "tar": tar,
+                            "threshold": thr,
+                            "far_achieved": fa,
+                            "pairs": len(ps.labels),
+                            "dropped_pairs": ps.n_pairs_dropped,
+                        }
+                    )
+    report.seconds = time.perf_counter() - t0
+    return pd.DataFrame(rows), report
+
+
+def roc_points(scores: np.ndarray, labels: np.ndarray, n_points: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC curve (sklearn roc_curve) thinned to ~n_points log-spaced FPRs, for plotting."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    grid = np.unique(np.r_[0.0, np.logspace(-7, 0, n_points)])
+    idx = np.minimum(np.searchsorted(fpr, grid, side="right") - 1, len(fpr) - 1)
+    idx = np.unique(np.maximum(idx, 0))
+    return fpr[idx], tpr[idx]

@@ -1,0 +1,152 @@
+"""Read what an analysis needs from a store: valid rows, per-image features and uncertainties, and
+per-template fusions computed block by block (whole templates per block) as Dask tasks.
+
+Nothing here holds per-pair features: image features are read once per row, template features
+once per template, and pair scores are gathered from those in blocks (analyze.scores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import numpy as np
+
+from analyze.fusion import FusedTemplates, fuse
+from analyze.names import parse_fusion
+from featurestore.errors import StoreError
+from featurestore.schema import STATUS_OK, ModelSpec
+from featurestore.store import FeatureStore
+
+FUSION_BLOCK_IMAGES = 65536
+"""Images per fusion task: 128 MiB of float32 512-d embeddings, a float64 copy inside fuse() twice that."""
+
+
+def uncertainty_source(spec: ModelSpec) -> tuple[str, str]:
+    """(store output, mode) of a model's per-image uncertainty: ScaleFace scale and MagFace/ArcFace norm
+    are confidences, PFE sigma_sq an uncertainty."""
+    if "sigma_sq" in spec.outputs:
+        return "sigma_sq", "uncertainty"
+    if "scale" in spec.outputs:
+        return "scale", "confidence"
+    return "norm", "confidence"
+
+
+@dataclass
+class ValidRows:
+    """Which image rows an analysis may use, and why the others were left out."""
+
+    mask: np.ndarray
+    n_not_done: int = 0
+    n_failed: int = 0
+    n_nan: dict[str, int] = field(default_factory=dict)
+
+
+def valid_rows(store: FeatureStore, models: list[str], partial: bool) -> ValidRows:
+    """Rows that are done, ok, and with a finite norm (and scale) in every model; refuse an incomplete
+    store unless `partial`, naming how much is missing. The norm is finite exactly when the whole
+    embedding is, so checking it costs N reads instead of N x D."""
+    done = store.row_done()
+    n_not_done = int((~done).sum())
+    if n_not_done and not partial:
+        raise StoreError(
+            f"{store.path}: extraction is incomplete ({n_not_done:,} of {store.n_images:,} images not done); "
+            "finish it with `extract` (it resumes), or pass --partial to analyse the finished rows only"
+        )
+    ok = store.status() == STATUS_OK
+    mask = done & ok
+    out = ValidRows(mask=mask, n_not_done=n_not_done, n_failed=int((done & ~ok).sum()))
+    for m in models:
+        spec = store.model(m)
+        for output in [o for o in ("norm", "scale") if o in spec.outputs]:
+            bad = mask & ~np.isfinite(store.read(m, output))
+            if bad.any():
+                out.n_nan[f"{m}/{output}"] = int(bad.sum())
+                mask &= ~bad
+    out.mask = mask
+    return out
+
+
+def read_rows(store: FeatureStore, model: str, output: str, rows: np.ndarray) -> np.ndarray:
+    """Rows (ascending) of one output: one slice read when they are dense, else a point selection."""
+    rows = np.asarray(rows)
+    if rows.size == 0:
+        spec = store.model(model)
+        return np.empty((0, *spec.row_shape(output)), dtype=np.float32)
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    if hi - lo <= 2 * rows.size:
+        return store.read(model, output, slice(lo, hi))[rows - lo]
+    arr = store._b.array(store._output_key(model, output))
+    return np.asarray(arr.oindex[rows] if hasattr(arr, "oindex") else arr[rows])
+
+
+def template_blocks(template: np.ndarray, rows: np.ndarray, block_images: int) -> list[np.ndarray]:
+    """Split `rows` into ascending row sets of whole templates, about `block_images` images each."""
+    order = rows[np.argsort(template[rows], kind="stable")]
+    t_sorted = template[order]
+    starts = np.flatnonzero(np.r_[True, t_sorted[1:] != t_sorted[:-1]])
+    out, a = [], 0
+    cut_points = starts[1:]
+    while a < len(order):
+        target = a + block_images
+        k = np.searchsorted(cut_points, target, side="left")
+        b = int(cut_points[k]) if k < len(cut_points) else len(order)
+        if b <= a:
+            b = len(order)
+        out.append(np.sort(order[a:b]))
+        a = b
+    return out
+
+
+def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: dict[str, Any]) -> FusedTemplates:
+    with FeatureStore.open(path) as store:
+        spec = store.model(model)
+        src, _ = uncertainty_source(spec)
+        feats = read_rows(store, model, "embedding", rows)
+        unc = read_rows(store, model, src, rows)
+        base, _ = parse_fusion(fusion)
+        kwargs: dict[str, Any] = {}
+        if base == "media":
+            kwargs = {
+                "media": store.image_column("media", rows),
+                "detector_score": store.image_column("detector_score", rows),
+                "keep_norm": options.get("keep_norm", True),
+                "use_detector_score": options.get("use_detector_score", True),
+                "add_flip": options.get("add_flip", True) and "embedding_flip" in spec.outputs,
+            }
+            if kwargs["add_flip"]:
+                kwargs["features_flip"] = read_rows(store, model, "embedding_flip", rows)
+        if src == "sigma_sq" and base in ("softmax", "stat-softmax", "weighted", "weighted-softmax", "argmax"):
+            from analyze.uncertainty import pfe_confidence
+
+            unc = pfe_confidence(unc)
+        return fuse(fusion, feats, store.image_column("template", rows), uncertainty=unc, **kwargs)
+
+
+def fuse_templates(
+    store: FeatureStore,
+    model: str,
+    fusion: str,
+    valid: np.ndarray,
+    *,
+    options: dict[str, Any] | None = None,
+    block_images: int = FUSION_BLOCK_IMAGES,
+) -> FusedTemplates:
+    """Fuse the valid images of every template, as one Dask task per block of whole templates
+    (run by the active Dask scheduler: local threads, or a dask.distributed client)."""
+    template = store.image_column("template")
+    rows = np.flatnonzero(valid & (template >= 0))
+    if rows.size == 0:
+        raise StoreError(f"{store.path}: no valid image belongs to a template (model {model!r})")
+    tasks = [
+        dask.delayed(_fuse_block)(str(store.path), model, fusion, block, options or {})
+        for block in template_blocks(template, rows, block_images)
+    ]
+    parts = dask.compute(*tasks)
+    return FusedTemplates(
+        ids=np.concatenate([p.ids for p in parts]),
+        features=np.concatenate([p.features for p in parts]),
+        uncertainty=None if parts[0].uncertainty is None else np.concatenate([p.uncertainty for p in parts]),
+        sizes=np.concatenate([p.sizes for p in parts]),
+    )
