@@ -34,7 +34,20 @@ MODEL_OUTPUTS = {
     "arcface": ("embedding", "norm"),
 }
 BANK = 4096
-"""Rows of the shared-direction bank: the per-media noise component of an embedding is bank[media % BANK]."""
+"""Rows of the shared-direction bank. A media's shared noise is the mean of two rows picked by two hashes of
+its id, so two medias share it only if both rows collide (1 in 16 M), not 1 in 4096."""
+
+
+GEN_BLOCK = 256
+"""Rows drawn from one generator: outputs do not depend on the store's chunk size."""
+
+
+def media_noise(bank: np.ndarray, media: np.ndarray) -> np.ndarray:
+    """(n, D) noise shared by all frames of each media: two bank rows chosen from the media id, averaged."""
+    h1 = media % BANK
+    h2 = (media // BANK + media * 2654435761) % BANK
+    return (bank[h1] + bank[h2]) * np.float32(np.sqrt(0.5))
+
 
 # insightface's reference 5 points for a 112 x 112 aligned face, used to place plausible landmarks
 _REF_5PTS = np.array(
@@ -135,15 +148,25 @@ class _ModelSynth:
         self.k = k
 
     def chunk(self, name: str, plan: StorePlan, start: int, stop: int) -> dict[str, np.ndarray]:
-        """All outputs of this model for rows [start, stop), from a generator seeded by (seed, model, start)."""
-        rng = child_rng(plan.seed, 21, self.k, start)
+        """All outputs of this model for rows [start, stop): the same values whatever the store's chunking."""
+        n_rows = len(plan.quality)
+        first, last = start // GEN_BLOCK, -(-stop // GEN_BLOCK)
+        parts = [
+            self._block(name, plan, b * GEN_BLOCK, min((b + 1) * GEN_BLOCK, n_rows), b) for b in range(first, last)
+        ]
+        lo = start - first * GEN_BLOCK
+        return {k: np.concatenate([p[k] for p in parts])[lo : lo + stop - start] for k in parts[0]}
+
+    def _block(self, name: str, plan: StorePlan, start: int, stop: int, block: int) -> dict[str, np.ndarray]:
+        """Outputs for the rows of one generation block, from a generator seeded by (seed, model, block)."""
+        rng = child_rng(plan.seed, 21, self.k, block)
         n, dim = stop - start, self.centres.shape[1]
         q = plan.quality[start:stop]
         media = plan.image_media[start:stop]
-        spread = (0.35 + 1.6 * (1 - q) ** 1.5)[:, None]  # noise size relative to the unit centre
+        spread = (1.0 + 5.0 * (1 - q) ** 1.5)[:, None]  # noise size relative to the unit centre
         emb = rng.standard_normal((n, dim), dtype=np.float32)
         emb *= np.float32(0.6 / np.sqrt(dim))
-        emb += 0.8 * self.bank[media % BANK]
+        emb += 0.8 * media_noise(self.bank, media)
         emb *= spread
         emb += self.centres[plan.image_subject[start:stop]]
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
