@@ -31,6 +31,7 @@ from featurestore.store import FeatureStore  # noqa: E402
 
 __all__ = [
     "PERCENTILES",
+    "Histograms",
     "QUANTITIES",
     "SUMMARY_COLUMNS",
     "Quantity",
