@@ -28,6 +28,7 @@ def cli() -> None:
       analyze reject --cache ijbc.zarr --model scaleface --metric cosine_harmonic-harmonic --far 1e-4
       analyze fusion --cache ijbc.zarr
       analyze roc --cache ijbc.zarr --fusion media
+      analyze distribution --cache ijbc.zarr --cache lfw.zarr --out dist/
       analyze list
     """
 
@@ -369,6 +370,15 @@ def info(cache: str) -> None:
     """
     with FeatureStore.open(cache) as store:
         click.echo(describe(store))
+
+
+def _register_distribution() -> None:
+    from analyze.distribution_cli import distribution
+
+    cli.add_command(distribution)
+
+
+_register_distribution()
 
 
 def main() -> None:
