@@ -13,7 +13,7 @@ from facedata.errors import DataError
 from facedata.manifest import Manifest
 from facedata.paths import check_relative_names
 from facedata.readers._text import locate_bad_csv_line, read_columns, require_file
-from facedata.readers.common import join_rel_array, known_ids, labels_01, line_finder, locate
+from facedata.readers.common import join_rel_array, known_ids, labels_01, line_finder, locate, rows_for_paths
 from featurestore.schema import DatasetTables, ImageTable, Protocol
 
 
@@ -56,6 +56,9 @@ def read_insightface_ijb(root: Path, manifest: Manifest) -> DatasetTables:
     protocols: dict[str, Protocol] = {}
     for name, spec in manifest.protocols.items():
         p_path, p_disp = locate(root, manifest, spec.pairs, f"protocols.{name}.pairs")
+        if spec.level == "image":
+            protocols[name] = _image_pairs(name, spec, p_path, p_disp, names)
+            continue
         df = read_columns(p_path, p_disp, ("int", "int", "int"))
         pairs = df[[0, 1]].to_numpy(dtype=np.int64)
         line_of = line_finder(p_path)
@@ -64,6 +67,18 @@ def read_insightface_ijb(root: Path, manifest: Manifest) -> DatasetTables:
             known_ids(pairs[:, col], unique_templates, "template", p_disp, line_of)
         protocols[name] = Protocol(name, pairs, label, level="template", description=spec.description)
     return DatasetTables(name=manifest.name, images=images, protocols=protocols, extra={"aligned": manifest.aligned})
+
+
+def _image_pairs(name: str, spec, path: Path, display: str, names: np.ndarray) -> Protocol:
+    """An image-level protocol `name1 name2 label` over the face_tid_mid image names (unique names only)."""
+    df = read_columns(path, display, ("str", "str", "int"))
+    line_of = line_finder(path)
+    lookup = pd.Series(np.arange(len(names)), index=pd.Index(names))
+    if lookup.index.has_duplicates:
+        raise DataError(f"image-level protocol {name!r} needs unique image names in face_tid_mid", path=display)
+    rows = np.stack([rows_for_paths(df[c].to_numpy(dtype=object), lookup, display, line_of) for c in (0, 1)], axis=1)
+    label = labels_01(df[2].to_numpy(), display, line_of)
+    return Protocol(name, rows, label, level="image", description=spec.description)
 
 
 def _template_subjects(root: Path, manifest: Manifest, templates: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from .presets import DATASET_NAME, DatasetPreset, dataset_preset
 from .structure import Structure, child_rng, make_pairs, plan_structure
 
 JPEG_QUALITY = 92
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped whenever the generator's output bytes change; part of the cache folder's marker."""
 MARKER = ".complete"
 
@@ -241,6 +241,10 @@ def _write_meta(out: Path, plan: DatasetPlan, rows: list[tuple[np.ndarray, degra
         meta / f"{DATASET_NAME}_template_pair_label.txt",
         (f"{a} {b} {int(lab)}" for (a, b), lab in zip(pairs.tolist(), plan.label.tolist())),
     )
+    _write_lines(
+        meta / f"{DATASET_NAME}_image_pair_label.txt",
+        (f"{a} {b} {int(lab)}" for a, b, lab in image_pairs(plan, names)),
+    )
     subj = plan.structure.template_subject + 1
     _write_lines(
         meta / f"{DATASET_NAME}_template_subjects.csv",
@@ -256,6 +260,17 @@ def _write_meta(out: Path, plan: DatasetPlan, rows: list[tuple[np.ndarray, degra
             ),
         ],
     )
+
+
+def image_pairs(plan: DatasetPlan, names: list[str]) -> list[tuple[str, str, bool]]:
+    """An image-level protocol derived from the template pairs: the first image of each template of
+    every template pair (an image-pair benchmark with the same genuine/impostor balance)."""
+    first = {}
+    for i, t in enumerate(plan.image_template.tolist()):
+        first.setdefault(t, i)
+    return [
+        (names[first[a]], names[first[b]], bool(lab)) for (a, b), lab in zip(plan.pairs.tolist(), plan.label.tolist())
+    ]
 
 
 def _write_lines(path: Path, lines) -> None:
