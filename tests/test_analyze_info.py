@@ -33,8 +33,7 @@ def test_info_without_torch_and_on_bad_store(tmp_path, tables, models):
     path = tmp_path / "toy.h5"
     create_store(path, tables, models).close()
     res = run_without_torch(
-        "import sys; from analyze.cli import main; "
-        f"sys.argv=['analyze','info','--cache',{str(path)!r}]; main()"
+        f"import sys; from analyze.cli import main; sys.argv=['analyze','info','--cache',{str(path)!r}]; main()"
     )
     assert res.returncode == 0, res.stderr
     assert "toy.h5 (hdf5, schema 1)" in res.stdout

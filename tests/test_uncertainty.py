@@ -45,9 +45,7 @@ def _direct(name: str, u: np.ndarray, a: int, b: int, center: float) -> float:
         "harmonic-mul": lambda: _hm(u1) * _hm(u2),
         "harmonic-harmonic": lambda: _hm(np.r_[u1, u2]),
         "squared-harmonic": lambda: _hm(np.r_[u1**2, u2**2]),
-        "cosine-analytic": lambda: float(
-            np.sum(u1 * u2 + FEATS[a] ** 2 * u2 + FEATS[b] ** 2 * u1)
-        ),
+        "cosine-analytic": lambda: float(np.sum(u1 * u2 + FEATS[a] ** 2 * u2 + FEATS[b] ** 2 * u1)),
         "min": lambda: min(u1.sum(), u2.sum()),
         "max": lambda: max(u1.sum(), u2.sum()),
         "similarity": lambda: _cos(FEATS[a], FEATS[b]),
