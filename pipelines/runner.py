@@ -1,0 +1,271 @@
+"""Run a pipeline's steps in order, skipping each step whose outputs are complete and were made from the
+same inputs and parameters (same fingerprint and a `step.json` marker written after its outputs), so a
+rerun after a crash continues where it stopped. Logs to <out>/pipeline.log and the terminal."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipelines.spec import PipelineSpec, ResolvedStep, load_pipeline, resolve_params, resolve_steps
+from pipelines.steps import (
+    KINDS,
+    MARKER,
+    StepContext,
+    StepError,
+    changed_keys,
+    fingerprint,
+    fingerprint_payload,
+    output_files,
+)
+
+LOG_NAME = "pipeline.log"
+
+
+@dataclass
+class RunSummary:
+    """What a run did: per step 'ran' or 'skipped', with the reason, and where its outputs are."""
+
+    pipeline: str
+    out_dir: Path
+    actions: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def report(self) -> Path | None:
+        """The HTML report of the run's report step, if it has one."""
+        found = sorted(self.out_dir.glob("*/report.html"))
+        return found[0] if found else None
+
+
+def default_out_dir(name: str) -> Path:
+    """runs/<pipeline name>/ in the current folder."""
+    return Path("runs") / name
+
+
+def read_marker(step: ResolvedStep) -> dict[str, Any] | None:
+    """The step's step.json, or None when absent or unreadable (a crash while writing it)."""
+    path = step.dir / MARKER
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _outputs_complete(step: ResolvedStep, marker: dict[str, Any]) -> str | None:
+    """None when the outputs the marker lists are all there with their sizes; else what is missing."""
+    if step.kind == "extract":
+        from featurestore.errors import StoreError
+        from featurestore.store import FeatureStore
+
+        try:
+            with FeatureStore.open(step.store) as store:
+                done = store.chunk_done()
+        except StoreError as exc:
+            return f"store unreadable ({exc})"
+        return None if done.all() else f"store {step.store} has {int(done.sum())}/{len(done)} chunks done"
+    have = output_files(step.dir)
+    for name, size in (marker.get("outputs") or {}).items():
+        if name not in have:
+            return f"output {name} is missing"
+        if have[name] != size:
+            return f"output {name} changed size ({size} -> {have[name]} bytes)"
+    return None
+
+
+def _logger(out_dir: Path) -> logging.Logger:
+    """A logger writing to <out>/pipeline.log (appending: one log across reruns) and the terminal."""
+    log = logging.getLogger(f"pipelines.run.{out_dir.resolve()}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for h in list(log.handlers):
+        h.close()
+        log.removeHandler(h)
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    fh = logging.FileHandler(out_dir / LOG_NAME, encoding="utf-8")
+    fh.setFormatter(fmt)
+    th = logging.StreamHandler(sys.stderr)
+    th.setFormatter(logging.Formatter("[pipelines] %(message)s"))
+    log.addHandler(fh)
+    log.addHandler(th)
+    return log
+
+
+class _LogStream(io.TextIOBase):
+    """A text stream that echoes what a step prints to the terminal and copies its lines into the log file."""
+
+    def __init__(self, terminal: Any, log: logging.Logger, step: str) -> None:
+        self.terminal, self.log, self.step, self.buf = terminal, log, step, ""
+
+    def write(self, s: str) -> int:
+        self.terminal.write(s)
+        self.buf += s
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            self._file_only(line)
+        return len(s)
+
+    def flush(self) -> None:
+        self.terminal.flush()
+
+    def close_line(self) -> None:
+        if self.buf:
+            self._file_only(self.buf)
+            self.buf = ""
+
+    def _file_only(self, line: str) -> None:
+        record = self.log.makeRecord(self.log.name, logging.INFO, __file__, 0, f"  {self.step} | {line}", None, None)
+        for h in self.log.handlers:
+            if isinstance(h, logging.FileHandler):
+                h.handle(record)
+
+
+def run_pipeline(
+    pipeline: str | Path | PipelineSpec,
+    out_dir: str | Path | None = None,
+    params: dict[str, Any] | None = None,
+) -> RunSummary:
+    """Run (or continue) a pipeline: resolve parameters, then each step in order, skipping complete ones.
+
+    Raises PipelineError (bad file or parameters, before anything runs) or StepError (a step failed; the
+    steps before it keep their markers, so the next run starts at the failed step)."""
+    spec = pipeline if isinstance(pipeline, PipelineSpec) else load_pipeline(pipeline)
+    values = resolve_params(spec, dict(params or {}))
+    out = Path(out_dir) if out_dir is not None else default_out_dir(spec.name)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = resolve_steps(spec, values, out)
+    log = _logger(out)
+    summary = RunSummary(spec.name, out)
+    ctx = StepContext(out_dir=out, pipeline=spec.name, params=values, source=spec.source)
+    log.info("=== pipeline %s (%s) -> %s", spec.name, spec.source, out)
+    given = ", ".join(f"{k}={v}" for k, v in (params or {}).items()) or "none"
+    log.info("parameters given: %s", given)
+    (out / "pipeline.json").write_text(
+        json.dumps(
+            {
+                "pipeline": spec.name,
+                "source": spec.source,
+                "params": values,
+                "started": _now(),
+                "steps": [{"id": s.id, "kind": s.kind, "args": s.args, "needs": s.needs} for s in steps],
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
+    t_run = time.perf_counter()
+    try:
+        for step in steps:
+            if step.kind == "report" and not step.needs:
+                step.needs = [s.id for s in steps[: steps.index(step)]]
+            ctx.steps[step.id] = step
+            _run_step(step, ctx, log, summary)
+    finally:
+        for h in list(log.handlers):
+            h.close()
+            log.removeHandler(h)
+    ran = [k for k, v in summary.actions.items() if v == "ran"]
+    skipped = [k for k, v in summary.actions.items() if v == "skipped"]
+    log = _logger(out)
+    log.info(
+        "=== done in %.1f s: ran %s; skipped %s",
+        time.perf_counter() - t_run,
+        ", ".join(ran) or "none",
+        ", ".join(skipped) or "none",
+    )
+    if summary.report:
+        log.info("report: %s", summary.report)
+    for h in list(log.handlers):
+        h.close()
+        log.removeHandler(h)
+    return summary
+
+
+def _run_step(step: ResolvedStep, ctx: StepContext, log: logging.Logger, summary: RunSummary) -> None:
+    kind = KINDS[step.kind]
+    payload = fingerprint_payload(step, ctx)
+    fp = fingerprint(payload)
+    marker = read_marker(step)
+    ctx.overwrite = False
+    if marker is None:
+        reason = "no step.json (never finished)"
+        if step.kind == "extract" and step.store.exists():
+            reason += f"; resuming the existing store {step.store} (finished chunks are kept)"
+    elif marker.get("fingerprint") != fp:
+        changed = changed_keys(marker.get("payload") or {}, payload)
+        reason = "inputs or parameters changed: " + (", ".join(changed) or "fingerprint format")
+        if step.kind == "extract":
+            arg_changes = {c.split(".", 1)[1] for c in changed if c.startswith("args.")}
+            resumable = set(changed) <= {f"args.{k}" for k in kind.resume_keys} and arg_changes
+            ctx.overwrite = not resumable
+            reason += "; resuming the store" if resumable else "; starting the store again"
+    else:
+        missing = _outputs_complete(step, marker)
+        if missing is None:
+            log.info(
+                "skipped %s (%s): outputs complete, fingerprint %s unchanged (finished %s)",
+                step.id,
+                step.kind,
+                fp[:12],
+                marker.get("finished", "?"),
+            )
+            summary.actions[step.id], summary.reasons[step.id] = "skipped", "complete, same fingerprint"
+            ctx.records[step.id] = marker
+            return
+        reason = f"outputs incomplete: {missing}"
+    log.info("running %s (%s): %s", step.id, step.kind, reason)
+    (step.dir / MARKER).unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    terminal_out, terminal_err = sys.stdout, sys.stderr
+    out_stream = _LogStream(terminal_out, log, step.id)
+    err_stream = _LogStream(terminal_err, log, step.id)
+    try:
+        with redirect_stdout(out_stream), redirect_stderr(err_stream):
+            written = kind.run(step, ctx)
+    except StepError as exc:
+        log.info("FAILED %s after %.1f s: %s", step.id, time.perf_counter() - t0, exc)
+        raise
+    except Exception as exc:
+        log.info("FAILED %s after %.1f s: %s: %s", step.id, time.perf_counter() - t0, type(exc).__name__, exc)
+        raise StepError(f"step {step.id!r} ({step.kind}) failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        out_stream.close_line()
+        err_stream.close_line()
+    seconds = time.perf_counter() - t0
+    if step.kind == "extract":  # the store's digest now that it is complete: what later steps read
+        payload_out = {"store": str(step.store)}
+    else:
+        payload_out = {}
+    record = {
+        "id": step.id,
+        "kind": step.kind,
+        "fingerprint": fp,
+        "payload": payload,
+        "args": step.args,
+        "outputs": {} if step.kind == "extract" else output_files(step.dir),
+        "written": [str(p) for p in written],
+        "seconds": round(seconds, 3),
+        "finished": _now(),
+        **payload_out,
+    }
+    step.dir.mkdir(parents=True, exist_ok=True)
+    tmp = step.dir / f".{MARKER}.tmp"
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    tmp.replace(step.dir / MARKER)  # the marker appears whole, and last
+    ctx.records[step.id] = record
+    summary.actions[step.id], summary.reasons[step.id], summary.seconds[step.id] = "ran", reason, seconds
+    log.info("finished %s in %.1f s (fingerprint %s)", step.id, seconds, fp[:12])
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,263 @@
+"""Step kinds: how each step runs (the `extract` and `analyze` click commands in-process, or the report),
+which of its arguments are inputs to its fingerprint, and which stores and files it reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from pipelines.spec import ResolvedStep
+
+FINGERPRINT_FORMAT = 1
+"""Bumped when what a fingerprint covers changes, so old markers no longer match."""
+
+MARKER = "step.json"
+"""Written last into a step's folder, after its outputs are complete."""
+
+
+class StepError(Exception):
+    """A step failed; the message names the step and the cause."""
+
+
+@dataclass
+class StepContext:
+    """What a step may need from the run: earlier steps, their markers, the run folder and pipeline name."""
+
+    out_dir: Path
+    pipeline: str
+    steps: dict[str, ResolvedStep] = field(default_factory=dict)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    overwrite: bool = False
+
+
+@dataclass
+class StepKind:
+    """One kind of step: its runner (returns the files it wrote), the arguments that do not change its
+    outputs (left out of the fingerprint), and the stores and files its outputs depend on."""
+
+    name: str
+    run: Callable[[ResolvedStep, StepContext], list[Path]]
+    runtime_keys: frozenset[str] = frozenset()
+    resume_keys: frozenset[str] = frozenset()
+    store_inputs: Callable[[ResolvedStep], list[Path]] = lambda step: []
+    file_inputs: Callable[[ResolvedStep], list[Path]] = lambda step: []
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+
+
+def to_cli_args(args: dict[str, Any], negatable: tuple[str, ...] = ()) -> list[str]:
+    """Step arguments -> command-line options: key `a_b` -> `--a-b`; True -> flag; False -> left out (or
+    `--no-KEY` for negatable options); None -> left out; a list -> the option repeated."""
+    argv: list[str] = []
+    for key, value in args.items():
+        opt = "--" + key.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            if value:
+                argv.append(opt)
+            elif key in negatable:
+                argv.append("--no-" + key.replace("_", "-"))
+            continue
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(v, dict | list):
+                raise StepError(f"option {key}: nested value {v!r} cannot be a command-line value")
+            argv += [opt, _scalar(v)]
+    return argv
+
+
+def _scalar(v: Any) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def invoke(command: click.Command, argv: list[str], step: ResolvedStep) -> None:
+    """Run a click command in-process (standalone_mode=False) and turn its usage errors into StepError."""
+    try:
+        command.main(args=argv, prog_name=f"{step.kind}", standalone_mode=False)
+    except click.exceptions.Abort:
+        raise
+    except click.ClickException as exc:
+        raise StepError(f"step {step.id!r} ({step.kind}): {exc.format_message()}") from exc
+
+
+def store_digest(path: str | Path) -> str:
+    """sha256 over a store's attributes and its chunk-done mask: what analyses read from it changes with either."""
+    from featurestore.store import FeatureStore
+
+    with FeatureStore.open(path) as store:
+        h = hashlib.sha256(json.dumps(store.attrs, sort_keys=True, default=str).encode())
+        h.update(np.ascontiguousarray(store.chunk_done(), dtype=np.uint8).tobytes())
+    return h.hexdigest()
+
+
+def file_identity(path: Path) -> dict[str, Any]:
+    """Size and modification time of an input file (a checkpoint): cheap, and changes when the file is replaced."""
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def output_files(folder: Path) -> dict[str, int]:
+    """Every file under `folder` except the marker, relative path -> size."""
+    if not folder.is_dir():
+        return {}
+    return {
+        str(p.relative_to(folder)): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MARKER
+    }
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _fresh_dir(step: ResolvedStep, ctx: StepContext) -> Path:
+    """Empty the step's own folder (only ever <run folder>/<step id>) before an analysis writes into it."""
+    if step.dir.resolve().parent != ctx.out_dir.resolve():
+        raise StepError(f"step {step.id!r}: its folder {step.dir} is not inside the run folder {ctx.out_dir}")
+    if step.dir.exists():
+        shutil.rmtree(step.dir)
+    step.dir.mkdir(parents=True)
+    return step.dir
+
+
+# ---- extract --------------------------------------------------------------------------------------
+
+
+def run_extract(step: ResolvedStep, ctx: StepContext) -> list[Path]:
+    """`extract` into the step's store: resumes a partly written one, starts again when ctx.overwrite."""
+    from extract.cli import cli as extract_cli
+    from featurestore.store import FeatureStore
+
+    args = {k: v for k, v in step.args.items() if k not in ("out", "overwrite")}
+    args.setdefault("quiet", True)
+    step.dir.mkdir(parents=True, exist_ok=True)
+    argv = to_cli_args(args, negatable=("flip",)) + ["--out", str(step.store)]
+    if ctx.overwrite:
+        argv.append("--overwrite")
+    invoke(extract_cli, argv, step)
+    with FeatureStore.open(step.store) as store:
+        done = store.chunk_done()
+    if not done.all():
+        raise StepError(
+            f"step {step.id!r}: store {step.store} has {int(done.sum())} of {len(done)} chunks done "
+            "(another shard still to run?); the analyses need a complete store"
+        )
+    return [step.store]
+
+
+def _extract_files(step: ResolvedStep) -> list[Path]:
+    files = [step.args.get("checkpoint")]
+    for m in _as_list(step.args.get("model")):
+        _, _, rest = str(m).partition("=")
+        ckpt, _, config = rest.partition(":")
+        files += [ckpt, config]
+    files += _as_list(step.args.get("config"))
+    return [Path(str(f)) for f in files if f and Path(str(f)).is_file()]
+
+
+# ---- analyze commands -------------------------------------------------------------------------------
+
+
+def _analyze_command(name: str) -> click.Command:
+    """An `analyze` subcommand; `distribution` also from its own module while it is not yet registered."""
+    from analyze.cli import cli as analyze_cli
+
+    cmd = analyze_cli.commands.get(name)
+    if cmd is None and name == "distribution":
+        from analyze.distribution_cli import distribution
+
+        cmd = distribution
+    if cmd is None:
+        raise StepError(f"analyze has no command {name!r}")
+    return cmd
+
+
+def _analysis_runner(command: str) -> Callable[[ResolvedStep, StepContext], list[Path]]:
+    def run(step: ResolvedStep, ctx: StepContext) -> list[Path]:
+        out = _fresh_dir(step, ctx)
+        if "cache" not in step.args:
+            raise StepError(f"step {step.id!r} ({step.kind}): needs 'cache' (a store, e.g. ${{steps.extract.store}})")
+        invoke(_analyze_command(command), to_cli_args(step.args) + ["--out", str(out)], step)
+        return [out / f for f in output_files(out)]
+
+    run.__doc__ = f"`analyze {command}` into the step's folder (emptied first)."
+    return run
+
+
+def _caches(step: ResolvedStep) -> list[Path]:
+    return [Path(str(c)) for c in _as_list(step.args.get("cache"))]
+
+
+# ---- report ----------------------------------------------------------------------------------------
+
+
+def run_report(step: ResolvedStep, ctx: StepContext) -> list[Path]:
+    """The run's HTML report and Markdown summary from the steps it names (default: every earlier step)."""
+    from pipelines.report import write_report
+
+    out = _fresh_dir(step, ctx)
+    return write_report(step, ctx, out)
+
+
+_ANALYSIS_RUNTIME = frozenset({"scheduler", "cluster", "partial_ok"})
+
+KINDS: dict[str, StepKind] = {
+    "extract": StepKind(
+        "extract",
+        run_extract,
+        runtime_keys=frozenset({"device", "batch_size", "workers", "quiet", "shard", "overwrite"}),
+        resume_keys=frozenset({"data_root"}),
+        file_inputs=_extract_files,
+    ),
+    "reject": StepKind("reject", _analysis_runner("reject"), _ANALYSIS_RUNTIME, store_inputs=_caches),
+    "fusion": StepKind("fusion", _analysis_runner("fusion"), _ANALYSIS_RUNTIME, store_inputs=_caches),
+    "roc": StepKind("roc", _analysis_runner("roc"), _ANALYSIS_RUNTIME, store_inputs=_caches),
+    "distribution": StepKind("distribution", _analysis_runner("distribution"), _ANALYSIS_RUNTIME, store_inputs=_caches),
+    "report": StepKind("report", run_report),
+}
+"""Every step kind by name (pipelines.spec.KINDS lists the same names)."""
+
+
+def fingerprint_payload(step: ResolvedStep, ctx: StepContext) -> dict[str, Any]:
+    """What a step's outputs are made from: its kind, arguments (less runtime-only ones), the digests of the
+    stores it reads, the identity of its input files and the fingerprints of the steps it needs."""
+    kind = KINDS[step.kind]
+    return {
+        "format": FINGERPRINT_FORMAT,
+        "kind": step.kind,
+        "args": {k: v for k, v in step.args.items() if k not in kind.runtime_keys},
+        "stores": {str(p): store_digest(p) for p in kind.store_inputs(step)},
+        "files": {str(p): file_identity(p) for p in kind.file_inputs(step)},
+        "needs": {d: ctx.records[d]["fingerprint"] for d in step.needs if d in ctx.records},
+    }
+
+
+def fingerprint(payload: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of a fingerprint payload."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Which parts of two payloads differ, as readable names (args.far, stores.<path>, needs.extract, ...)."""
+    out = []
+    for part in ("format", "kind"):
+        if old.get(part) != new.get(part):
+            out.append(part)
+    for part in ("args", "stores", "files", "needs"):
+        a, b = old.get(part) or {}, new.get(part) or {}
+        out += [f"{part}.{k}" for k in sorted(set(a) | set(b), key=str) if a.get(k) != b.get(k)]
+    return out
