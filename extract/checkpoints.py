@@ -301,7 +301,9 @@ def randomize_(module: nn.Module, generator: torch.Generator) -> None:
         if name in ("fc1", "fc2"):
             param.data = torch.randn(param.shape, generator=generator) / param.shape[1] ** 0.5
         elif name == "gamma":
-            param.data = uniform(param.shape, 0.5, 1.5)
+            # Small, as trained PFE heads have it: with random (unnormalised) activations a gamma near 1
+            # sends log sigma^2 past float32's exp range (sigma^2 = inf) and every PFE pair is lost.
+            param.data = uniform(param.shape, 0.05, 0.15)
         elif name == "beta":
             param.data = 0.5 * torch.randn(param.shape, generator=generator)
 
