@@ -22,6 +22,9 @@ from pipelines.steps import StepContext
 MAX_FAILED_ROWS = 200
 """Failed images listed per store (the count is always given in full)."""
 
+MAX_FIGURE_WIDTH = 1200
+"""Wider PNGs (galleries) are scaled down to this many pixels before they are embedded."""
+
 
 @dataclass
 class Figure:
@@ -241,8 +244,21 @@ def distribution_section(step: ResolvedStep) -> Section:
         ]
         sec.table("Per-image quantities (images with status ok)", df[cols])
     for png in sorted(step.dir.glob("distribution_*.png")) + sorted(step.dir.glob("gallery_*.png")):
-        sec.figure(Figure(png.stem.replace("_", " "), png.read_bytes(), f"{step.id}_{png.name}"))
+        sec.figure(Figure(png.stem.replace("_", " "), _fit_width(png.read_bytes()), f"{step.id}_{png.name}"))
     return sec
+
+
+def _fit_width(png: bytes, width: int = MAX_FIGURE_WIDTH) -> bytes:
+    """A PNG no wider than `width` pixels (the page shows ~1100): keeps the HTML small, looks the same."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png))
+    if img.width <= width:
+        return png
+    img = img.resize((width, round(img.height * width / img.width)), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
 
 
 def _json(path: Path) -> dict[str, Any]:
