@@ -156,6 +156,8 @@ def pair_uncertainty(
             raise ValueError(f"perfect: {labels.shape[0]} labels for {i.shape[0]} pairs")
         if center is None:
             center = float(cosine_scores(features, i, j, block=block).mean()) if i.size else 0.0
+    if name in ROW_REDUCIBLE:
+        return _from_row_stats(name, values, i, j, block)
     out = np.empty(i.size, dtype=np.float64)
     for s in blocks(i.size, block):
         mu1 = mu2 = None
@@ -172,6 +174,47 @@ def pair_uncertainty(
             center=center,
         )
     return out
+
+
+ROW_REDUCIBLE = ("mean", "squared-sum", "mul", "harmonic-sum", "harmonic-mul", "harmonic-harmonic",
+                 "squared-harmonic", "min", "max")
+"""Combinations that depend on each row only through a few per-row sums: computed once per row,
+then gathered as scalars per pair (O(N K + M) instead of O(M K): 15.7 M IJB-C pairs x 512-d sigma)."""
+
+
+def _row_stats(name: str, values: np.ndarray, block: int) -> np.ndarray:
+    """The per-row scalar a combination needs, in float64, computed in row blocks."""
+    out = np.empty(len(values), dtype=np.float64)
+    for s in blocks(len(values), max(1, block // 4)):
+        v = _two_d(values[s])
+        if name in ("mean", "squared-sum", "min", "max"):
+            out[s] = v.sum(axis=1)
+        elif name == "mul":
+            out[s] = v.prod(axis=1)
+        elif name in ("harmonic-sum", "harmonic-mul"):
+            out[s] = harmonic_mean(v, axis=1)
+        else:  # harmonic of the concatenation: sum of reciprocals (of squares)
+            with np.errstate(divide="ignore"):
+                out[s] = (1.0 / (v * v if name == "squared-harmonic" else v)).sum(axis=1)
+    return out
+
+
+def _from_row_stats(name: str, values: np.ndarray, i: np.ndarray, j: np.ndarray, block: int) -> np.ndarray:
+    """`combine(name, ...)` for every pair from per-row statistics (same formulas, see ROW_REDUCIBLE)."""
+    r = _row_stats(name, values, block)
+    a, b = r[i], r[j]
+    if name in ("mean", "harmonic-sum"):
+        return a + b
+    if name == "squared-sum":
+        return a**2 + b**2
+    if name in ("mul", "harmonic-mul"):
+        return a * b
+    if name == "min":
+        return np.minimum(a, b)
+    if name == "max":
+        return np.maximum(a, b)
+    k = 1 if values.ndim == 1 else values.shape[1]
+    return 2.0 * k / (a + b)  # harmonic mean of the 2K concatenated values
 
 
 def combination_mode(name: str, input_mode: str) -> str:
