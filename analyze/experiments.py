@@ -142,19 +142,19 @@ def build_pair_set(
         base, _ = parse_fusion(fusion)
         if src == "sigma_sq" and base in ("softmax", "stat-softmax", "weighted", "weighted-softmax", "argmax"):
             mode = "confidence"  # the fused value is then a PFE confidence 1/hm(sigma_sq)
-    return PairSet(
-        model,
-        level,
-        fusion if level == "template" else "none",
-        features,
-        values,
-        mode,
-        i,
-        j,
-        labels[keep],
-        len(labels),
-        int((~keep).sum()),
-    )
+    labels = labels[keep]
+    finite = _finite_rows(features) & (True if values is None else _finite_rows(values))
+    if not finite.all():  # e.g. an inf sigma^2 from exp overflow: drop the pairs touching such rows
+        ok = finite[i] & finite[j]
+        i, j, labels = i[ok], j[ok], labels[ok]
+    level_fusion = fusion if level == "template" else "none"
+    n_total = len(protocol.label)
+    return PairSet(model, level, level_fusion, features, values, mode, i, j, labels, n_total, n_total - len(labels))
+
+
+def _finite_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    return np.isfinite(x) if x.ndim == 1 else np.isfinite(x).all(axis=1)
 
 
 def score_pairs(ps: PairSet, metric: str, bias: float | None = None) -> tuple[np.ndarray, np.ndarray, str, str]:

@@ -19,8 +19,8 @@ from featurestore.errors import StoreError
 from featurestore.schema import STATUS_OK, ModelSpec
 from featurestore.store import FeatureStore
 
-FUSION_BLOCK_IMAGES = 65536
-"""Images per fusion task: 128 MiB of float32 512-d embeddings, a float64 copy inside fuse() twice that."""
+FUSION_BLOCK_IMAGES = 16384
+"""Images per fusion task: 32 MiB of float32 512-d embeddings; fuse() works on float64 copies, a few of them at once."""
 
 
 def uncertainty_source(spec: ModelSpec) -> tuple[str, str]:

@@ -195,3 +195,16 @@ def test_reject_runs_without_torch(tmp_path, store):
     res = run_without_torch(code)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "nt" / "reject.parquet").exists()
+
+
+def test_non_finite_uncertainty_drops_its_pairs(tmp_path):
+    import zarr
+
+    store = build_store(tmp_path / "inf.zarr")
+    zarr.open_array(str(store.path / "models" / "pfe" / "sigma_sq"), mode="r+")[0:3] = np.inf  # template 100
+    df, _, report = run_reject(store, models=["pfe"], protocol="templates", fusions=["PFE"],
+                               metrics=["cosine_harmonic-sum"], fars=(0.1,), fractions=FR)
+    proto = store.protocol("templates")
+    touching = int(np.isin(proto.pairs, [100]).any(axis=1).sum())
+    assert report.pairs["pfe/PFE"]["dropped"] == touching > 0
+    assert df.tar.notna().all()
