@@ -171,3 +171,16 @@ def test_cli_end_to_end_and_bad_checkpoint_stops_before_work(tmp_path, dataset):
     assert "missing keys 1: fc.weight" in str(res.exception), res.output
     assert "sequence" not in str(res.exception)
     assert not fresh.exists(), "a bad checkpoint must stop the run before the store is made"
+
+
+def test_precision_option_takes_effect():
+    """--precision bf16 must reach the network (a config's own fp16=False must not switch it off)."""
+    from extract.runner import BatchRunner
+
+    run = [RunModel("a", random_model(r18("arcface_r50"), seed=5))]
+    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (2, 112, 112, 3), dtype=np.uint8))
+    fp32 = BatchRunner(run, torch.device("cpu"), "fp32")(crops)["a"]["embedding"]
+    bf16 = BatchRunner(run, torch.device("cpu"), "bf16")(crops)["a"]["embedding"]
+    assert not np.array_equal(fp32, bf16)
+    cos = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cos.min() > 0.99

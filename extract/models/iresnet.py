@@ -8,6 +8,7 @@ batch-norm eps 2e-5 and an inactive-at-inference Dropout2d), so one class with a
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -102,7 +103,10 @@ class IResNet(nn.Module):
         if x.shape[-2:] != (112, 112):
             raise ValueError(f"iResNet expects 112x112 inputs, got spatial size {tuple(x.shape[-2:])}")
         amp_dtype = torch.float16 if x.device.type == "cuda" else torch.bfloat16
-        with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=self.fp16):
+        # fp16 configs autocast here as insightface does; otherwise inherit the caller's autocast
+        # (extract --precision), which an `enabled=False` context would switch off.
+        own_amp = torch.autocast(device_type=x.device.type, dtype=amp_dtype) if self.fp16 else contextlib.nullcontext()
+        with own_amp:
             x = self.prelu(self.bn1(self.conv1(x)))
             x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
             x = self.bn2(x)
