@@ -7,7 +7,6 @@ every table built from these functions must say which convention it used. numpy 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -145,16 +144,35 @@ def _exact(gen: np.ndarray, imp: np.ndarray, f: np.ndarray) -> TarFarResult:
 
 def _nearest(s: np.ndarray, lab: np.ndarray, f: np.ndarray, n_gen: int, n_imp: int) -> TarFarResult:
     """insightface IJB table: roc_curve (drop_intermediate on), flip, first argmin of |fpr - FAR|."""
-    from sklearn.exceptions import UndefinedMetricWarning
-    from sklearn.metrics import roc_curve
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        fpr, tpr, thr = roc_curve(lab, s)
+    fpr, tpr, thr = roc_curve_points(lab, s)
     fpr, tpr, thr = fpr[::-1], tpr[::-1], thr[::-1]
     idx = np.array([int(np.argmin(np.abs(fpr - x))) for x in f], dtype=np.int64)
     tar = tpr[idx] if n_gen else np.full(f.size, np.nan)
     return TarFarResult(f, tar, thr[idx].astype(np.float64), fpr[idx], n_gen, n_imp, "nearest")
+
+
+def roc_curve_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points of sklearn.metrics.roc_curve(labels, scores) (defaults: drop_intermediate=True).
+
+    The same construction (one point per distinct score, descending; collinear points dropped;
+    (0, 0) prepended with threshold inf) with one unstable sort instead of a stable one: tied
+    scores collapse into one point, so the order among them cannot matter.
+    """
+    order = np.argsort(scores)[::-1]
+    s_sorted = scores[order]
+    distinct = np.flatnonzero(np.diff(s_sorted))
+    idx = np.r_[distinct, s_sorted.size - 1]
+    tps = np.cumsum(labels[order], dtype=np.float64)[idx]
+    fps = 1.0 + idx - tps
+    thresholds = s_sorted[idx]
+    if tps.size > 2:
+        keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    thresholds = np.r_[np.inf, thresholds]
+    fpr = fps / fps[-1] if fps[-1] > 0 else np.full(fps.shape, np.nan)
+    tpr = tps / tps[-1] if tps[-1] > 0 else np.full(tps.shape, np.nan)
+    return fpr, tpr, thresholds
 
 
 def auc(x: ArrayLike, y: ArrayLike) -> float:
