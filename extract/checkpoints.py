@@ -191,10 +191,11 @@ def split_checkpoint(
     elif isinstance(obj, Mapping) and "backbone" in obj:
         fmt, backbone = "sectioned", obj["backbone"]
         known_heads = [s for s in HEAD_SECTION.values() if s in obj]
-        if head_section is None and known_heads:
+        if head_section is None and known_heads and not config.backbone_only:
             raise CheckpointError(
                 f"{where}: carries a {known_heads[0]!r} head but config {config.name!r} (family "
-                f"{config.family!r}) has none; use a scaleface/pfe config or a backbone-only file"
+                f"{config.family!r}) has none; use a scaleface/pfe config, a backbone-only file, or a config "
+                "with backbone_only: true (as embnorm_r50) to use just its backbone"
             )
         head = obj.get(head_section) if head_section else None
         if not _is_state_dict(backbone):
@@ -270,8 +271,15 @@ def load_model(checkpoint_path: str | Path, config: ModelConfig, trust: bool = F
         sha256=file_sha256(path),
         backbone_key=backbone_identity(backbone, config),
         checkpoint_format=f"{fmt}:{prefix}" if prefix else fmt,
-        ignored_keys=outside if fmt == "state_dict" else [],
+        ignored_keys=(outside if fmt == "state_dict" else []) + _unused_heads(obj, config),
     )
+
+
+def _unused_heads(obj: Any, config: ModelConfig) -> list[str]:
+    """Keys of head sections a backbone_only config leaves unused (recorded, not loaded)."""
+    if not (config.backbone_only and isinstance(obj, Mapping) and "backbone" in obj):
+        return []
+    return [f"{h}.{k}" for h in HEAD_SECTION.values() if h in obj for k in obj[h]]
 
 
 def randomize_(module: nn.Module, generator: torch.Generator) -> None:

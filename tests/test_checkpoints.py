@@ -255,3 +255,16 @@ def test_random_model_is_seeded_and_non_trivial():
     slopes = a.backbone.prelu.weight
     assert slopes.min() >= 0.05 and slopes.max() <= 0.5 and slopes.std() > 0
     assert a.head.gamma.item() != 1.0 and a.random_init and a.sha256 == ""
+
+
+def test_backbone_only_config_reads_the_backbone_of_a_headed_checkpoint(tmp_path, models, direct, images):
+    """The embedding-norm baseline runs the backbone of a ScaleFace training checkpoint."""
+    import dataclasses
+
+    sectioned = save_checkpoint(models["scaleface"], tmp_path / "sf.pth", "sectioned")
+    cfg = dataclasses.replace(models["arcface"].config, backbone_only=True,
+                              preprocessing=models["scaleface"].config.preprocessing)
+    loaded = load_model(sectioned, cfg)
+    assert loaded.head is None and loaded.ignored_keys and all(k.startswith("scale_predictor.") for k in loaded.ignored_keys)
+    assert loaded.backbone_key == models["scaleface"].backbone_key
+    assert load_model_config("embnorm_r50").backbone_only

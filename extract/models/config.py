@@ -99,6 +99,9 @@ class ModelConfig:
     preprocessing: Preprocessing = INSIGHTFACE_PREPROCESSING
     flip: bool = False
     fp16: bool = False
+    backbone_only: bool = False
+    """Use the backbone of a checkpoint that also carries a head (the embedding-norm baseline on a
+    ScaleFace/PFE training checkpoint); the head's keys are then ignored."""
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -137,6 +140,7 @@ class ModelConfig:
             "head": head,
             "preprocessing": self.preprocessing.to_dict(),
             "flip": self.flip,
+            "backbone_only": self.backbone_only,
         }
 
     def model_spec(
@@ -197,7 +201,7 @@ def model_config_from_dict(data: Any, source: str = "<dict>", default_name: str 
     return _from_project_yaml(data, source, default_name)
 
 
-_TOP_KEYS = {"name", "family", "backbone", "head", "preprocessing", "flip", "description"}
+_TOP_KEYS = {"name", "family", "backbone", "head", "preprocessing", "flip", "description", "backbone_only"}
 _BACKBONE_KEYS = {"arch", "embedding_dim", "bn_eps", "fp16"}
 _PREPROC_KEYS = {"channel_order", "mean", "std", "size"}
 
@@ -262,6 +266,7 @@ def _from_project_yaml(data: dict, source: str, default_name: str) -> ModelConfi
         preprocessing=preprocessing,
         flip=bool(data.get("flip", False)),
         fp16=bool(bb.get("fp16", False)),
+        backbone_only=bool(data.get("backbone_only", False)),
         source=source,
     )
 
