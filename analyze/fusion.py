@@ -158,9 +158,10 @@ def fuse(
             raise ValueError(f"fusion {base!r}: sigma_sq has {u.shape[1]} columns, features {f.shape[1]}")
         if np.any(u <= 0):
             raise ValueError(f"fusion {base!r} needs sigma_sq > 0")
-        inv = 1.0 / u
-        inv_sum = seg.sum(inv)
-        attention = inv / inv_sum[seg.seg]
+        with np.errstate(invalid="ignore", divide="ignore"):  # inf sigma^2 -> NaN template, dropped later
+            inv = 1.0 / u
+            inv_sum = seg.sum(inv)
+            attention = inv / inv_sum[seg.seg]
         fused = l2_normalize(seg.sum(f * attention))
         unc_out = seg.min(u) if base == "PFE" else 1.0 / inv_sum
     elif base == "min":
