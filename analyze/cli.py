@@ -120,6 +120,11 @@ def _rejected(text: str) -> tuple[float, float, int]:
 @click.option(
     "--discard-limit", type=float, default=0.3, show_default=True, help="Partial-AUC limit for --threshold fixed."
 )
+@click.option(
+    "--allow-tiny-far",
+    is_flag=True,
+    help="Accept FARs below 1/n_impostors (k = round(FAR x n) may be 0: threshold above every impostor).",
+)
 def reject(
     cache,
     models,
@@ -139,6 +144,7 @@ def reject(
     convention,
     bias,
     discard_limit,
+    allow_tiny_far,
 ) -> None:
     """Reject verification: TAR@FAR as the most uncertain pairs are rejected.
 
@@ -178,6 +184,7 @@ def reject(
             partial=partial,
             bias=bias,
             discard_limit=discard_limit,
+            allow_tiny_far=allow_tiny_far,
         )
         report.params["scheduler"] = where
     write_table(df, out_dir, "reject")

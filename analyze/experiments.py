@@ -249,6 +249,7 @@ def run_reject(
     bias: float | None = None,
     fusion_options: dict[str, Any] | None = None,
     discard_limit: float = 0.3,
+    allow_tiny_far: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, RunReport]:
     """Reject verification for every (model, fusion, metric): the tidy curve table, the AUC table, a report."""
     t0 = time.perf_counter()
@@ -321,13 +322,17 @@ def run_reject(
                     "convention": convention,
                 }
                 if threshold_mode == "recompute" and convention == "exact":
-                    cols = reject_curve(scores, ps.labels, unc, r, fars).columns()
+                    cols = reject_curve(scores, ps.labels, unc, r, fars, allow_tiny_far=allow_tiny_far).columns()
                     cols["discarded_fraction"] = cols["rejected_fraction"]
                 elif threshold_mode == "recompute":
                     cols = _nearest_reject(scores, ps.labels, unc, r, np.asarray(fars, dtype=float))
                     cols["discarded_fraction"] = cols["rejected_fraction"]
                 else:
-                    cols = _edc_columns(fixed_threshold_edc(scores, ps.labels, unc, r, fars, order="uncertainty"))
+                    cols = _edc_columns(
+                        fixed_threshold_edc(
+                            scores, ps.labels, unc, r, fars, order="uncertainty", allow_tiny_far=allow_tiny_far
+                        )
+                    )
                 df = pd.DataFrame(cols)
                 for k, v in key.items():
                     df[k] = v

@@ -96,9 +96,7 @@ def _check_inputs(
     if not np.issubdtype(template.dtype, np.integer):
         raise ValueError(f"template ids must be integers, got {template.dtype}")
     if np.any(template < 0):
-        raise ValueError(
-            f"{int(np.sum(template < 0))} images have template id < 0 (-1 = no template); drop them first"
-        )
+        raise ValueError(f"{int(np.sum(template < 0))} images have template id < 0 (-1 = no template); drop them first")
     was_1d = False
     if uncertainty is not None:
         uncertainty = np.asarray(uncertainty, dtype=np.float64)
@@ -140,8 +138,16 @@ def fuse(
 
     if base == "media":
         fused, unc_out = _media(
-            features, template, seg, unc, media, detector_score, features_flip,
-            keep_norm, use_detector_score, add_flip,
+            features,
+            template,
+            seg,
+            unc,
+            media,
+            detector_score,
+            features_flip,
+            keep_norm,
+            use_detector_score,
+            add_flip,
         )
     elif base in ("mean", "stat-mean"):
         fused = l2_normalize(seg.sum(f) / sizes[:, None])

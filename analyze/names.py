@@ -122,9 +122,7 @@ def parse_fusion(name: str) -> tuple[str, dict[str, float]]:
             try:
                 temperature = float(text)
             except ValueError:
-                raise ValueError(
-                    f"fusion {name!r}: temperature {text!r} after {prefix!r} is not a number"
-                ) from None
+                raise ValueError(f"fusion {name!r}: temperature {text!r} after {prefix!r} is not a number") from None
             if not temperature > 0:
                 raise ValueError(f"fusion {name!r}: temperature must be > 0, got {temperature}")
             return base, {"temperature": temperature}
@@ -145,9 +143,7 @@ def parse_fusion_metric(text: str) -> tuple[str, str, str]:
     """Split a FUSION_DISTANCE_UNCERTAINTY string: 'PFE_MLS_mean' -> ('PFE', 'MLS', 'mean'); fusion validated."""
     parts = text.split("_")
     if len(parts) != 3:
-        raise ValueError(
-            f"metric {text!r} must be FUSION_DISTANCE_UNCERTAINTY (two '_'), e.g. 'mean_cosine_mean'"
-        )
+        raise ValueError(f"metric {text!r} must be FUSION_DISTANCE_UNCERTAINTY (two '_'), e.g. 'mean_cosine_mean'")
     parse_fusion(parts[0])
     return parts[0], check_distance(parts[1]), check_uncertainty(parts[2])
 

@@ -281,10 +281,7 @@ class EDCCurve:
     def partial_auc(self, discard_limit: float) -> np.ndarray:
         """Area under FNMR over the actually discarded fraction on [0, discard_limit], one per FAR."""
         return np.array(
-            [
-                partial_auc(self.discarded_fraction, self.fnmr[:, i], discard_limit)
-                for i in range(self.fars.size)
-            ]
+            [partial_auc(self.discarded_fraction, self.fnmr[:, i], discard_limit) for i in range(self.fars.size)]
         )
 
 
@@ -339,9 +336,7 @@ def fixed_threshold_edc(
         with np.errstate(invalid="ignore", divide="ignore"):
             fnmr[:, jf] = np.where(kept_gen > 0, fnm / np.maximum(kept_gen, 1), np.nan)
             fmr[:, jf] = np.where(kept_imp > 0, fm / np.maximum(kept_imp, 1), np.nan)
-    return EDCCurve(
-        r, discarded / n, cutoff, f, base.threshold, n - discarded, kept_gen, kept_imp, fnmr, fmr
-    )
+    return EDCCurve(r, discarded / n, cutoff, f, base.threshold, n - discarded, kept_gen, kept_imp, fnmr, fmr)
 
 
 def partial_auc(x: ArrayLike, y: ArrayLike, limit: float) -> float:

@@ -71,9 +71,7 @@ DENSE_BLOCK_ROWS = 1024
 """Rows of the left factor per matrix-product block: 1024 x 23k float64 similarities is 190 MB."""
 
 
-def cosine_scores(
-    features: np.ndarray, i: np.ndarray, j: np.ndarray, *, block: int = DEFAULT_BLOCK
-) -> np.ndarray:
+def cosine_scores(features: np.ndarray, i: np.ndarray, j: np.ndarray, *, block: int = DEFAULT_BLOCK) -> np.ndarray:
     """Cosine similarity of rows i and j (each row L2-normalised first), float64 (M,).
 
     With many pairs per row (IJB-C: 15.7 M template pairs over 23 k templates) the scores are read
@@ -108,9 +106,7 @@ def _dense_cosine(unit: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return out
 
 
-def euclidean_scores(
-    features: np.ndarray, i: np.ndarray, j: np.ndarray, *, block: int = DEFAULT_BLOCK
-) -> np.ndarray:
+def euclidean_scores(features: np.ndarray, i: np.ndarray, j: np.ndarray, *, block: int = DEFAULT_BLOCK) -> np.ndarray:
     """Minus the squared euclidean distance of rows i and j as given (no normalisation), as the scripts do."""
     features = np.asarray(features)
     i, j = check_pairs(i, j, len(features))

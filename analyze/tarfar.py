@@ -79,8 +79,9 @@ def check_far_resolution(fars: np.ndarray, n_impostor: int, allow_tiny_far: bool
     if tiny.size:
         raise ValueError(
             f"FAR {tiny.min():g} is below the smallest meaningful FAR 1/n_impostors = {floor:.6g} "
-            f"(n_impostors = {n_impostor}); request FAR >= {floor:.6g}, or pass allow_tiny_far=True to use "
-            "k = round(FAR * n_impostors) anyway (k = 0 puts the threshold just above the highest impostor)"
+            f"(n_impostors = {n_impostor}); request FAR >= {floor:.6g}, or allow it (--allow-tiny-far; "
+            "allow_tiny_far=True in Python) to use k = round(FAR * n_impostors) anyway (k = 0 puts the threshold "
+            "just above the highest impostor)"
         )
 
 

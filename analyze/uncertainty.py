@@ -176,8 +176,17 @@ def pair_uncertainty(
     return out
 
 
-ROW_REDUCIBLE = ("mean", "squared-sum", "mul", "harmonic-sum", "harmonic-mul", "harmonic-harmonic",
-                 "squared-harmonic", "min", "max")
+ROW_REDUCIBLE = (
+    "mean",
+    "squared-sum",
+    "mul",
+    "harmonic-sum",
+    "harmonic-mul",
+    "harmonic-harmonic",
+    "squared-harmonic",
+    "min",
+    "max",
+)
 """Combinations that depend on each row only through a few per-row sums: computed once per row,
 then gathered as scalars per pair (O(N K + M) instead of O(M K): 15.7 M IJB-C pairs x 512-d sigma)."""
 
