@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
+from featurestore.cli_main import run_cli
 from featurestore.describe import describe
 from featurestore.errors import StoreError
 from featurestore.store import FeatureStore
@@ -392,16 +391,7 @@ def main() -> None:
     """Console entry point: store, name and output errors become one-line messages and exit status 2."""
     from analyze.outputs import OutputExistsError
 
-    try:
-        cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (StoreError, OutputExistsError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    run_cli(cli, (StoreError, OutputExistsError, ValueError))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,25 +33,13 @@ PAPER_FRACTIONS = (0.0, 0.5, 250)
 ROC_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 """insightface's IJB-C ROC table columns."""
 
-REJECT_COLUMNS = [
-    "model",
-    "level",
-    "protocol",
-    "fusion",
-    "distance",
-    "uncertainty",
-    "threshold_mode",
-    "convention",
-    "far",
-    "rejected_fraction",
-    "tar",
-    "threshold",
-    "kept_pairs",
-    "far_achieved",
-    "kept_genuine",
-    "kept_impostor",
-    "discarded_fraction",
-]
+REJECT_KEY_COLUMNS = (
+    "model", "level", "protocol", "fusion", "distance", "uncertainty", "threshold_mode", "convention",
+    "far", "rejected_fraction", "tar", "threshold", "kept_pairs",
+)  # fmt: skip
+"""The tidy reject table's contract (what figures and reports may rely on)."""
+
+REJECT_COLUMNS = [*REJECT_KEY_COLUMNS, "far_achieved", "kept_genuine", "kept_impostor", "discarded_fraction"]
 AUC_COLUMNS = [
     "model",
     "level",

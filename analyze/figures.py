@@ -22,6 +22,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from analyze.experiments import REJECT_KEY_COLUMNS  # noqa: E402
+
 __all__ = [
     "DPI",
     "REJECT_COLUMNS",
@@ -39,21 +41,8 @@ __all__ = [
 ]
 
 DPI = 150
-REJECT_COLUMNS = (
-    "model",
-    "level",
-    "protocol",
-    "fusion",
-    "distance",
-    "uncertainty",
-    "threshold_mode",
-    "convention",
-    "far",
-    "rejected_fraction",
-    "tar",
-    "threshold",
-    "kept_pairs",
-)
+REJECT_COLUMNS = REJECT_KEY_COLUMNS
+"""Columns a reject table must have (the engine's tidy table, analyze.experiments)."""
 ROC_COLUMNS = ("model", "level", "fusion", "distance", "fpr", "tpr")
 ROC_FPR_RANGE = (1e-6, 1.0)
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
 
 from facedata.errors import DataError
+from featurestore.cli_main import run_cli
 from featurestore.errors import StoreError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -213,13 +213,4 @@ def main() -> None:
     from extract.models import ConfigError
     from extract.runner import ExtractionError
 
-    try:
-        cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (DataError, StoreError, CheckpointError, ConfigError, ExtractionError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    run_cli(cli, (DataError, StoreError, CheckpointError, ConfigError, ExtractionError))

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from facedata.errors import DataError
+from featurestore.cli_main import run_cli
 from featurestore.errors import StoreError
 
 
@@ -106,13 +107,4 @@ def synthesize_store_cmd(out: str, preset: str, seed: int) -> None:
 
 def main() -> None:
     """Console entry point: data and store errors become one-line messages and exit status 2."""
-    try:
-        cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (DataError, StoreError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    run_cli(cli, (DataError, StoreError))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
+from featurestore.cli_main import run_cli
 from pipelines.spec import PipelineError, parse_param_value
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -95,16 +94,7 @@ def main() -> None:
     from featurestore.errors import StoreError
     from pipelines.steps import StepError
 
-    try:
-        cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (PipelineError, StepError, StoreError, DataError, OutputExistsError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    run_cli(cli, (PipelineError, StepError, StoreError, DataError, OutputExistsError))
 
 
 if __name__ == "__main__":  # pragma: no cover
