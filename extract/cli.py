@@ -150,6 +150,13 @@ def cli(
         raise click.BadParameter(f"{shard!r}: expected I/N with 0 <= I < N", param_hint="--shard") from None
     if len(configs) > 1 and not random_init:
         raise click.UsageError("--config may be repeated only with --random-init; use --model NAME=CKPT:CONFIG")
+    manifest = load_manifest(dataset)  # cheap checks first: manifest and data root, then the checkpoints
+    if manifest.name == "synthetic" and data_root is None:
+        from facedata.synthetic import ensure_synthetic
+
+        root = ensure_synthetic(preset=preset, seed=0)
+    else:
+        root = resolve_data_root(manifest, data_root)
     try:
         models, specs = resolve_models(
             checkpoint,
@@ -165,13 +172,6 @@ def cli(
         raise
     except ValueError as exc:  # contradictory or missing model options
         raise click.UsageError(str(exc)) from None
-    manifest = load_manifest(dataset)
-    if manifest.name == "synthetic" and data_root is None:
-        from facedata.synthetic import ensure_synthetic
-
-        root = ensure_synthetic(preset=preset, seed=0)
-    else:
-        root = resolve_data_root(manifest, data_root)
     tables = read_dataset(manifest, root)
     if limit is not None:
         tables = tables.head(limit)
