@@ -294,7 +294,7 @@ def roc(
     """
     import pandas as pd
 
-    from analyze.experiments import ROC_FARS, build_pair_set, roc_points
+    from analyze.experiments import ROC_FARS, build_pair_set, roc_points, select
     from analyze.loading import valid_rows
     from analyze.outputs import dask_scheduler, default_out_dir, prepare_out_dir, write_table
     from analyze.scores import pair_scores
@@ -303,9 +303,7 @@ def roc(
     rows, curves = [], []
     with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster):
         out_dir = prepare_out_dir(out or default_out_dir(cache, "roc"), force)
-        names = list(models) or list(store.models)
-        proto_name = protocol or next(iter(store.protocols_info))
-        proto = store.protocol(proto_name)
+        names, proto = select(store, list(models), protocol)
         valid = valid_rows(store, names, partial)
         for model in names:
             for fusion_name in (fusions or ["media"]) if proto.level == "template" else ["none"]:

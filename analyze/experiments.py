@@ -91,6 +91,17 @@ class PairSet:
     n_pairs_dropped: int
 
 
+def select(store: FeatureStore, models: list[str] | None, protocol: str | None) -> tuple[list[str], Protocol]:
+    """The models to analyse (default: all, each checked to exist) and the protocol (default: the first)."""
+    models = models or list(store.models)
+    for m in models:
+        store.model(m)
+    name = protocol or next(iter(store.protocols_info), None)
+    if name is None:
+        raise StoreError(f"{store.path} has no protocol to verify")
+    return models, store.protocol(name)
+
+
 def build_pair_set(
     store: FeatureStore,
     model: str,
@@ -241,13 +252,8 @@ def run_reject(
 ) -> tuple[pd.DataFrame, pd.DataFrame, RunReport]:
     """Reject verification for every (model, fusion, metric): the tidy curve table, the AUC table, a report."""
     t0 = time.perf_counter()
-    models = models or list(store.models)
-    for m in models:
-        store.model(m)
-    proto_name = protocol or next(iter(store.protocols_info), None)
-    if proto_name is None:
-        raise StoreError(f"{store.path} has no protocol to verify")
-    proto = store.protocol(proto_name)
+    models, proto = select(store, models, protocol)
+    proto_name = proto.name
     level = level or proto.level
     if threshold_mode not in ("recompute", "fixed"):
         raise ValueError(f"threshold mode must be 'recompute' or 'fixed', got {threshold_mode!r}")
@@ -375,9 +381,8 @@ def run_fusion_table(
 ) -> tuple[pd.DataFrame, RunReport]:
     """TAR@FAR of each fusion x distance over template pairs (the paper's fusion script)."""
     t0 = time.perf_counter()
-    models = models or list(store.models)
-    proto_name = protocol or next(iter(store.protocols_info))
-    proto = store.protocol(proto_name)
+    models, proto = select(store, models, protocol)
+    proto_name = proto.name
     if proto.level != "template":
         raise StoreError(f"protocol {proto_name!r} pairs images; fusion needs a template-level protocol")
     valid = valid_rows(store, models, partial)
