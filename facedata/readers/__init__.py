@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 from facedata.errors import DataError
 from facedata.manifest import Manifest
+from facedata.paths import resolve_under
 from facedata.readers.bin_pack import read_bin
 from facedata.readers.folder import read_folder
 from facedata.readers.insightface_ijb import read_insightface_ijb
@@ -35,9 +37,26 @@ def read_dataset(manifest: Manifest, root: str | Path) -> DatasetTables:
     root = Path(root)
     if not root.is_dir():
         raise DataError("data root is not a directory", path=root)
+    manifest, skipped = _without_absent_optional_protocols(manifest, root)
     tables = reader(root, manifest)
     tables.extra.setdefault("layout", manifest.layout)
+    if skipped:
+        tables.extra["skipped_protocols"] = skipped
     return tables
+
+
+def _without_absent_optional_protocols(manifest: Manifest, root: Path) -> tuple[Manifest, list[str]]:
+    """Drop protocols marked `optional: true` whose pairs file is not there (a folder of faces without
+    a pairs CSV is still a dataset to extract); every other protocol stays required."""
+    skipped = [
+        name
+        for name, spec in manifest.protocols.items()
+        if spec.options.get("optional") and not resolve_under(root, spec.pairs, source=manifest.source).exists()
+    ]
+    if not skipped:
+        return manifest, []
+    kept = {n: p for n, p in manifest.protocols.items() if n not in skipped}
+    return dataclasses.replace(manifest, protocols=kept), skipped
 
 
 __all__ = ["READERS", "read_dataset"]
