@@ -9,7 +9,6 @@ alternative input path, and GPU outputs against CPU fp32 on a subset (cosine >= 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -30,7 +29,6 @@ if str(ROOT) not in sys.path:
 
 from extract.checkpoints import random_model  # noqa: E402
 from extract.models import load_model_config  # noqa: E402
-from extract.models.iresnet import BackboneOutput, IResNet  # noqa: E402
 from extract.preprocess import preprocess_batch  # noqa: E402
 from extract.runner import BatchRunner, RunModel, autocast_dtype, run_extraction  # noqa: E402
 from featurestore.schema import STATUS_OK, DatasetTables, ImageTable  # noqa: E402
@@ -56,23 +54,6 @@ def precision_takes_effect(run: RunModel, device: torch.device, precision: str) 
     a = BatchRunner([run], device, "fp32")(crops)[run.name]["embedding"]
     b = BatchRunner([run], device, precision)(crops)[run.name]["embedding"]
     return bool(np.abs(a - b).max() > 0)
-
-
-def _forward_keeping_autocast(self: IResNet, x: torch.Tensor) -> BackboneOutput:
-    """IResNet.forward that leaves an enclosing autocast on when fp16=False (the shipped forward enters
-    `torch.autocast(enabled=self.fp16)`, which switches the runner's --precision autocast off)."""
-    if x.shape[-2:] != (112, 112):
-        raise ValueError(f"iResNet expects 112x112 inputs, got spatial size {tuple(x.shape[-2:])}")
-    amp_dtype = torch.float16 if x.device.type == "cuda" else torch.bfloat16
-    ctx = torch.autocast(device_type=x.device.type, dtype=amp_dtype) if self.fp16 else contextlib.nullcontext()
-    with ctx:
-        x = self.prelu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        bottleneck = torch.flatten(self.bn2(x), 1)
-    bottleneck = bottleneck.float()
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        embedding = self.features(self.fc(bottleneck))
-    return BackboneOutput(embedding=embedding, bottleneck=bottleneck)
 
 
 def write_aligned_jpegs(root: Path, n: int, seed: int = 0, processes: int = 1) -> DatasetTables:
@@ -182,12 +163,11 @@ def check(args: argparse.Namespace) -> dict:
         "workers": workers,
         "cpu_count": os.cpu_count(),
         "run_extraction": {},
-        "decode_jpeg": {},  # batched torchvision decode_jpeg on the device; forward patched unless --no-patch
+        "decode_jpeg": {},  # batched torchvision decode_jpeg on the device
         "cosine_vs_cpu_fp32": {},
     }
     probe = RunModel("m", random_model(cfg, seed=1))
     res["precision_takes_effect"] = {p: precision_takes_effect(probe, device, p) for p in precisions if p != "fp32"}
-    shipped_forward = IResNet.forward
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
@@ -201,24 +181,14 @@ def check(args: argparse.Namespace) -> dict:
                                          batch_size=64, workers=min(4, workers))  # fmt: skip
         log(f"CPU fp32 reference on {n_sub} images done")
         run = [RunModel("m", random_model(cfg, seed=1))]
-        variants = [("run_extraction", shipped_forward)]
-        if not args.no_patch:
-            variants.append(("run_extraction_patched_forward", _forward_keeping_autocast))
-        for key, forward in variants:
-            IResNet.forward = forward
-            res[key] = {}
-            for prec in precisions:
-                kw = dict(device=str(device), precision=prec, batch_size=args.batch_size, workers=workers)
-                extract_images_per_s(tmp / "warm.zarr", tmp, sub, run, **kw)  # cuDNN autotuning, worker start-up
-                ips, emb, summary = extract_images_per_s(tmp / f"{prec}.zarr", tmp, tables, run, **kw)
-                cos = row_cosine(emb[:n_sub], ref)
-                res[key][prec] = {"images_per_s": round(ips, 1), "summary": summary}
-                res["cosine_vs_cpu_fp32"][f"{key}/{prec}"] = float(cos.min())
-                log(f"{key} {prec}: {ips:,.0f} images/s, min cosine {cos.min():.6f}\n{summary}")
-        if not args.no_patch:
-            res["precision_takes_effect_patched"] = {
-                p: precision_takes_effect(probe, device, p) for p in precisions if p != "fp32"
-            }
+        for prec in precisions:
+            kw = dict(device=str(device), precision=prec, batch_size=args.batch_size, workers=workers)
+            extract_images_per_s(tmp / "warm.zarr", tmp, sub, run, **kw)  # cuDNN autotuning, worker start-up
+            ips, emb, summary = extract_images_per_s(tmp / f"{prec}.zarr", tmp, tables, run, **kw)
+            cos = row_cosine(emb[:n_sub], ref)
+            res["run_extraction"][prec] = {"images_per_s": round(ips, 1), "summary": summary}
+            res["cosine_vs_cpu_fp32"][f"run_extraction/{prec}"] = float(cos.min())
+            log(f"run_extraction {prec}: {ips:,.0f} images/s, min cosine {cos.min():.6f}\n{summary}")
         paths = [str(p) for p in tables.images.path]
         for prec in precisions:
             nvjpeg_images_per_s(tmp, paths[: args.batch_size], run[0], device, prec, args.batch_size)  # warm-up
@@ -228,9 +198,7 @@ def check(args: argparse.Namespace) -> dict:
             res["cosine_vs_cpu_fp32"][f"decode_jpeg/{prec}"] = float(cos.min())
             log(f"decode_jpeg({device.type}) {prec}: {ips:,.0f} images/s end to end, decode alone {dec:,.0f} images/s")
     res["ok"] = all(c >= COSINE_MIN for c in res["cosine_vs_cpu_fp32"].values())
-    IResNet.forward = shipped_forward
-    runs = [(f"{k}/{p}", v["images_per_s"]) for k in ("run_extraction", "run_extraction_patched_forward")
-            for p, v in res.get(k, {}).items()]  # fmt: skip
+    runs = [(f"run_extraction/{p}", v["images_per_s"]) for p, v in res["run_extraction"].items()]
     best_name, best = max(runs, key=lambda kv: kv[1])
     res["run_extraction_best_images_per_s"] = best
     res["run_extraction_best"] = best_name
@@ -250,11 +218,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--check-images", type=int, default=512, help="images compared with CPU fp32 (default 512)")
     ap.add_argument("--workdir", type=Path, default=None, help="where the temporary JPEGs go (default: system temp)")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary here")
-    ap.add_argument(
-        "--no-patch",
-        action="store_true",
-        help="skip the second round with an IResNet.forward that keeps the runner's autocast on (the proposed fix)",
-    )
     args = ap.parse_args(argv)
     if args.images < 1:
         ap.error("--images must be >= 1")
