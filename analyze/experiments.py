@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analyze.fusion import template_rows
-from analyze.loading import ValidRows, fuse_templates, read_rows, uncertainty_source, valid_rows
+from analyze.loading import ValidRows, fuse_templates, uncertainty_source, valid_rows
 from analyze.names import parse_fusion, parse_metric
 from analyze.reject import fixed_threshold_edc, kept_counts, reject_curve, rejection_order
 from analyze.scores import cosine_stats, pair_scores
@@ -126,8 +126,8 @@ def build_pair_set(
             raise StoreError(f"protocol {protocol.name!r}: image rows outside 0..{store.n_images - 1}")
         keep = valid.mask[pairs[:, 0]] & valid.mask[pairs[:, 1]]
         rows = np.unique(pairs[keep])
-        features = read_rows(store, model, "embedding", rows)
-        values = read_rows(store, model, src, rows)
+        features = store.read_rows(model, "embedding", rows)
+        values = store.read_rows(model, src, rows)
         i = np.searchsorted(rows, pairs[keep, 0])
         j = np.searchsorted(rows, pairs[keep, 1])
     else:

@@ -68,19 +68,6 @@ def valid_rows(store: FeatureStore, models: list[str], partial: bool) -> ValidRo
     return out
 
 
-def read_rows(store: FeatureStore, model: str, output: str, rows: np.ndarray) -> np.ndarray:
-    """Rows (ascending) of one output: one slice read when they are dense, else a point selection."""
-    rows = np.asarray(rows)
-    if rows.size == 0:
-        spec = store.model(model)
-        return np.empty((0, *spec.row_shape(output)), dtype=np.float32)
-    lo, hi = int(rows[0]), int(rows[-1]) + 1
-    if hi - lo <= 2 * rows.size:
-        return store.read(model, output, slice(lo, hi))[rows - lo]
-    arr = store._b.array(store._output_key(model, output))
-    return np.asarray(arr.oindex[rows] if hasattr(arr, "oindex") else arr[rows])
-
-
 def template_blocks(template: np.ndarray, rows: np.ndarray, block_images: int) -> list[np.ndarray]:
     """Split `rows` into ascending row sets of whole templates, about `block_images` images each."""
     order = rows[np.argsort(template[rows], kind="stable")]
@@ -103,8 +90,8 @@ def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: d
     with FeatureStore.open(path) as store:
         spec = store.model(model)
         src, _ = uncertainty_source(spec)
-        feats = read_rows(store, model, "embedding", rows)
-        unc = read_rows(store, model, src, rows)
+        feats = store.read_rows(model, "embedding", rows)
+        unc = store.read_rows(model, src, rows)
         base, _ = parse_fusion(fusion)
         kwargs: dict[str, Any] = {}
         if base == "media":
@@ -116,7 +103,7 @@ def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: d
                 "add_flip": options.get("add_flip", True) and "embedding_flip" in spec.outputs,
             }
             if kwargs["add_flip"]:
-                kwargs["features_flip"] = read_rows(store, model, "embedding_flip", rows)
+                kwargs["features_flip"] = store.read_rows(model, "embedding_flip", rows)
         if src == "sigma_sq" and base in ("softmax", "stat-softmax", "weighted", "weighted-softmax", "argmax"):
             from analyze.uncertainty import pfe_confidence
 

@@ -237,7 +237,6 @@ def run_extraction(
             pool.shutdown(wait=True)
             bar.close()
     summary.images_done = total
-    summary.images_failed = summary.images_failed
     summary.images_ok = total - summary.images_failed
     summary.seconds_total = time.perf_counter() - t_start
     summary.backbone_calls = runner.backbone_calls

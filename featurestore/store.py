@@ -341,6 +341,18 @@ class FeatureStore:
         arr = self._b.array(self._output_key(model, output))
         return np.asarray(arr[:] if rows is None else arr[rows])
 
+    def read_rows(self, model: str, output: str, rows: np.ndarray) -> np.ndarray:
+        """Ascending rows of one output: one slice read when they are dense, else a point selection."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            spec = self.model(model)
+            return np.empty((0, *spec.row_shape(output)), dtype=spec.output_dtype(output))
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        if hi - lo <= 2 * rows.size:
+            return self.read(model, output, slice(lo, hi))[rows - lo]
+        arr = self._b.array(self._output_key(model, output))
+        return np.asarray(arr.oindex[rows] if hasattr(arr, "oindex") else arr[rows])
+
     def dask(self, model: str, output: str) -> Any:
         """A model output as a Dask array over the store's chunks (picklable for dask.distributed)."""
         return self._dask_key(self._output_key(model, output))

@@ -250,3 +250,13 @@ def test_hdf5_dask_array_pickles(tmp_path, tables, models):
     d = FeatureStore.open(path).dask("pfe", "sigma_sq")
     d2 = pickle.loads(pickle.dumps(d))
     np.testing.assert_array_equal(d2.compute(), chunk_outputs(models, 0, 10)["pfe"]["sigma_sq"])
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_read_rows_dense_and_sparse(tmp_path, tables, models, suffix):
+    store = create_store(tmp_path / f"s{suffix}", tables, models, chunk_rows=4)
+    fill(store)
+    want = chunk_outputs(models, 0, 10)["pfe"]["sigma_sq"]
+    for rows in ([2, 3, 4, 5], [0, 9], [7], []):
+        got = store.read_rows("pfe", "sigma_sq", np.array(rows, dtype=np.int64))
+        np.testing.assert_array_equal(got, want[rows].reshape(len(rows), -1))
