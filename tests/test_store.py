@@ -259,4 +259,4 @@ def test_read_rows_dense_and_sparse(tmp_path, tables, models, suffix):
     want = chunk_outputs(models, 0, 10)["pfe"]["sigma_sq"]
     for rows in ([2, 3, 4, 5], [0, 9], [7], []):
         got = store.read_rows("pfe", "sigma_sq", np.array(rows, dtype=np.int64))
-        np.testing.assert_array_equal(got, want[rows].reshape(len(rows), -1))
+        np.testing.assert_array_equal(got, want[np.array(rows, dtype=np.int64)])
