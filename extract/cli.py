@@ -70,7 +70,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--batch-size", default=64, show_default=True, help="Images per network batch.")
 @click.option(
     "--workers",
-    default=min(4, os.cpu_count() or 1),
+    default=min(8, os.cpu_count() or 1),
     show_default=True,
     help="DataLoader processes decoding and aligning images (0: in the main process).",
 )
