@@ -180,17 +180,8 @@ def _method_legend(ax: Any, n: int) -> None:
 
 # ---- reject curves, one method per figure ---------------------------------------------------------
 
-_CURVE_KEYS = [
-    "dataset",
-    "model",
-    "level",
-    "protocol",
-    "fusion",
-    "distance",
-    "uncertainty",
-    "threshold_mode",
-    "convention",
-]
+_CURVE_KEYS = ["dataset", *REJECT_KEY_COLUMNS[: REJECT_KEY_COLUMNS.index("far")]]
+"""What identifies one curve: the dataset and every method/convention column before `far`."""
 
 
 def reject_curve_figures(df: pd.DataFrame, dataset: str = "") -> Iterator[tuple[str, Figure]]:
