@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from analyze.fusion import template_rows
-from analyze.loading import ValidRows, fuse_templates, uncertainty_source, valid_rows
+from analyze.loading import ValidRows, fuse_templates, fuses_pfe_confidence, uncertainty_source, valid_rows
 from analyze.names import parse_fusion, parse_metric
 from analyze.reject import fixed_threshold_edc, kept_counts, reject_curve, rejection_order
-from analyze.scores import cosine_stats, pair_scores
+from analyze.scores import pair_scores
 from analyze.tarfar import auc, tar_at_far
 from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty, pfe_confidence
 from featurestore.errors import StoreError
@@ -138,8 +138,7 @@ def build_pair_set(
         keep = found.all(axis=1)
         features, values = fused.features, fused.uncertainty
         i, j = template_rows(fused.ids, pairs[keep, 0]), template_rows(fused.ids, pairs[keep, 1])
-        base, _ = parse_fusion(fusion)
-        if src == "sigma_sq" and base in ("softmax", "stat-softmax", "weighted", "weighted-softmax", "argmax"):
+        if fuses_pfe_confidence(src, fusion):
             mode = "confidence"  # the fused value is then a PFE confidence 1/hm(sigma_sq)
     labels = labels[keep]
     finite = _finite_rows(features) & (True if values is None else _finite_rows(values))
@@ -165,10 +164,8 @@ def score_pairs(ps: PairSet, metric: str, bias: float | None = None) -> tuple[np
             f"metric {metric!r} needs PFE sigma_sq, which model {ps.model!r} does not have "
             f"(or fusion {ps.fusion!r} reduced it to a scalar)"
         )
-    center = cosine_stats(ps.features, ps.i, ps.j) if "centered" in distance else None
-    scores = pair_scores(distance, ps.features, ps.i, ps.j, uncertainty=ps.values, bias=bias, center=center)
-    values = ps.values
-    pu = pair_uncertainty(combo, values, ps.i, ps.j, features=ps.features, labels=ps.labels)
+    scores = pair_scores(distance, ps.features, ps.i, ps.j, uncertainty=ps.values, bias=bias)
+    pu = pair_uncertainty(combo, ps.values, ps.i, ps.j, features=ps.features, labels=ps.labels)
     return scores, as_uncertainty(pu, combination_mode(combo, ps.mode)), distance, combo
 
 

@@ -68,6 +68,15 @@ def valid_rows(store: FeatureStore, models: list[str], partial: bool) -> ValidRo
     return out
 
 
+CONFIDENCE_WEIGHTED_FUSIONS = ("softmax", "stat-softmax", "weighted", "weighted-softmax", "argmax")
+"""Fusions that weight images by one confidence each (a PFE sigma_sq is first reduced to 1/hm)."""
+
+
+def fuses_pfe_confidence(source: str, fusion: str) -> bool:
+    """True when `fusion` of a PFE model works on (and yields) the confidence 1/hm(sigma_sq), not sigma_sq."""
+    return source == "sigma_sq" and parse_fusion(fusion)[0] in CONFIDENCE_WEIGHTED_FUSIONS
+
+
 def template_blocks(template: np.ndarray, rows: np.ndarray, block_images: int) -> list[np.ndarray]:
     """Split `rows` into ascending row sets of whole templates, about `block_images` images each."""
     order = rows[np.argsort(template[rows], kind="stable")]
@@ -104,7 +113,7 @@ def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: d
             }
             if kwargs["add_flip"]:
                 kwargs["features_flip"] = store.read_rows(model, "embedding_flip", rows)
-        if src == "sigma_sq" and base in ("softmax", "stat-softmax", "weighted", "weighted-softmax", "argmax"):
+        if fuses_pfe_confidence(src, fusion):
             from analyze.uncertainty import pfe_confidence
 
             unc = pfe_confidence(unc)
