@@ -101,18 +101,6 @@ class ImageTable:
             }
         )
 
-    @classmethod
-    def concat(cls, tables: list[ImageTable]) -> ImageTable:
-        """Rows of several tables, in order."""
-        return cls(
-            path=np.concatenate([t.path for t in tables]),
-            subject=np.concatenate([t.subject for t in tables]),
-            template=np.concatenate([t.template for t in tables]),
-            media=np.concatenate([t.media for t in tables]),
-            detector_score=np.concatenate([t.detector_score for t in tables]),
-            landmarks=np.concatenate([t.landmarks for t in tables]),
-        )
-
 
 def _or_fill(values: Any, n: int, fill: Any, dtype: Any) -> np.ndarray:
     if values is None:
