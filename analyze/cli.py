@@ -292,50 +292,16 @@ def roc(
     Example:
       analyze roc --cache ijbc.zarr --fusion media --fusion mean
     """
-    import pandas as pd
-
-    from analyze.experiments import ROC_FARS, build_pair_set, roc_points, select
-    from analyze.loading import valid_rows
+    from analyze.experiments import ROC_FARS, run_roc
     from analyze.outputs import dask_scheduler, default_out_dir, prepare_out_dir, write_table
-    from analyze.scores import pair_scores
-    from analyze.tarfar import tar_at_far
 
-    rows, curves = [], []
     with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster):
         out_dir = prepare_out_dir(out or default_out_dir(cache, "roc"), force)
-        names, proto = select(store, list(models), protocol)
-        valid = valid_rows(store, names, partial)
-        for model in names:
-            for fusion_name in (fusions or ["media"]) if proto.level == "template" else ["none"]:
-                ps = build_pair_set(store, model, proto, proto.level, fusion_name, valid)
-                scores = pair_scores("cosine", ps.features, ps.i, ps.j)
-                res = tar_at_far(scores, ps.labels, tuple(fars) or ROC_FARS, convention, allow_tiny_far=True)
-                rows.append(
-                    {
-                        "model": model,
-                        "level": proto.level,
-                        "fusion": ps.fusion,
-                        "distance": "cosine",
-                        "convention": convention,
-                        **{f"{f:g}": t for f, t in zip(res.fars, res.tar)},
-                    }
-                )
-                fpr, tpr = roc_points(scores, ps.labels)
-                curves.append(
-                    pd.DataFrame(
-                        {
-                            "model": model,
-                            "level": proto.level,
-                            "fusion": ps.fusion,
-                            "distance": "cosine",
-                            "fpr": fpr,
-                            "tpr": tpr,
-                        }
-                    )
-                )
-    table = pd.DataFrame(rows)
+        table, curve_df = run_roc(
+            store, models=list(models) or None, protocol=protocol, fusions=list(fusions) or None,
+            fars=tuple(fars) or ROC_FARS, convention=convention, partial=partial,
+        )  # fmt: skip
     write_table(table, out_dir, "roc_table")
-    curve_df = pd.concat(curves, ignore_index=True)
     write_table(curve_df, out_dir, "roc_curve")
     if not no_figures:
         from analyze.figures import plot_roc

@@ -429,6 +429,33 @@ def run_fusion_table(
     return pd.DataFrame(rows), report
 
 
+def run_roc(
+    store: FeatureStore,
+    *,
+    models: list[str] | None = None,
+    protocol: str | None = None,
+    fusions: list[str] | None = None,
+    fars: tuple[float, ...] = ROC_FARS,
+    convention: str = "nearest",
+    partial: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """insightface's ROC table (TAR at each FAR, one row per model and fusion; cosine) and the thinned
+    ROC curves; template protocols use the `media` fusion unless told otherwise."""
+    models, proto = select(store, models, protocol)
+    valid = valid_rows(store, models, partial)
+    rows, curves = [], []
+    for model in models:
+        for fusion in (fusions or ["media"]) if proto.level == "template" else ["none"]:
+            ps = build_pair_set(store, model, proto, proto.level, fusion, valid)
+            scores = pair_scores("cosine", ps.features, ps.i, ps.j)
+            res = tar_at_far(scores, ps.labels, fars, convention, allow_tiny_far=True)
+            key = {"model": model, "level": proto.level, "fusion": ps.fusion, "distance": "cosine"}
+            rows.append({**key, "convention": convention, **{f"{f:g}": t for f, t in zip(res.fars, res.tar)}})
+            fpr, tpr = roc_points(scores, ps.labels)
+            curves.append(pd.DataFrame({**key, "fpr": fpr, "tpr": tpr}))
+    return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)
+
+
 def roc_points(scores: np.ndarray, labels: np.ndarray, n_points: int = 400) -> tuple[np.ndarray, np.ndarray]:
     """The ROC curve (sklearn roc_curve) thinned to ~n_points log-spaced FPRs, for plotting."""
     from sklearn.metrics import roc_curve
