@@ -1,5 +1,5 @@
 """The one entry-point wrapper of the four command lines: expected errors become a one-line
-message and exit status 2 instead of a traceback; Ctrl-C exits 130."""
+message and exit status 2 instead of a traceback; SIGINT/SIGTERM print one line and exit 130/143."""
 
 from __future__ import annotations
 
@@ -7,12 +7,20 @@ import sys
 
 import click
 
+from .interrupts import Interrupted, raise_on_signals
+
 
 def run_cli(command: click.Command, errors: tuple[type[BaseException], ...]) -> None:
     """Run a click command; `errors` (bad data, stores, checkpoints, names...) print `error: ...`."""
     try:
-        command(standalone_mode=False)
-    except click.exceptions.Abort:
+        with raise_on_signals():
+            command(standalone_mode=False)
+    except Interrupted as exc:
+        detail = exc.message or "nothing was marked done after the interruption"
+        click.echo(f"interrupted ({exc.signal_name}): {detail}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:  # click's own prompts (EOF at a prompt)
+        click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
