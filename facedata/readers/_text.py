@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -21,24 +23,34 @@ def require_file(path: Path, display: str) -> None:
         raise DataError("file not found" if not path.exists() else "not a regular file", path=display)
 
 
+def _text(path: Path, data: bytes | None) -> TextIO:
+    """The file's text for the line scans: from `data` when the bytes were already read, else from `path`."""
+    if data is not None:
+        return io.StringIO(data.decode("utf-8", errors="replace"), newline="")
+    return open(path, encoding="utf-8", errors="replace", newline="")
+
+
 def read_columns(
     path: Path,
     display: str,
     kinds: tuple[str, ...],
     sep: str = WHITESPACE,
     header: bool = False,
+    data: bytes | None = None,
 ) -> pd.DataFrame:
     """Read a headerless (or one-header-line) delimited file whose rows have exactly `kinds` fields.
 
     `kinds` entries are "str", "int" or "float". Parsing is pandas' C engine; on any failure the
-    file is scanned line by line to report the first malformed line as `display:line`.
+    file is scanned line by line to report the first malformed line as `display:line`. `data`, when
+    given, is the file's content already read (from a verified descriptor); `path` is then not opened.
     """
-    require_file(path, display)
+    if data is None:
+        require_file(path, display)
     n = len(kinds)
     dtype = {i: _PANDAS_KIND[k] for i, k in enumerate(kinds)}
     try:
         df = pd.read_csv(
-            path,
+            io.BytesIO(data) if data is not None else path,
             sep=sep,
             header=None,
             skiprows=1 if header else 0,
@@ -51,10 +63,10 @@ def read_columns(
     except pd.errors.EmptyDataError:
         return pd.DataFrame({i: pd.Series([], dtype=_PANDAS_KIND[k]) for i, k in enumerate(kinds)})
     except (ValueError, pd.errors.ParserError, OverflowError) as exc:
-        locate_bad_line(path, display, kinds, sep, header)
+        locate_bad_line(path, display, kinds, sep, header, data)
         raise DataError(f"cannot parse: {exc}", path=display) from exc
     if df.shape[1] != n:
-        locate_bad_line(path, display, kinds, sep, header)
+        locate_bad_line(path, display, kinds, sep, header, data)
         raise DataError(f"expected {n} fields per line, got {df.shape[1]}", path=display)
     return df
 
@@ -82,9 +94,11 @@ def check_field(value: str, kind: str) -> str | None:
     return None
 
 
-def locate_bad_line(path: Path, display: str, kinds: tuple[str, ...], sep: str, header: bool) -> None:
-    """Scan the file and raise a DataError at the first line whose field count or types are wrong."""
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+def locate_bad_line(
+    path: Path, display: str, kinds: tuple[str, ...], sep: str, header: bool, data: bytes | None = None
+) -> None:
+    """Scan the file (or `data`) and raise a DataError at the first line whose field count or types are wrong."""
+    with _text(path, data) as f:
         for lineno, raw in enumerate(f, start=1):
             if header and lineno == 1:
                 continue
@@ -100,10 +114,10 @@ def locate_bad_line(path: Path, display: str, kinds: tuple[str, ...], sep: str, 
                     raise DataError(f"field {col}: {why}", path=display, line=lineno)
 
 
-def data_line_numbers(path: Path, header: bool = False) -> np.ndarray:
+def data_line_numbers(path: Path, header: bool = False, data: bytes | None = None) -> np.ndarray:
     """1-based physical line numbers of the non-blank data lines (for error messages only)."""
     out = []
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with _text(path, data) as f:
         for lineno, raw in enumerate(f, start=1):
             if header and lineno == 1:
                 continue
