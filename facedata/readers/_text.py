@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from pathlib import Path
 from typing import TextIO
 
@@ -59,6 +60,9 @@ def read_columns(
             keep_default_na=False,
             na_filter=False,
             skip_blank_lines=True,
+            # whitespace-separated files are split like str.split() (as insightface reads them): a quote is
+            # an ordinary character; comma-separated files follow CSV quoting, as the line scan does
+            quoting=csv.QUOTE_NONE if sep == WHITESPACE else csv.QUOTE_MINIMAL,
         )
     except pd.errors.EmptyDataError:
         return pd.DataFrame({i: pd.Series([], dtype=_PANDAS_KIND[k]) for i, k in enumerate(kinds)})
@@ -72,22 +76,27 @@ def read_columns(
 
 
 def _split(line: str, sep: str) -> list[str]:
-    return line.split() if sep == WHITESPACE else line.split(sep)
+    """The fields of one line as `read_columns` parses them: str.split() for whitespace, else CSV rules."""
+    if sep == WHITESPACE:
+        return line.split()
+    return next(csv.reader([line], delimiter=sep), [])
+
+
+# what pandas' C parser accepts (ASCII digits only: Python's int()/float() also take '1_0' and other scripts' digits)
+_INT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+_FLOAT = re.compile(r"\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity)\s*", re.ASCII | re.I)
 
 
 def check_field(value: str, kind: str) -> str | None:
-    """Why `value` is not a valid `kind` field, or None when it is."""
+    """Why `value` is not a valid `kind` field (as the fast parser reads it), or None when it is."""
     if kind == "int":
-        try:
-            int(value)
-        except ValueError:
+        if not _INT.fullmatch(value):
             return f"{value!r} is not an integer"
+        v = value.strip()
+        if len(v.lstrip("+-").lstrip("0")) > 19 or not -(2**63) <= int(v) < 2**63:
+            return f"{value!r} is out of the 64-bit integer range"
     elif kind == "float":
-        try:
-            x = float(value)
-        except ValueError:
-            return f"{value!r} is not a number"
-        if math.isnan(x):
+        if not _FLOAT.fullmatch(value) or math.isnan(float(value)):
             return f"{value!r} is not a number"
     elif value == "":
         return "empty field"

@@ -31,6 +31,8 @@ _ALLOWED_GLOBALS = {
     ("numpy", "dtype"),
     ("builtins", "bytearray"),
     ("__builtin__", "bytearray"),
+    ("builtins", "bytes"),  # protocol <= 2 pickles write an empty bytes (an empty numpy buffer) as bytes()
+    ("__builtin__", "bytes"),
     ("_codecs", "encode"),
 }
 

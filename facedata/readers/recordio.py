@@ -97,8 +97,9 @@ def _header_labels(rec_path: Path, rec_disp: str, offsets: np.ndarray) -> np.nda
     out = np.empty(len(offsets), dtype=np.float32)
     if len(offsets) == 0:
         return out
-    if (offsets + 8 + IR_SIZE > size).any():
-        i = int(np.flatnonzero(offsets + 8 + IR_SIZE > size)[0])
+    beyond = offsets > size - (8 + IR_SIZE)  # not offsets + 8 + IR_SIZE > size, which overflows near 2**63
+    if beyond.any():
+        i = int(np.flatnonzero(beyond)[0])
         raise DataError(f"record at byte {offsets[i]}: beyond the end of the file ({size} bytes)", path=rec_disp)
     mm = np.memmap(rec_path, dtype=np.uint8, mode="r")
 
