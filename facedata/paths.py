@@ -38,7 +38,6 @@ def _escape_reason(rel: str) -> str | None:
 
 def _inside(real_root: str, real: str) -> bool:
     """The one containment rule: `real` (a resolved path) is the resolved root or lies below it."""
-    real_root = os.path.normpath(real_root)
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
@@ -149,25 +148,35 @@ def scan_under(root: str | Path, rels: Iterable[str]) -> tuple[list[str], list[t
     """
     root_s = os.fspath(root)
     real_root = os.path.realpath(root_s)
-    dir_real: dict[str, str] = {}
+    dir_real: dict[str, tuple[str, bool]] = {}  # folder -> (resolved folder, inside the root)
     missing: list[str] = []
     outside: list[tuple[str, str]] = []
+    lstat, is_link, sep = os.lstat, stat.S_ISLNK, os.sep
     for rel in sorted(set(rels)):
-        folder, name = os.path.split(rel)
-        rd = dir_real.get(folder)
-        if rd is None:
-            rd = dir_real[folder] = os.path.realpath(os.path.join(root_s, folder)) if folder else real_root
-        full = os.path.normpath(os.path.join(rd, name))
+        if os.altsep:
+            folder, name = os.path.split(rel)
+        else:
+            folder, _, name = rel.rpartition(sep)
+        known = dir_real.get(folder)
+        if known is None:
+            rd = os.path.realpath(os.path.join(root_s, folder)) if folder else real_root
+            known = dir_real[folder] = (rd, _inside(real_root, rd))
+        rd, folder_inside = known
+        if name in ("", ".", ".."):
+            full = os.path.normpath(os.path.join(rd, name))
+            inside = _inside(real_root, full)
+        else:
+            full, inside = (rd.rstrip(sep) + sep + name), folder_inside
         try:
-            st = os.lstat(full)
+            st = lstat(full)
         except OSError:
             st = None
-        if st is not None and stat.S_ISLNK(st.st_mode):
+        if st is not None and is_link(st.st_mode):
             full = os.path.realpath(full)
-            exists = os.path.exists(full)
+            exists, inside = os.path.exists(full), _inside(real_root, full)
         else:
             exists = st is not None
-        if not _inside(real_root, full):
+        if not inside:
             outside.append((rel, full))
         elif not exists:
             missing.append(rel)
