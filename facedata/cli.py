@@ -59,7 +59,8 @@ def list_cmd() -> None:
 def check(dataset: str, data_root: str | None, max_list: int) -> None:
     """Validate a dataset's layout: counts, missing image files, malformed lines (file:line), official counts.
 
-    Exits with status 1 when anything is wrong.
+    Also reports image files (or packs) that resolve outside the data root through symlinks (extract
+    refuses them), protocols with 0 pairs and a dataset of 0 images. Exits with status 1 when anything is wrong.
 
     \b
     Example:
@@ -86,7 +87,8 @@ def synthesize(out_dir: str, preset: str, seed: int) -> None:
 
     Face-like images per identity as loose crops with true 5-point landmarks and detector scores,
     templates of several medias, labelled template pairs, and controlled degradations (blur, noise,
-    low resolution, occlusion) whose true strength is in meta/ijbc_degradations.csv.
+    low resolution, occlusion) whose true strength is in meta/ijbc_degradations.csv. OUT_DIR must be
+    new, empty or an earlier synthesize output: files this command did not write are never overwritten.
 
     \b
     Example:
@@ -107,6 +109,7 @@ def synthesize_store_cmd(out: str, preset: str, seed: int) -> None:
 
     `--preset ijbc` has IJB-C's official counts: 469,375 images, 23,124 templates, 15,658,489 template
     pairs (19,557 genuine), with ScaleFace, PFE and MagFace outputs whose quality drives their error.
+    Only a store this command wrote is replaced; anything else at OUT is refused.
 
     \b
     Example:

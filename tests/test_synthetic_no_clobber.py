@@ -4,6 +4,10 @@ other files, or a path holding anything but a synthetic store, is refused and le
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import make_models, make_tables
@@ -64,3 +68,14 @@ def test_synthesize_store_never_replaces_an_extracted_store(tmp_path):
         synthesize_store(real, "tiny-store", seed=0, progress=False)
     with FeatureStore.open(real) as s:
         assert s.attrs["dataset"] == "toy" and len(s.images()) == 10
+
+
+def test_cli_synthesize_into_real_data_exits_2_with_one_line(tmp_path):
+    root = tmp_path / "IJBC"
+    write_ijb(root)
+    before = snapshot(root)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    cmd = [sys.executable, "-c", "from facedata.cli import main; main()", "synthesize", str(root)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and res.stderr.startswith("error: "), res.stderr
+    assert "refusing" in res.stderr and snapshot(root) == before
