@@ -18,7 +18,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option(
     "--dataset",
     required=True,
-    help="Manifest name (ijbc, ijbb, lfw, ms1mv2, folder, synthetic, ...) or a manifest YAML path.",
+    help="Built-in manifest name (ijbc, ijbb, lfw, ms1mv2, folder, synthetic, ...) or a manifest YAML path: "
+    "an argument is a path only when it ends in .yaml/.yml or contains '/'.",
 )
 @click.option(
     "--data-root",

@@ -18,9 +18,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from extract.align import CROP_SIZE, align_face
-from facedata.errors import DataError
+from facedata.errors import DataError, MissingFileError
 from facedata.images import open_image_bytes, split_member
-from facedata.paths import resolve_under
 from featurestore.schema import STATUS_ALIGN_FAILED, STATUS_MISSING, STATUS_OK, STATUS_UNREADABLE
 
 
@@ -38,11 +37,12 @@ class DecodedFace:
 def decode_and_align(root: Path, path: str, landmarks: np.ndarray) -> tuple[np.ndarray | None, int, str]:
     """(RGB crop, status, message) for one image, as insightface's IJB-C evaluation prepares it:
     decode to BGR with OpenCV, warp by the 5-point similarity (or pass a pre-aligned face), then RGB."""
-    file, member = split_member(path)
     try:
-        if member is None and not resolve_under(root, file).is_file():
+        data = open_image_bytes(root, path)  # one verified open: no check-then-open race
+    except MissingFileError as exc:
+        if split_member(path)[1] is None:
             return None, STATUS_MISSING, "file not found"
-        data = open_image_bytes(root, path)
+        return None, STATUS_UNREADABLE, str(exc)
     except DataError as exc:
         return None, STATUS_UNREADABLE, str(exc)
     img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)

@@ -1,9 +1,9 @@
 """`datasets check`: read a dataset through its manifest, count what it holds, find missing image
-files and malformed lines, and compare the counts with the manifest's `expected` numbers."""
+files, image files resolving outside the data root (which extract would refuse), empty protocols,
+an empty dataset and malformed lines, and compare the counts with the manifest's `expected` numbers."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import numpy as np
 from facedata.errors import DataError
 from facedata.images import split_member
 from facedata.manifest import EXPECTED_KEYS, Manifest
+from facedata.paths import scan_under
 from facedata.readers import read_dataset
 from featurestore.schema import DatasetTables
 
@@ -28,11 +29,15 @@ class CheckReport:
     errors: list[str] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
     protocols: dict[str, tuple[int, int]] = field(default_factory=dict)
+    outside: list[str] = field(default_factory=list)
+    n_outside: int = 0
+    problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when the dataset read cleanly, no image is missing and every expected count matches."""
-        return not (self.errors or self.n_missing or self.mismatches)
+        """True when the dataset read cleanly, has images, no image is missing or outside the data root,
+        no protocol is empty and every expected count matches."""
+        return not (self.errors or self.n_missing or self.n_outside or self.problems or self.mismatches)
 
     def format(self) -> str:
         """A plain-text report for the terminal."""
@@ -44,6 +49,14 @@ class CheckReport:
             lines.append(f"  protocol {name}: {n} pairs, {g} genuine")
         for e in self.errors:
             lines.append(f"  error: {e}")
+        for p in self.problems:
+            lines.append(f"  problem: {p}")
+        if self.n_outside:
+            lines.append(
+                f"  image files resolving outside the data root (symlinks; extract refuses them): "
+                f"{self.n_outside} in total, first {len(self.outside)}:"
+            )
+            lines.extend(f"    {m}" for m in self.outside)
         if self.n_missing:
             lines.append(f"  missing image files: {self.n_missing} in total, first {len(self.missing)}:")
             lines.extend(f"    {m}" for m in self.missing)
@@ -67,9 +80,13 @@ def count_tables(tables: DatasetTables) -> dict[str, int]:
 
 def find_missing(root: Path, paths: np.ndarray) -> tuple[list[str], int]:
     """All row paths whose file (or pack, for `x.bin#i`/`x.rec#k`) does not exist: (sorted list, count)."""
-    files = {split_member(str(p))[0] for p in paths}
-    missing = sorted(f for f in files if not os.path.exists(os.path.join(root, f)))
+    missing, _ = scan_under(root, _files(paths))
     return missing, len(missing)
+
+
+def _files(paths: np.ndarray) -> set[str]:
+    """The distinct files behind row paths (a pack once for all its `#member` rows)."""
+    return {split_member(str(p))[0] for p in paths}
 
 
 def check_dataset(manifest: Manifest, root: str | Path, max_list: int = 10) -> CheckReport:
@@ -82,8 +99,15 @@ def check_dataset(manifest: Manifest, root: str | Path, max_list: int = 10) -> C
         return report
     report.counts = count_tables(tables)
     report.protocols = {n: (len(p), int(np.count_nonzero(p.label))) for n, p in tables.protocols.items()}
-    missing, n = find_missing(Path(root), tables.images.path)
-    report.missing, report.n_missing = missing[:max_list], n
+    missing, outside = scan_under(root, _files(tables.images.path))
+    report.missing, report.n_missing = missing[:max_list], len(missing)
+    report.outside = [f"{rel} -> {real}" for rel, real in outside[:max_list]]
+    report.n_outside = len(outside)
+    if len(tables.images) == 0:
+        report.problems.append("the dataset has 0 images")
+    for name, (n_pairs, _) in report.protocols.items():
+        if n_pairs == 0:
+            report.problems.append(f"protocol {name} has 0 pairs")
     for key, want in manifest.expected.items():
         got = report.counts.get(key)
         if got != want:

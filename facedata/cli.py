@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from facedata.errors import DataError
+from facedata.synthetic.presets import DATASET_PRESETS, STORE_PRESETS
 from featurestore.cli_main import run_cli
 from featurestore.errors import StoreError
 
@@ -36,18 +37,30 @@ def list_cmd() -> None:
 
 
 @cli.command()
-@click.option("--dataset", required=True, help="Manifest name (see `datasets list`) or path to a manifest YAML.")
+@click.option(
+    "--dataset",
+    required=True,
+    help="Built-in manifest name (see `datasets list`) or path to a manifest YAML: an argument is a path only "
+    "when it ends in .yaml/.yml or contains '/', so a folder named like a built-in never shadows it.",
+)
 @click.option(
     "--data-root",
     type=click.Path(file_okay=False),
     default=None,
     help="Folder the manifest's paths are relative to (default: $SCALEFACE_DATA_ROOT_<NAME> or $SCALEFACE_DATA_ROOT).",
 )
-@click.option("--max-list", default=10, show_default=True, help="How many missing files to name.")
+@click.option(
+    "--max-list",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="How many missing (or outside-the-root) files to name.",
+)
 def check(dataset: str, data_root: str | None, max_list: int) -> None:
     """Validate a dataset's layout: counts, missing image files, malformed lines (file:line), official counts.
 
-    Exits with status 1 when anything is wrong.
+    Also reports image files (or packs) that resolve outside the data root through symlinks (extract
+    refuses them), protocols with 0 pairs and a dataset of 0 images. Exits with status 1 when anything is wrong.
 
     \b
     Example:
@@ -65,14 +78,17 @@ def check(dataset: str, data_root: str | None, max_list: int) -> None:
 
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--preset", type=click.Choice(["tiny", "small", "medium"]), default="tiny", show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Same seed, byte-identical files.")
+@click.option("--preset", type=click.Choice(list(DATASET_PRESETS)), default="tiny", show_default=True)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Same seed, byte-identical files."
+)
 def synthesize(out_dir: str, preset: str, seed: int) -> None:
     """Write a synthetic dataset in the insightface IJB-C layout into OUT_DIR.
 
     Face-like images per identity as loose crops with true 5-point landmarks and detector scores,
     templates of several medias, labelled template pairs, and controlled degradations (blur, noise,
-    low resolution, occlusion) whose true strength is in meta/ijbc_degradations.csv.
+    low resolution, occlusion) whose true strength is in meta/ijbc_degradations.csv. OUT_DIR must be
+    new, empty or an earlier synthesize output: files this command did not write are never overwritten.
 
     \b
     Example:
@@ -86,13 +102,14 @@ def synthesize(out_dir: str, preset: str, seed: int) -> None:
 
 @cli.command("synthesize-store")
 @click.argument("out", type=click.Path())
-@click.option("--preset", type=click.Choice(["ijbc", "tiny-store"]), default="ijbc", show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--preset", type=click.Choice(list(STORE_PRESETS)), default="ijbc", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Same seed, same store.")
 def synthesize_store_cmd(out: str, preset: str, seed: int) -> None:
     """Write a feature store without images (OUT.zarr or OUT.h5), for analysis benchmarks.
 
     `--preset ijbc` has IJB-C's official counts: 469,375 images, 23,124 templates, 15,658,489 template
     pairs (19,557 genuine), with ScaleFace, PFE and MagFace outputs whose quality drives their error.
+    Only a store this command wrote is replaced; anything else at OUT is refused.
 
     \b
     Example:

@@ -23,3 +23,7 @@ class DataError(Exception):
         if self.line is None:
             return f"{self.path}: {self.message}"
         return f"{self.path}:{self.line}: {self.message}"
+
+
+class MissingFileError(DataError):
+    """A file the dataset names is absent or not a regular file (extract records such rows as missing)."""

@@ -91,18 +91,37 @@ def list_manifests(directory: str | Path | None = None) -> list[str]:
     return sorted(p.stem for p in d.glob("*.yaml"))
 
 
+def is_manifest_path(name_or_path: str | Path) -> bool:
+    """Whether a manifest argument names a file rather than a built-in: a `Path`, or a string ending in
+    `.yaml`/`.yml` or containing a path separator. So a folder `lfw/` in the current directory never
+    shadows the built-in `lfw` (write `./lfw.yaml` or `lfw.yaml` for a file)."""
+    if isinstance(name_or_path, Path):
+        return True
+    s = str(name_or_path)
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return s.lower().endswith((".yaml", ".yml")) or any(sep in s for sep in seps)
+
+
 def load_manifest(name_or_path: str | Path) -> Manifest:
-    """Load a manifest by built-in name (e.g. "ijbc") or by path to a YAML file, and validate it."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        path = p
+    """Load a manifest by built-in name (e.g. "ijbc") or by path to a YAML file, and validate it.
+
+    The argument is a path only when `is_manifest_path` says so; otherwise it is a built-in name.
+    """
+    if is_manifest_path(name_or_path):
+        path = Path(name_or_path)
+        if not path.exists():
+            raise DataError("manifest file not found", path=path)
+        if not path.is_file():
+            raise DataError("manifest path is not a file", path=path)
     else:
         path = MANIFEST_DIR / f"{name_or_path}.yaml"
-        if not path.exists():
+        if not path.is_file():
             known = ", ".join(list_manifests()) or "none"
-            raise DataError(f"no manifest named {str(name_or_path)!r} (built-in: {known})", path=path)
-    if not path.is_file():
-        raise DataError("manifest file not found", path=path)
+            raise DataError(
+                f"no manifest named {str(name_or_path)!r} (built-in: {known}; a manifest file is given by a "
+                "path ending in .yaml or containing '/')",
+                path=path,
+            )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

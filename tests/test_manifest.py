@@ -137,3 +137,30 @@ def test_check_relative_names_reports_line():
         check_relative_names(["a.jpg", "b.jpg", "../x.jpg"], "list.txt")
     with pytest.raises(DataError, match=r"^list\.csv:3: image path '/x\.jpg': absolute"):
         check_relative_names(["a.jpg", "/x.jpg"], "list.csv", first_line=2)
+
+
+def test_builtin_name_is_not_shadowed_by_a_folder_or_file(tmp_path, monkeypatch):
+    """`--dataset lfw` in a folder holding `lfw/` (or a file `lfw`) still means the built-in manifest."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lfw").mkdir()
+    (tmp_path / "ijbc").write_text("not a manifest")
+    assert load_manifest("lfw").source.endswith("data_manifests/lfw.yaml")
+    assert load_manifest("ijbc").name == "ijbc"
+    with pytest.raises(DataError, match="no manifest named 'nope'.*ijbc"):
+        load_manifest("nope")
+
+
+def test_manifest_paths_by_suffix_or_separator(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.YML").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "noext").write_text(yaml.safe_dump(BASE))
+    assert load_manifest("mine.YML").name == "x"  # suffix: a path relative to the current folder
+    assert load_manifest("sub/noext").name == "x"  # a separator: a path
+    assert load_manifest("./sub/noext").name == "x"
+    with pytest.raises(DataError, match=r"^lfw\.yaml: manifest file not found$"):
+        load_manifest("lfw.yaml")  # a path, not the built-in: it does not exist here
+    with pytest.raises(DataError, match=r"^sub/lfw: manifest file not found$"):
+        load_manifest("sub/lfw")
+    with pytest.raises(DataError, match=r"^sub: manifest path is not a file$"):
+        load_manifest(Path("sub"))

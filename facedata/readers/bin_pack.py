@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import os
 import pickle
-from functools import lru_cache
+import struct
+from collections import OrderedDict
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from facedata.errors import DataError
 from facedata.manifest import Manifest
+from facedata.paths import open_under
 from facedata.readers._text import require_file
 from facedata.readers.common import locate
 from featurestore.schema import DatasetTables, ImageTable, Protocol
@@ -28,6 +31,8 @@ _ALLOWED_GLOBALS = {
     ("numpy", "dtype"),
     ("builtins", "bytearray"),
     ("__builtin__", "bytearray"),
+    ("builtins", "bytes"),  # protocol <= 2 pickles write an empty bytes (an empty numpy buffer) as bytes()
+    ("__builtin__", "bytes"),
     ("_codecs", "encode"),
 }
 
@@ -44,18 +49,29 @@ class _PackUnpickler(pickle.Unpickler):
 def load_pack(path: Path, display: str) -> tuple[list[bytes], np.ndarray]:
     """The encoded images and the per-pair genuine flags of one `.bin` pack, validated."""
     require_file(path, display)
+    with open(path, "rb") as f:
+        return parse_pack(f, display)
+
+
+def parse_pack(f: BinaryIO, display: str) -> tuple[list[bytes], np.ndarray]:
+    """`load_pack` on an open binary file: (images, issame); DataError naming `display` for anything else."""
     try:
-        with open(path, "rb") as f:
-            obj = _PackUnpickler(f, encoding="bytes").load()
+        obj = _PackUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise DataError(f"not a readable insightface .bin pack: {exc}", path=display) from exc
+    except (KeyError, OverflowError, MemoryError, RecursionError, struct.error, UnicodeDecodeError) as exc:
+        raise DataError(f"not a readable insightface .bin pack: {type(exc).__name__}: {exc}", path=display) from exc
     if not isinstance(obj, tuple | list) or len(obj) != 2:
         raise DataError("a .bin pack must hold (images, issame_list)", path=display)
     bins, issame = obj
     if not isinstance(bins, list | tuple):
         raise DataError(f"images must be a list, got {type(bins).__name__}", path=display)
-    issame_arr = np.asarray(issame)
-    if issame_arr.ndim != 1 or not np.isin(issame_arr, (0, 1)).all():
+    try:
+        issame_arr = np.asarray(issame)
+        flat = issame_arr.ndim == 1 and issame_arr.dtype != object and bool(np.isin(issame_arr, (0, 1)).all())
+    except (TypeError, ValueError):
+        flat = False
+    if not flat:
         raise DataError("issame_list must be a flat list of booleans", path=display)
     if len(bins) != 2 * len(issame_arr):
         raise DataError(f"{len(bins)} images for {len(issame_arr)} pairs (expected twice as many)", path=display)
@@ -70,16 +86,24 @@ def load_pack(path: Path, display: str) -> tuple[list[bytes], np.ndarray]:
     return out, issame_arr.astype(bool)
 
 
-@lru_cache(maxsize=4)
-def _cached_pack(path: str, mtime_ns: int, size: int) -> list[bytes]:
-    return load_pack(Path(path), path)[0]
+_PACK_CACHE: OrderedDict[tuple[int, int, int, int], list[bytes]] = OrderedDict()
+_PACK_CACHE_SIZE = 4
 
 
-def pack_image_bytes(path: Path, index: int, display: str) -> bytes:
-    """Encoded bytes of image `index` of a pack (the pack is loaded once and cached)."""
-    require_file(path, display)
-    st = os.stat(path)
-    images = _cached_pack(str(path), st.st_mtime_ns, st.st_size)
+def pack_image_bytes(root: str | Path, rel: str, index: int, display: str, source: str | None = None) -> bytes:
+    """Encoded bytes of image `index` of pack `rel` under data root `root` (the pack is loaded once and
+    cached by the opened file's identity; opened through `open_under`, so never outside the root)."""
+    with open_under(root, rel, source=source, display=display) as f:
+        st = os.fstat(f.fileno())
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        images = _PACK_CACHE.get(key)
+        if images is None:
+            images = parse_pack(f, display)[0]
+            _PACK_CACHE[key] = images
+            while len(_PACK_CACHE) > _PACK_CACHE_SIZE:
+                _PACK_CACHE.popitem(last=False)
+        else:
+            _PACK_CACHE.move_to_end(key)
     if not 0 <= index < len(images):
         raise DataError(f"image index {index} out of range (pack holds {len(images)})", path=display)
     return images[index]

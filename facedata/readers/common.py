@@ -10,13 +10,14 @@ import pandas as pd
 
 from facedata.errors import DataError
 from facedata.manifest import Manifest
-from facedata.paths import resolve_under
+from facedata.paths import real_under
 from facedata.readers._text import data_line_numbers
 
 
 def locate(root: Path, manifest: Manifest, rel: str, key: str) -> tuple[Path, str]:
-    """Absolute path and display name (relative to the data root) of a manifest file, escape-checked."""
-    path = resolve_under(root, rel, source=f"{manifest.source}: {key}")
+    """Resolved path (the one to open) and display name (relative to the data root) of a manifest file,
+    escape-checked."""
+    path = real_under(root, rel, source=f"{manifest.source}: {key}")
     return path, rel
 
 
@@ -39,11 +40,11 @@ LineOf = Callable[[int], int]
 """Maps a 0-based data row to its 1-based line in the file (computed only when an error is reported)."""
 
 
-def line_finder(path: Path, header: bool = False) -> LineOf:
-    """A LineOf for a text file read with blank lines skipped (and an optional header line)."""
+def line_finder(path: Path, header: bool = False, data: bytes | None = None) -> LineOf:
+    """A LineOf for a text file (or its bytes `data`) read with blank lines skipped (and an optional header line)."""
 
     def line_of(row: int) -> int:
-        lines = data_line_numbers(path, header=header)
+        lines = data_line_numbers(path, header=header, data=data)
         return int(lines[row]) if row < len(lines) else row + 1 + int(header)
 
     return line_of

@@ -12,7 +12,7 @@ import numpy as np
 from facedata.errors import DataError
 from facedata.manifest import Manifest
 from facedata.paths import check_relative_names
-from facedata.readers._text import require_file
+from facedata.readers._text import check_field, require_file
 from facedata.readers.common import join_rel, locate
 from featurestore.schema import DatasetTables, ImageTable, Protocol
 
@@ -20,10 +20,9 @@ _NAME = re.compile(r"^[^/\\]+$")
 
 
 def _index(value: str, display: str, lineno: int) -> int:
-    try:
-        i = int(value)
-    except ValueError:
-        raise DataError(f"image number {value!r} is not an integer", path=display, line=lineno) from None
+    if check_field(value, "int") is not None:  # ASCII digits only (int() also takes '1_0', '١')
+        raise DataError(f"image number {value!r} is not an integer", path=display, line=lineno)
+    i = int(value)
     if i < 1:
         raise DataError(f"image number {i} must be at least 1", path=display, line=lineno)
     return i
@@ -40,7 +39,7 @@ def parse_pairs_txt(path: Path, display: str) -> tuple[list[tuple[str, int, str,
     if not lines:
         raise DataError("empty file (expected a header line `folds pairs_per_fold`)", path=display)
     hline, head = lines[0]
-    if len(head) != 2 or not all(h.isdigit() for h in head):
+    if len(head) != 2 or not all(h.isascii() and h.isdigit() for h in head):
         raise DataError(f"header must be `folds pairs_per_fold`, got {' '.join(head)!r}", path=display, line=hline)
     folds, per = int(head[0]), int(head[1])
     body = lines[1:]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import struct
-from functools import lru_cache
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from facedata.errors import DataError
 from facedata.manifest import Manifest
+from facedata.paths import open_under
 from facedata.readers._text import read_columns, require_file
 from facedata.readers.common import line_finder, locate
 from featurestore.schema import DatasetTables, ImageTable
@@ -73,19 +74,19 @@ def unpack_payload(payload: bytes, display: str, where: str) -> tuple[int, np.nd
     return flag, labels, id1, id2, body
 
 
-def read_idx(path: Path, display: str) -> tuple[np.ndarray, np.ndarray]:
-    """Record keys and byte offsets from a `.idx` file (`key<TAB>offset` per line)."""
-    df = read_columns(path, display, ("int", "int"))
+def read_idx(path: Path, display: str, data: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Record keys and byte offsets from a `.idx` file (`key<TAB>offset` per line), or from its bytes `data`."""
+    df = read_columns(path, display, ("int", "int"), data=data)
     keys = df[0].to_numpy(dtype=np.int64)
     offsets = df[1].to_numpy(dtype=np.int64)
     if (offsets < 0).any():
         i = int(np.flatnonzero(offsets < 0)[0])
-        raise DataError(f"negative offset {offsets[i]}", path=display, line=line_finder(path)(i))
+        raise DataError(f"negative offset {offsets[i]}", path=display, line=line_finder(path, data=data)(i))
     dup = np.flatnonzero(np.diff(np.sort(keys)) == 0)
     if len(dup):
         k = np.sort(keys)[dup[0]]
         i = int(np.flatnonzero(keys == k)[1])
-        raise DataError(f"duplicate key {k}", path=display, line=line_finder(path)(i))
+        raise DataError(f"duplicate key {k}", path=display, line=line_finder(path, data=data)(i))
     return keys, offsets
 
 
@@ -96,8 +97,9 @@ def _header_labels(rec_path: Path, rec_disp: str, offsets: np.ndarray) -> np.nda
     out = np.empty(len(offsets), dtype=np.float32)
     if len(offsets) == 0:
         return out
-    if (offsets + 8 + IR_SIZE > size).any():
-        i = int(np.flatnonzero(offsets + 8 + IR_SIZE > size)[0])
+    beyond = offsets > size - (8 + IR_SIZE)  # not offsets + 8 + IR_SIZE > size, which overflows near 2**63
+    if beyond.any():
+        i = int(np.flatnonzero(beyond)[0])
         raise DataError(f"record at byte {offsets[i]}: beyond the end of the file ({size} bytes)", path=rec_disp)
     mm = np.memmap(rec_path, dtype=np.uint8, mode="r")
 
@@ -163,20 +165,41 @@ def read_recordio(root: Path, manifest: Manifest) -> DatasetTables:
     return DatasetTables(name=manifest.name, images=images, protocols={}, extra=extra)
 
 
-@lru_cache(maxsize=4)
-def _cached_idx(path: str, mtime_ns: int) -> dict[int, int]:
-    keys, offsets = read_idx(Path(path), path)
-    return dict(zip(keys.tolist(), offsets.tolist()))
+_IDX_CACHE: OrderedDict[tuple[int, int, int, int], dict[int, int]] = OrderedDict()
+_IDX_CACHE_SIZE = 4
 
 
-def record_image_bytes(rec_path: Path, key: int, display: str) -> bytes:
-    """Encoded image bytes of record `key`, located through the sibling `.idx` file."""
-    require_file(rec_path, display)
-    idx_path = rec_path.with_suffix(".idx")
-    require_file(idx_path, str(Path(display).with_suffix(".idx")))
-    index = _cached_idx(str(idx_path), os.stat(idx_path).st_mtime_ns)
-    if key not in index:
-        raise DataError(f"record key {key} is not in {idx_path.name}", path=display)
-    with open(rec_path, "rb") as f:
+def idx_path_for(rec_rel: str) -> str:
+    """The `.idx` beside a `.rec`: `faces/train.rec` -> `faces/train.idx`."""
+    stem, dot, _ = rec_rel.rpartition(".")
+    return f"{stem}.idx" if dot else f"{rec_rel}.idx"
+
+
+def _record_index(root: str | Path, idx_rel: str, idx_disp: str, source: str | None) -> dict[int, int]:
+    """key -> offset of an `.idx` file under `root`, read through a verified descriptor and cached by its identity."""
+    with open_under(root, idx_rel, source=source, display=idx_disp) as f:
+        st = os.fstat(f.fileno())
+        cache_key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        index = _IDX_CACHE.get(cache_key)
+        if index is not None:
+            _IDX_CACHE.move_to_end(cache_key)
+            return index
+        data = f.read()
+    keys, offsets = read_idx(Path(idx_disp), idx_disp, data=data)
+    index = dict(zip(keys.tolist(), offsets.tolist()))
+    _IDX_CACHE[cache_key] = index
+    while len(_IDX_CACHE) > _IDX_CACHE_SIZE:
+        _IDX_CACHE.popitem(last=False)
+    return index
+
+
+def record_image_bytes(root: str | Path, rec_rel: str, key: int, display: str, source: str | None = None) -> bytes:
+    """Encoded image bytes of record `key` of pack `rec_rel` under data root `root`, located through the
+    sibling `.idx` file; both are opened through `open_under`, so never outside the root."""
+    idx_rel = idx_path_for(rec_rel)
+    with open_under(root, rec_rel, source=source, display=display) as f:
+        index = _record_index(root, idx_rel, idx_path_for(display), source)
+        if key not in index:
+            raise DataError(f"record key {key} is not in {Path(idx_rel).name}", path=display)
         payload = read_record(f, display, index[key])
     return unpack_payload(payload, display, f"record {key}")[4]

@@ -27,6 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facedata.errors import DataError
+
 from . import degrade
 from .faces import View, W, make_identity, render_crop
 from .presets import DATASET_NAME, DatasetPreset, dataset_preset
@@ -36,6 +38,8 @@ JPEG_QUALITY = 92
 FORMAT_VERSION = 2
 """Bumped whenever the generator's output bytes change; part of the cache folder's marker."""
 MARKER = ".complete"
+INFO = "synthetic.json"
+"""Written first (claiming the folder) and rewritten last with the counts."""
 
 
 @dataclass
@@ -190,6 +194,12 @@ def synthesize_dataset(out_dir: str | Path, preset: str = "tiny", seed: int = 0,
     t0 = time.perf_counter()
     out = Path(out_dir)
     plan = _cached_plan(preset, seed)
+    refuse_foreign_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # claim the folder before writing anything, so a rerun after an interruption may write it again
+    (out / INFO).write_text(
+        json.dumps({"dataset": DATASET_NAME, "format_version": FORMAT_VERSION, "status": "writing"}) + "\n"
+    )
     (out / "loose_crop").mkdir(parents=True, exist_ok=True)
     (out / "meta").mkdir(parents=True, exist_ok=True)
     n = plan.n_images
@@ -217,9 +227,31 @@ def synthesize_dataset(out_dir: str | Path, preset: str = "tiny", seed: int = 0,
     )
     info = {k: v for k, v in asdict(summary).items() if k not in ("root", "seconds")}
     info.update(format_version=FORMAT_VERSION, dataset=DATASET_NAME)
-    (out / "synthetic.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    (out / INFO).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def refuse_foreign_folder(out: Path) -> None:
+    """DataError unless `out` is absent, an empty folder, or a folder an earlier synthesize wrote (its
+    synthetic.json says so): the generator's file names are IJB-C's, so a real dataset must never be written over."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise DataError("exists and is not a folder; refusing to write the synthetic dataset there", path=out)
+    if not any(out.iterdir()):
+        return
+    try:
+        info = json.loads((out / INFO).read_text(encoding="utf-8"))
+        ours = isinstance(info, dict) and info.get("dataset") == DATASET_NAME and "format_version" in info
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise DataError(
+            f"is not empty and holds no {INFO} of an earlier `datasets synthesize`; refusing to write over files "
+            "it did not make (choose an empty or new folder)",
+            path=out,
+        )
 
 
 def _write_meta(out: Path, plan: DatasetPlan, rows: list[tuple[np.ndarray, degrade.Degradation, float]]) -> None:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from facedata.errors import DataError
 from featurestore.schema import STATUS_OK, DatasetTables, ImageTable, ModelSpec, Protocol
-from featurestore.store import DEFAULT_CHUNK_ROWS, create_store
+from featurestore.store import DEFAULT_CHUNK_ROWS, FeatureStore, create_store
 
 from .presets import StorePreset, store_preset
 from .structure import Structure, child_rng, make_pairs, plan_structure
@@ -186,6 +187,30 @@ class _ModelSynth:
         return out
 
 
+GENERATOR = "facedata.synthetic.store"
+"""Recorded in every store this module writes (attrs extra.synthetic.generator): only such a store may be replaced."""
+
+
+def refuse_foreign_store(path: Path) -> None:
+    """DataError unless `path` is absent or a store this generator wrote: an extracted store, or any other
+    file or folder at that path, is the user's and is never replaced."""
+    if not path.exists() and not path.is_symlink():
+        return
+    generator = None
+    try:
+        with FeatureStore.open(path) as store:
+            extra = store.attrs.get("extra") or {}
+            generator = (extra.get("synthetic") or {}).get("generator")
+    except Exception:  # not a readable store at all: certainly not ours (Interrupted is not an Exception)
+        generator = None
+    if generator != GENERATOR:
+        raise DataError(
+            "exists and is not a synthetic store written by `datasets synthesize-store`; refusing to replace it "
+            "(choose another path, or remove it yourself)",
+            path=path,
+        )
+
+
 def synthesize_store(
     out_path: str | Path,
     preset: str = "ijbc",
@@ -211,7 +236,8 @@ def synthesize_store(
         name="ijbc" if preset == "ijbc" else f"synthetic-{preset}", images=images, protocols={PROTOCOL: protocol}
     )
     specs = _model_specs(tuple(models), p.embedding_dim, embedding_dtype)
-    extra = {"synthetic": {"preset": preset, "seed": seed, "generator": "facedata.synthetic.store"}}
+    refuse_foreign_store(Path(out_path))
+    extra = {"synthetic": {"preset": preset, "seed": seed, "generator": GENERATOR}}
     store = create_store(
         out_path, tables, specs, chunk_rows=chunk_rows or DEFAULT_CHUNK_ROWS, overwrite=True, extra_attrs=extra
     )
