@@ -288,7 +288,7 @@ def _print_exclusions(report) -> None:
         fars = ", ".join(f"{f:g}" for f in d["fars"])
         click.echo(
             f"note: {key}: default FAR {fars} not reported: below 1/n_impostors = {d['smallest_far']:.3g} "
-            f"(n_impostors = {d['n_impostors']:,}); --allow-tiny-far reports it anyway",
+            f"(n_impostors = {d['n_impostors']:,}); --allow-tiny-far reports such FARs anyway",
             err=True,
         )
 

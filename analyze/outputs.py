@@ -85,8 +85,10 @@ def check_out_dir(
     Always refused: the input store itself or a folder inside it, a folder containing an input store, a
     path that is a file. Without `force`: a non-empty folder (one holding only an ownership record with no
     files, left by a run that failed before writing, counts as empty). With `force`: the current folder,
-    and a folder not marked by this tool or holding anything its record (plus `also_owned` names) does not list.
+    and a folder holding anything its record (plus `also_owned` names) does not list; without a record, only
+    a folder whose every entry `also_owned` names (a pipeline step folder from before records) is accepted.
     """
+    also_owned = tuple(also_owned)
     out = Path(path)
     res = out.resolve()
     for inp in inputs:
@@ -114,17 +116,17 @@ def check_out_dir(
     if _is_within(Path.cwd().resolve(), res):
         what = "is the current folder" if res == Path.cwd().resolve() else "contains the current folder"
         raise OutputExistsError(f"{option} {out} {what}; --force never empties it, choose a new subfolder")
-    if record is None:
+    if record is None and (not also_owned or _foreign(out, set(also_owned))):
         names = [p.relative_to(out).as_posix() for p in entries if p.parent == out] or [OWNER_FILE]
         raise OutputExistsError(
             f"{option} {out} was not written by this tool (no {OWNER_FILE}); --force replaces only its own "
-            f"output folders, and this one holds {_names(names)}; choose another {option} or empty it yourself"
+            f"output folders, and this one holds {_names(names)}; choose another folder or empty it yourself"
         )
-    foreign = _foreign(out, set(record["files"]) | set(also_owned))
+    foreign = _foreign(out, set((record or {"files": {}})["files"]) | set(also_owned))
     if foreign:
         raise OutputExistsError(
             f"{option} {out} holds files this tool did not write: {_names(foreign)}; --force replaces only "
-            f"what {OWNER_FILE} lists: move them away or choose another {option}"
+            f"what {OWNER_FILE} lists: move them away or choose another folder"
         )
     return out
 
