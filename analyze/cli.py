@@ -6,6 +6,7 @@ import math
 
 import click
 
+from analyze.outputs import resume_hint
 from featurestore.cli_main import run_cli
 from featurestore.describe import describe
 from featurestore.errors import StoreError
@@ -197,6 +198,7 @@ def _check_names(metrics=(), fusions=(), distances=()) -> None:
     help="Partial-AUC limit for --threshold fixed, in (0, 1].",
 )
 @click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
+@resume_hint("analyze reject")
 def reject(
     cache,
     models,
@@ -303,6 +305,7 @@ def _print_exclusions(report) -> None:
 @click.option("--media-no-norm", is_flag=True, help="media fusion: L2-normalise images first (insightface N0).")
 @click.option("--media-no-detector", is_flag=True, help="media fusion: no detector-score weighting (D0).")
 @click.option("--media-no-flip", is_flag=True, help="media fusion: do not add the flipped embedding (F1).")
+@resume_hint("analyze fusion")
 def fusion(
     cache,
     models,
@@ -370,6 +373,7 @@ def fusion(
 @click.option("--far", "fars", multiple=True, type=FAR_TYPE, help="FARs in (0, 1] (default 1e-6 ... 1e-1).")
 @click.option("--convention", type=click.Choice(["exact", "nearest"]), default="nearest", show_default=True)
 @click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
+@resume_hint("analyze roc")
 def roc(
     cache, models, protocol, out, force, partial, scheduler, cluster, no_figures, fusions, fars, convention,
     allow_tiny_far,

@@ -17,6 +17,7 @@ from analyze.distribution import (
     summarize,
     uncertainty_table,
 )
+from analyze.outputs import resume_hint
 from featurestore.errors import StoreError
 from featurestore.store import FeatureStore
 
@@ -150,6 +151,7 @@ def _summary_text(summary: pd.DataFrame) -> str:
     "--gallery-size", default=8, show_default=True, type=click.IntRange(min=0), help="Images per gallery row (0: none)."
 )
 @click.option("--bins", default=50, show_default=True, type=click.IntRange(min=1), help="Histogram bins.")
+@resume_hint("analyze distribution")
 def distribution(
     caches: tuple[str, ...],
     models: tuple[str, ...],

@@ -4,9 +4,10 @@ scheduler the run uses."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
@@ -229,6 +230,25 @@ def claim_out_dir(
     owned = OwnedOutput(out, command)
     owned._write()
     return owned
+
+
+def resume_hint(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a command so an interrupt before it claimed its folder says that nothing was written (a
+    claimed folder's own message, set first, says it is marked incomplete)."""
+
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return f(*args, **kwargs)
+            except Interrupted as exc:
+                raise exc.with_message(
+                    f"{command} stopped before writing any output (nothing was changed); rerun the same command"
+                ) from None
+
+        return run
+
+    return wrap
 
 
 def prepare_out_dir(path: str | Path, force: bool, command: str = "analyze", inputs: Iterable[str | Path] = ()) -> Path:

@@ -270,3 +270,16 @@ def test_distribution_reports_failed_images(tmp_path, store):
     (ex,) = json.loads((out / "summary.json").read_text())["excluded"]
     assert ex["images_failed"] == 2 and ex["images_used"] == 88 and ex["dataset"] == "toyset"
     assert "toyset: excluded 0 images not done, 2 failed images" in res.output
+
+
+def test_an_interrupt_before_the_folder_is_claimed_says_nothing_was_written(tmp_path, store, monkeypatch):
+    import analyze.experiments
+
+    def stop(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(analyze.experiments, "select", stop)
+    out = tmp_path / "res"
+    with pytest.raises(Interrupted) as info:
+        _invoke(["roc", "--cache", str(store.path), "--out", str(out)])
+    assert info.value.message.startswith("analyze roc stopped before writing any output") and not out.exists()
