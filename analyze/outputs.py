@@ -120,13 +120,13 @@ def check_out_dir(
     if record is None and (not also_owned or _foreign(out, set(also_owned))):
         names = [p.relative_to(out).as_posix() for p in entries if p.parent == out] or [OWNER_FILE]
         raise OutputExistsError(
-            f"{option} {out} was not written by this tool (no {OWNER_FILE}); --force replaces only its own "
-            f"output folders, and this one holds {_names(names)}; choose another folder or empty it yourself"
+            f"{option} {out} was not written by this tool (no {OWNER_FILE}); it replaces only folders it "
+            f"wrote, and this one holds {_names(names)}; choose another folder or empty it yourself"
         )
     foreign = _foreign(out, set((record or {"files": {}})["files"]) | set(also_owned))
     if foreign:
         raise OutputExistsError(
-            f"{option} {out} holds files this tool did not write: {_names(foreign)}; --force replaces only "
+            f"{option} {out} holds files this tool did not write: {_names(foreign)}; it deletes only "
             f"what {OWNER_FILE} lists: move them away or choose another folder"
         )
     return out
@@ -205,7 +205,10 @@ class OwnedOutput:
             if not self.complete:
                 self.finish()
             return
-        self.sweep()  # still complete: false; a rerun with --force replaces it
+        try:
+            self.sweep()  # still complete: false; a rerun with --force replaces it
+        except OSError:
+            pass  # the folder itself went away: nothing to record, and the original error matters more
         if isinstance(exc, Interrupted):
             exc.with_message(
                 f"{self.command} stopped before finishing; {self.path} is marked incomplete "

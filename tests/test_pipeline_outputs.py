@@ -3,6 +3,8 @@ folder; a user's folder at a step's path, or a stranger file in a step folder, i
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 from analysis_fixture import build_store
@@ -63,3 +65,28 @@ def test_a_step_folder_from_before_ownership_records_is_replaced_by_its_step_jso
     (run / "rej" / OWNER_FILE).unlink()  # as written before records existed: step.json lists the outputs
     summary = run_pipeline(pipeline, run, {"far": [0.05]})
     assert summary.actions["rej"] == "ran" and read_owner(run / "rej")["complete"] is True
+
+
+def test_report_notes_the_pairs_and_fars_fusion_and_roc_left_out(tmp_path):
+    store = build_store(tmp_path / "failed.zarr", failed=(4, 31))
+    spec = {
+        "name": "exclusions-test",
+        "steps": [
+            {"id": "roc", "kind": "roc", "with": {"cache": str(store.path), "protocol": "images", "no_figures": True}},
+            {"id": "fusion", "kind": "fusion", "with": {"cache": str(store.path), "model": "scaleface",
+                                                         "fusion": "media"}},
+            {"id": "report", "kind": "report"},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    run_pipeline(path, tmp_path / "run")
+    html = (tmp_path / "run" / "report" / "report.html").read_text()
+    roc = json.loads((tmp_path / "run" / "roc" / "summary.json").read_text())
+    p = roc["pairs"]["scaleface/none"]
+    assert roc["excluded"]["images_failed"] == 2 and p["dropped"] > 0
+    section = html[html.index('<section id="step-roc">') :]
+    assert f"scaleface/none: {p['dropped']:,} of {p['pairs']:,} pairs dropped" in section
+    assert "scaleface/none: FAR 1e-06, 1e-05, 0.0001, 0.001 not reported (below 1/n_impostors" in section
+    fusion = html[html.index('<section id="step-fusion">') :]
+    assert "scaleface/media: FAR 1e-06" in fusion
