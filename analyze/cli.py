@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
+from analyze.outputs import resume_hint
 from featurestore.cli_main import run_cli
 from featurestore.describe import describe
 from featurestore.errors import StoreError
@@ -32,6 +35,16 @@ def cli() -> None:
     """
 
 
+def _cluster(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--cluster local:N with N >= 1, checked while parsing (before any folder is made)."""
+    if value is None:
+        return None
+    kind, _, n = value.partition(":")
+    if kind != "local" or not n.isdigit() or int(n) < 1:
+        raise click.BadParameter(f"{value!r}: expected local:N with N >= 1, e.g. local:4", param_hint="--cluster")
+    return value
+
+
 def _common(f):
     """Options every table-producing command shares."""
     for opt in reversed(
@@ -45,7 +58,12 @@ def _common(f):
                 default=None,
                 help="Output folder (default: beside the store, <store>.analysis/<command>/).",
             ),
-            click.option("--force", is_flag=True, help="Replace an output folder that already holds results."),
+            click.option(
+                "--force",
+                is_flag=True,
+                help="Replace an output folder this tool wrote (it deletes only the files its "
+                ".scaleface-output.json lists; a folder holding anything else is refused).",
+            ),
             click.option(
                 "--partial",
                 is_flag=True,
@@ -55,7 +73,11 @@ def _common(f):
                 "--scheduler", default=None, help="dask.distributed scheduler address (default: local threads)."
             ),
             click.option(
-                "--cluster", default=None, metavar="local:N", help="Start a LocalCluster of N workers for the run."
+                "--cluster",
+                default=None,
+                metavar="local:N",
+                callback=_cluster,
+                help="Start a LocalCluster of N workers for the run.",
             ),
             click.option("--no-figures", is_flag=True, help="Tables only."),
         ]
@@ -64,14 +86,52 @@ def _common(f):
     return f
 
 
-def _rejected(text: str) -> tuple[float, float, int]:
+FAR_TYPE = click.FloatRange(0, 1, min_open=True)
+"""A FAR: in (0, 1]."""
+
+TINY_FAR_HELP = (
+    "Accept FARs below 1/n_impostors of the scored pairs (k = round(FAR x n) may be 0: threshold above every "
+    "impostor). Without it such FARs are refused when given, and dropped with a note when they are defaults."
+)
+
+
+def _rejected(ctx: click.Context, param: click.Parameter, text: str) -> tuple[float, float, int]:
+    """--rejected START:STOP:NUM with 0 <= START <= STOP < 1 and NUM >= 2 (np.linspace's arguments)."""
     try:
         a, b, n = text.split(":")
-        return float(a), float(b), int(n)
+        start, stop, num = float(a), float(b), int(n)
     except ValueError:
         raise click.BadParameter(
             f"{text!r}: expected START:STOP:NUM, e.g. 0:0.5:250", param_hint="--rejected"
         ) from None
+    if not (math.isfinite(start) and math.isfinite(stop)) or not 0 <= start <= stop:
+        raise click.BadParameter(f"{text!r}: need 0 <= START <= STOP", param_hint="--rejected")
+    if stop >= 1:
+        raise click.BadParameter(
+            f"{text!r}: STOP must be below 1: rejecting every pair leaves no pairs to measure a TAR on",
+            param_hint="--rejected",
+        )
+    if num < 2:
+        raise click.BadParameter(f"{text!r}: NUM must be at least 2 (a curve has two ends)", param_hint="--rejected")
+    return start, stop, num
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value}: must be a finite number", param_hint=f"--{param.name.replace('_', '-')}")
+    return value
+
+
+def _check_names(metrics=(), fusions=(), distances=()) -> None:
+    """Metric, fusion and distance names, checked before the store is read or a folder made."""
+    from analyze.names import check_distance, parse_fusion, parse_metric
+
+    for m in metrics:
+        parse_metric(m)
+    for f in fusions:
+        parse_fusion(f)
+    for d in distances:
+        check_distance(d)
 
 
 @cli.command()
@@ -95,10 +155,18 @@ def _rejected(text: str) -> tuple[float, float, int]:
     help="DISTANCE_UNCERTAINTY as in the paper's scripts, e.g. cosine_mean, MLS_harmonic-sum (repeatable).",
 )
 @click.option(
-    "--far", "fars", multiple=True, type=float, help="FARs (repeatable; default 1e-4 5e-4 1e-3 5e-3 1e-2 5e-2)."
+    "--far",
+    "fars",
+    multiple=True,
+    type=FAR_TYPE,
+    help="FARs in (0, 1] (repeatable; default 1e-4 5e-4 1e-3 5e-3 1e-2 5e-2).",
 )
 @click.option(
-    "--rejected", default="0:0.5:250", show_default=True, help="Rejected fractions, np.linspace(START, STOP, NUM)."
+    "--rejected",
+    default="0:0.5:250",
+    show_default=True,
+    callback=_rejected,
+    help="Rejected fractions, np.linspace(START, STOP, NUM); 0 <= START <= STOP < 1, NUM >= 2.",
 )
 @click.option(
     "--threshold",
@@ -115,15 +183,22 @@ def _rejected(text: str) -> tuple[float, float, int]:
     show_default=True,
     help="TAR@FAR: exact = paper (k-th impostor score), nearest = insightface (ROC point nearest the FAR).",
 )
-@click.option("--bias", type=float, default=None, help="Bias for *biased-cosine distances (mean validation cosine).")
 @click.option(
-    "--discard-limit", type=float, default=0.3, show_default=True, help="Partial-AUC limit for --threshold fixed."
+    "--bias",
+    type=float,
+    default=None,
+    callback=_finite,
+    help="Bias for *biased-cosine distances (mean validation cosine).",
 )
 @click.option(
-    "--allow-tiny-far",
-    is_flag=True,
-    help="Accept FARs below 1/n_impostors (k = round(FAR x n) may be 0: threshold above every impostor).",
+    "--discard-limit",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.3,
+    show_default=True,
+    help="Partial-AUC limit for --threshold fixed, in (0, 1].",
 )
+@click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
+@resume_hint("analyze reject")
 def reject(
     cache,
     models,
@@ -157,43 +232,40 @@ def reject(
       analyze reject --cache ijbc.zarr --level template --fusion PFE --metric MLS_harmonic-sum
       analyze reject --cache ijbc.zarr --threshold fixed --metric cosine_min
     """
-    from analyze.experiments import PAPER_FARS, run_reject
-    from analyze.outputs import (
-        auc_table_text,
-        dask_scheduler,
-        default_out_dir,
-        prepare_out_dir,
-        write_json,
-        write_table,
-    )
+    from analyze.experiments import run_reject, select
+    from analyze.outputs import auc_table_text, claim_out_dir, dask_scheduler, default_out_dir, write_json, write_table
 
+    _check_names(metrics, fusions)
     with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster) as where:
-        out_dir = prepare_out_dir(out or default_out_dir(cache, "reject"), force)
-        df, auc_df, report = run_reject(
-            store,
-            models=list(models) or None,
-            protocol=protocol,
-            level=level,
-            fusions=list(fusions) or None,
-            metrics=list(metrics) or None,
-            fars=tuple(fars) or PAPER_FARS,
-            fractions=_rejected(rejected),
-            threshold_mode=threshold_mode,
-            convention=convention,
-            partial=partial,
-            bias=bias,
-            discard_limit=discard_limit,
-            allow_tiny_far=allow_tiny_far,
-        )
-        report.params["scheduler"] = where
-    write_table(df, out_dir, "reject")
-    auc_df.to_csv(out_dir / "auc.csv", index=False)
-    write_json(report, out_dir / "summary.json")
-    if not no_figures:
-        from analyze.figures import plot_reject_comparison, plot_reject_curves
+        select(store, list(models) or None, protocol)
+        with claim_out_dir(out or default_out_dir(cache, "reject"), force, "analyze reject", [cache]) as owned:
+            df, auc_df, report = run_reject(
+                store,
+                models=list(models) or None,
+                protocol=protocol,
+                level=level,
+                fusions=list(fusions) or None,
+                metrics=list(metrics) or None,
+                fars=tuple(fars) or None,
+                fractions=rejected,
+                threshold_mode=threshold_mode,
+                convention=convention,
+                partial=partial,
+                bias=bias,
+                discard_limit=discard_limit,
+                allow_tiny_far=allow_tiny_far,
+            )
+            report.params["scheduler"] = where
+            out_dir = owned.path
+            owned.add(*write_table(df, out_dir, "reject"))
+            auc_df.to_csv(out_dir / "auc.csv", index=False)
+            owned.add(out_dir / "auc.csv", write_json(report, out_dir / "summary.json"))
+            if not no_figures:
+                from analyze.figures import plot_reject_comparison, plot_reject_curves
 
-        plot_reject_curves(df, out_dir / "figures")
-        plot_reject_comparison(df, out_dir / "figures")
+                plot_reject_curves(df, out_dir / "figures")
+                plot_reject_comparison(df, out_dir / "figures")
+            owned.finish()
     _print_exclusions(report)
     click.echo(f"AUC of TAR over rejected fraction ({threshold_mode}, {convention} convention):")
     click.echo(auc_table_text(auc_df))
@@ -201,6 +273,7 @@ def reject(
 
 
 def _print_exclusions(report) -> None:
+    """What the run left out and why, on stderr: images not done, failed or NaN; pairs dropped; FARs dropped."""
     ex = report.excluded
     left = ex.get("images_not_done", 0)
     if left:
@@ -213,17 +286,26 @@ def _print_exclusions(report) -> None:
                 f"{key}: {p['dropped']:,} of {p['pairs']:,} pairs dropped (an image or template without valid outputs)",
                 err=True,
             )
+    for key, d in report.fars_dropped.items():
+        fars = ", ".join(f"{f:g}" for f in d["fars"])
+        click.echo(
+            f"note: {key}: default FAR {fars} not reported: below 1/n_impostors = {d['smallest_far']:.3g} "
+            f"(n_impostors = {d['n_impostors']:,}); --allow-tiny-far reports such FARs anyway",
+            err=True,
+        )
 
 
 @cli.command()
 @_common
 @click.option("--fusion", "fusions", multiple=True, help="Fusions to compare (default: mean, first, media + family's).")
 @click.option("--distance", "distances", multiple=True, help="Distances (default: cosine, plus MLS for PFE).")
-@click.option("--far", "fars", multiple=True, type=float, help="FARs (default 1e-6 ... 1e-1).")
+@click.option("--far", "fars", multiple=True, type=FAR_TYPE, help="FARs in (0, 1] (default 1e-6 ... 1e-1).")
 @click.option("--convention", type=click.Choice(["exact", "nearest"]), default="exact", show_default=True)
+@click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
 @click.option("--media-no-norm", is_flag=True, help="media fusion: L2-normalise images first (insightface N0).")
 @click.option("--media-no-detector", is_flag=True, help="media fusion: no detector-score weighting (D0).")
 @click.option("--media-no-flip", is_flag=True, help="media fusion: do not add the flipped embedding (F1).")
+@resume_hint("analyze fusion")
 def fusion(
     cache,
     models,
@@ -238,6 +320,7 @@ def fusion(
     distances,
     fars,
     convention,
+    allow_tiny_far,
     media_no_norm,
     media_no_detector,
     media_no_flip,
@@ -248,29 +331,35 @@ def fusion(
     Example:
       analyze fusion --cache ijbc.zarr --fusion mean --fusion PFE --fusion softmax-0.5
     """
-    from analyze.experiments import ROC_FARS, run_fusion_table
-    from analyze.outputs import dask_scheduler, default_out_dir, prepare_out_dir, write_json, write_table
+    from analyze.experiments import run_fusion_table, select
+    from analyze.outputs import claim_out_dir, dask_scheduler, default_out_dir, write_json, write_table
 
+    _check_names(fusions=fusions, distances=distances)
     options = {
         "keep_norm": not media_no_norm,
         "use_detector_score": not media_no_detector,
         "add_flip": not media_no_flip,
     }
-    with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster):
-        out_dir = prepare_out_dir(out or default_out_dir(cache, "fusion"), force)
-        df, report = run_fusion_table(
-            store,
-            models=list(models) or None,
-            protocol=protocol,
-            fusions=list(fusions) or None,
-            distances=list(distances) or None,
-            fars=tuple(fars) or ROC_FARS,
-            convention=convention,
-            partial=partial,
-            fusion_options=options,
-        )
-    write_table(df, out_dir, "fusion")
-    write_json(report, out_dir / "summary.json")
+    with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster) as where:
+        select(store, list(models) or None, protocol)
+        with claim_out_dir(out or default_out_dir(cache, "fusion"), force, "analyze fusion", [cache]) as owned:
+            df, report = run_fusion_table(
+                store,
+                models=list(models) or None,
+                protocol=protocol,
+                fusions=list(fusions) or None,
+                distances=list(distances) or None,
+                fars=tuple(fars) or None,
+                convention=convention,
+                partial=partial,
+                fusion_options=options,
+                allow_tiny_far=allow_tiny_far,
+            )
+            report.params["scheduler"] = where
+            out_dir = owned.path
+            owned.add(*write_table(df, out_dir, "fusion"), write_json(report, out_dir / "summary.json"))
+            owned.finish()
+    _print_exclusions(report)
     table = df.pivot_table(index=["model", "fusion", "distance"], columns="far", values="tar", sort=False)
     table.columns = [f"FAR={c:g}" for c in table.columns]
     click.echo(f"TAR@FAR ({convention} convention):")
@@ -281,32 +370,41 @@ def fusion(
 @cli.command()
 @_common
 @click.option("--fusion", "fusions", multiple=True, help="Template fusions (default: media, insightface's).")
-@click.option("--far", "fars", multiple=True, type=float, help="FARs (default 1e-6 ... 1e-1).")
+@click.option("--far", "fars", multiple=True, type=FAR_TYPE, help="FARs in (0, 1] (default 1e-6 ... 1e-1).")
 @click.option("--convention", type=click.Choice(["exact", "nearest"]), default="nearest", show_default=True)
+@click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
+@resume_hint("analyze roc")
 def roc(
-    cache, models, protocol, out, force, partial, scheduler, cluster, no_figures, fusions, fars, convention
-) -> None:
+    cache, models, protocol, out, force, partial, scheduler, cluster, no_figures, fusions, fars, convention,
+    allow_tiny_far,
+) -> None:  # fmt: skip
     """ROC table as insightface prints it (TAR at FAR 1e-6 ... 1e-1) and an ROC plot, per model and fusion.
 
     \b
     Example:
       analyze roc --cache ijbc.zarr --fusion media --fusion mean
     """
-    from analyze.experiments import ROC_FARS, run_roc
-    from analyze.outputs import dask_scheduler, default_out_dir, prepare_out_dir, write_table
+    from analyze.experiments import run_roc, select
+    from analyze.outputs import claim_out_dir, dask_scheduler, default_out_dir, write_json, write_table
 
-    with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster):
-        out_dir = prepare_out_dir(out or default_out_dir(cache, "roc"), force)
-        table, curve_df = run_roc(
-            store, models=list(models) or None, protocol=protocol, fusions=list(fusions) or None,
-            fars=tuple(fars) or ROC_FARS, convention=convention, partial=partial,
-        )  # fmt: skip
-    write_table(table, out_dir, "roc_table")
-    write_table(curve_df, out_dir, "roc_curve")
-    if not no_figures:
-        from analyze.figures import plot_roc
+    _check_names(fusions=fusions)
+    with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster) as where:
+        select(store, list(models) or None, protocol)
+        with claim_out_dir(out or default_out_dir(cache, "roc"), force, "analyze roc", [cache]) as owned:
+            table, curve_df, report = run_roc(
+                store, models=list(models) or None, protocol=protocol, fusions=list(fusions) or None,
+                fars=tuple(fars) or None, convention=convention, partial=partial, allow_tiny_far=allow_tiny_far,
+            )  # fmt: skip
+            report.params["scheduler"] = where
+            out_dir = owned.path
+            owned.add(*write_table(table, out_dir, "roc_table"), *write_table(curve_df, out_dir, "roc_curve"))
+            owned.add(write_json(report, out_dir / "summary.json"))
+            if not no_figures:
+                from analyze.figures import plot_roc
 
-        plot_roc(curve_df, out_dir / "figures")
+                plot_roc(curve_df, out_dir / "figures")
+            owned.finish()
+    _print_exclusions(report)
     click.echo(f"TAR@FAR ({convention} convention):")
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo(f"wrote {out_dir}")

@@ -18,7 +18,7 @@ from analyze.loading import ValidRows, fuse_templates, fuses_pfe_confidence, unc
 from analyze.names import parse_fusion, parse_metric
 from analyze.reject import fixed_threshold_edc, kept_counts, reject_curve, rejection_order
 from analyze.scores import pair_scores
-from analyze.tarfar import auc, tar_at_far
+from analyze.tarfar import auc, check_far_resolution, check_fars, tar_at_far
 from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty, pfe_confidence
 from featurestore.errors import StoreError
 from featurestore.schema import Protocol
@@ -226,7 +226,58 @@ class RunReport:
     params: dict[str, Any]
     excluded: dict[str, Any] = field(default_factory=dict)
     pairs: dict[str, dict[str, int]] = field(default_factory=dict)
+    fars_dropped: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
+
+    def exclude_images(self, valid: ValidRows) -> None:
+        """Record which images the analysis left out and why (not done, failed status, NaN per output)."""
+        self.excluded = {
+            "images_not_done": valid.n_not_done,
+            "images_failed": valid.n_failed,
+            "images_nan": valid.n_nan,
+            "images_used": int(valid.mask.sum()),
+        }
+
+    def count_pairs(self, ps: PairSet) -> None:
+        """Record the protocol's pairs for one (model, fusion): total, dropped, scored, genuine."""
+        self.pairs[f"{ps.model}/{ps.fusion}"] = {
+            "pairs": ps.n_pairs_total,
+            "dropped": ps.n_pairs_dropped,
+            "scored": len(ps.labels),
+            "genuine": int(ps.labels.sum()),
+        }
+
+
+def resolved_fars(
+    fars: tuple[float, ...], explicit: bool, ps: PairSet, allow_tiny_far: bool, report: RunReport
+) -> np.ndarray:
+    """The FARs one pair set can resolve (>= 1/n_impostors of the pairs actually scored): FARs the user
+    gave below that are refused (check_far_resolution's message) unless `allow_tiny_far`; defaults below
+    it are dropped and listed in report.fars_dropped, so no FAR is silently reported that cannot be measured."""
+    f = check_fars(fars)
+    n_imp = int((~ps.labels).sum())
+    if allow_tiny_far or n_imp == 0:
+        return f
+    if explicit:
+        check_far_resolution(f, n_imp, allow_tiny_far=False)
+        return f
+    tiny = f < 1.0 / n_imp
+    if tiny.any():
+        report.fars_dropped[f"{ps.model}/{ps.fusion}"] = {
+            "fars": f[tiny].tolist(),
+            "smallest_far": 1.0 / n_imp,
+            "n_impostors": n_imp,
+        }
+    return f[~tiny]
+
+
+def _no_far_left(report: RunReport) -> ValueError:
+    """Every default FAR was below every pair set's resolution: say so instead of writing empty tables."""
+    worst = max(report.fars_dropped.values(), key=lambda d: d["smallest_far"])
+    return ValueError(
+        f"no default FAR is measurable: the smallest meaningful FAR is 1/n_impostors = {worst['smallest_far']:.6g} "
+        f"(n_impostors = {worst['n_impostors']}); give --far values >= it, or --allow-tiny-far"
+    )
 
 
 def run_reject(
@@ -237,7 +288,7 @@ def run_reject(
     level: str | None = None,
     fusions: list[str] | None = None,
     metrics: list[str] | None = None,
-    fars: tuple[float, ...] = PAPER_FARS,
+    fars: tuple[float, ...] | None = None,
     fractions: tuple[float, float, int] = PAPER_FRACTIONS,
     threshold_mode: str = "recompute",
     convention: str = "exact",
@@ -247,8 +298,13 @@ def run_reject(
     discard_limit: float = 0.3,
     allow_tiny_far: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, RunReport]:
-    """Reject verification for every (model, fusion, metric): the tidy curve table, the AUC table, a report."""
+    """Reject verification for every (model, fusion, metric): the tidy curve table, the AUC table, a report.
+
+    `fars` None: the paper's FARs, less those below a pair set's resolution (listed in the report); FARs
+    given explicitly below 1/n_impostors are refused unless `allow_tiny_far`."""
     t0 = time.perf_counter()
+    explicit = fars is not None
+    fars = tuple(fars) if explicit else PAPER_FARS
     models, proto = select(store, models, protocol)
     proto_name = proto.name
     level = level or proto.level
@@ -280,26 +336,20 @@ def run_reject(
             "partial": partial,
             "bias": bias,
             "discard_limit": discard_limit,
+            "allow_tiny_far": allow_tiny_far,
         },
     )
-    report.excluded = {
-        "images_not_done": valid.n_not_done,
-        "images_failed": valid.n_failed,
-        "images_nan": valid.n_nan,
-        "images_used": int(valid.mask.sum()),
-    }
+    report.exclude_images(valid)
     curves, aucs = [], []
     for model in models:
         spec = store.model(model)
         model_fusions = (fusions or default_fusions(spec.outputs)) if level == "template" else ["none"]
         for fusion in model_fusions:
             ps = build_pair_set(store, model, proto, level, fusion, valid, fusion_options)
-            report.pairs[f"{model}/{ps.fusion}"] = {
-                "pairs": ps.n_pairs_total,
-                "dropped": ps.n_pairs_dropped,
-                "scored": len(ps.labels),
-                "genuine": int(ps.labels.sum()),
-            }
+            report.count_pairs(ps)
+            ps_fars = resolved_fars(fars, explicit, ps, allow_tiny_far, report)
+            if not ps_fars.size:
+                continue
             for metric in metrics or default_metrics(spec.outputs, threshold_mode):
                 scores, unc, distance, combo = score_pairs(ps, metric, bias)
                 key = {
@@ -313,15 +363,15 @@ def run_reject(
                     "convention": convention,
                 }
                 if threshold_mode == "recompute" and convention == "exact":
-                    cols = reject_curve(scores, ps.labels, unc, r, fars, allow_tiny_far=allow_tiny_far).columns()
+                    cols = reject_curve(scores, ps.labels, unc, r, ps_fars, allow_tiny_far=True).columns()
                     cols["discarded_fraction"] = cols["rejected_fraction"]
                 elif threshold_mode == "recompute":
-                    cols = _nearest_reject(scores, ps.labels, unc, r, np.asarray(fars, dtype=float))
+                    cols = _nearest_reject(scores, ps.labels, unc, r, ps_fars)
                     cols["discarded_fraction"] = cols["rejected_fraction"]
                 else:
                     cols = _edc_columns(
                         fixed_threshold_edc(
-                            scores, ps.labels, unc, r, fars, order="uncertainty", allow_tiny_far=allow_tiny_far
+                            scores, ps.labels, unc, r, ps_fars, order="uncertainty", allow_tiny_far=True
                         )
                     )
                 df = pd.DataFrame(cols)
@@ -329,6 +379,8 @@ def run_reject(
                     df[k] = v
                 curves.append(df)
                 aucs.extend(_auc_rows(df, key, threshold_mode, discard_limit))
+    if not curves:
+        raise _no_far_left(report)
     reject_df = pd.concat(curves, ignore_index=True)[REJECT_COLUMNS]
     report.seconds = time.perf_counter() - t0
     return reject_df, pd.DataFrame(aucs, columns=AUC_COLUMNS), report
@@ -371,13 +423,17 @@ def run_fusion_table(
     protocol: str | None = None,
     fusions: list[str] | None = None,
     distances: list[str] | None = None,
-    fars: tuple[float, ...] = ROC_FARS,
+    fars: tuple[float, ...] | None = None,
     convention: str = "exact",
     partial: bool = False,
     fusion_options: dict[str, Any] | None = None,
+    allow_tiny_far: bool = False,
 ) -> tuple[pd.DataFrame, RunReport]:
-    """TAR@FAR of each fusion x distance over template pairs (the paper's fusion script)."""
+    """TAR@FAR of each fusion x distance over template pairs (the paper's fusion script); FARs as run_reject
+    (None: insightface's 1e-6 ... 1e-1, less those below a pair set's resolution)."""
     t0 = time.perf_counter()
+    explicit = fars is not None
+    fars = tuple(fars) if explicit else ROC_FARS
     models, proto = select(store, models, protocol)
     proto_name = proto.name
     if proto.level != "template":
@@ -393,8 +449,11 @@ def run_fusion_table(
             "distances": distances,
             "fars": list(fars),
             "convention": convention,
+            "partial": partial,
+            "allow_tiny_far": allow_tiny_far,
         },
     )
+    report.exclude_images(valid)
     rows = []
     for model in models:
         spec = store.model(model)
@@ -402,13 +461,17 @@ def run_fusion_table(
         model_fusions = fusions or (["mean", "first", "media"] + default_fusions(spec.outputs))
         for fusion in dict.fromkeys(model_fusions):
             ps = build_pair_set(store, model, proto, "template", fusion, valid, fusion_options)
+            report.count_pairs(ps)
+            ps_fars = resolved_fars(fars, explicit, ps, allow_tiny_far, report)
+            if not ps_fars.size:
+                continue
             has_sigma = src == "sigma_sq" and ps.values is not None and ps.values.ndim == 2
             for distance in distances or (["cosine", "MLS"] if has_sigma else ["cosine"]):
                 values = ps.values
                 if distance.startswith("scale-") and has_sigma:
                     values = pfe_confidence(values)
                 scores = pair_scores(distance, ps.features, ps.i, ps.j, uncertainty=values)
-                res = tar_at_far(scores, ps.labels, fars, convention, allow_tiny_far=True)
+                res = tar_at_far(scores, ps.labels, ps_fars, convention, allow_tiny_far=True)
                 for f, tar, thr, fa in zip(res.fars, res.tar, res.threshold, res.far_achieved):
                     rows.append(
                         {
@@ -425,6 +488,8 @@ def run_fusion_table(
                             "dropped_pairs": ps.n_pairs_dropped,
                         }
                     )
+    if not rows:
+        raise _no_far_left(report)
     report.seconds = time.perf_counter() - t0
     return pd.DataFrame(rows), report
 
@@ -435,25 +500,53 @@ def run_roc(
     models: list[str] | None = None,
     protocol: str | None = None,
     fusions: list[str] | None = None,
-    fars: tuple[float, ...] = ROC_FARS,
+    fars: tuple[float, ...] | None = None,
     convention: str = "nearest",
     partial: bool = False,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """insightface's ROC table (TAR at each FAR, one row per model and fusion; cosine) and the thinned
-    ROC curves; template protocols use the `media` fusion unless told otherwise."""
+    allow_tiny_far: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame, RunReport]:
+    """insightface's ROC table (TAR at each FAR, one row per model and fusion; cosine), the thinned ROC
+    curves and a report; template protocols use the `media` fusion unless told otherwise. FARs as
+    run_reject (None: 1e-6 ... 1e-1 less those below a pair set's resolution, which stay NaN in the table)."""
+    t0 = time.perf_counter()
+    explicit = fars is not None
+    fars = tuple(fars) if explicit else ROC_FARS
     models, proto = select(store, models, protocol)
     valid = valid_rows(store, models, partial)
+    report = RunReport(
+        str(store.path),
+        store.dataset,
+        {
+            "models": models,
+            "protocol": proto.name,
+            "fusions": fusions,
+            "fars": list(fars),
+            "convention": convention,
+            "partial": partial,
+            "allow_tiny_far": allow_tiny_far,
+        },
+    )
+    report.exclude_images(valid)
     rows, curves = [], []
     for model in models:
         for fusion in (fusions or ["media"]) if proto.level == "template" else ["none"]:
             ps = build_pair_set(store, model, proto, proto.level, fusion, valid)
+            report.count_pairs(ps)
+            ps_fars = resolved_fars(fars, explicit, ps, allow_tiny_far, report)
+            if not ps_fars.size:
+                continue
             scores = pair_scores("cosine", ps.features, ps.i, ps.j)
-            res = tar_at_far(scores, ps.labels, fars, convention, allow_tiny_far=True)
+            res = tar_at_far(scores, ps.labels, ps_fars, convention, allow_tiny_far=True)
             key = {"model": model, "level": proto.level, "fusion": ps.fusion, "distance": "cosine"}
             rows.append({**key, "convention": convention, **{f"{f:g}": t for f, t in zip(res.fars, res.tar)}})
             fpr, tpr = roc_points(scores, ps.labels)
             curves.append(pd.DataFrame({**key, "fpr": fpr, "tpr": tpr}))
-    return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)
+    if not rows:
+        raise _no_far_left(report)
+    reported = [f"{f:g}" for f in fars if any(f"{f:g}" in r for r in rows)]
+    table = pd.DataFrame(rows, columns=["model", "level", "fusion", "distance", "convention", *reported])
+    report.seconds = time.perf_counter() - t0
+    return table, pd.concat(curves, ignore_index=True), report
 
 
 def roc_points(scores: np.ndarray, labels: np.ndarray, n_points: int = 400) -> tuple[np.ndarray, np.ndarray]:

@@ -198,6 +198,10 @@ def _pair_notes(sec: Section, summary: dict[str, Any]) -> None:
         for key, p in (summary.get("pairs") or {}).items()
         if isinstance(p, dict) and p.get("dropped")
     ]
+    for key, d in (summary.get("fars_dropped") or {}).items():
+        if isinstance(d, dict) and d.get("fars"):
+            fars = ", ".join(f"{f:g}" for f in d["fars"])
+            notes.append(f"{key}: FAR {fars} not reported (below 1/n_impostors = {d.get('smallest_far', 0):.3g})")
     if notes:
         sec.text("; ".join(notes) + ".")
 
@@ -212,6 +216,7 @@ def fusion_section(step: ResolvedStep) -> Section:
     table = df.pivot_table(index=["model", "fusion", "distance"], columns="far", values="tar", sort=False)
     table.columns = [f"FAR={c:g}" for c in table.columns]
     sec.table(f"TAR@FAR per fusion and distance ({conv} convention; best in bold)", table.reset_index(), best="max")
+    _pair_notes(sec, _json(step.dir / "summary.json"))
     return sec
 
 
@@ -224,6 +229,7 @@ def roc_section(step: ResolvedStep) -> Section:
     if step.description:
         sec.text(step.description)
     sec.table("TAR at FAR (columns: FAR)", table, best="max")
+    _pair_notes(sec, _json(step.dir / "summary.json"))
     curve = step.dir / "roc_curve.parquet"
     if curve.is_file():
         for stem, fig in roc_figures(pd.read_parquet(curve)):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import signal
 import sys
 import time
 from contextlib import redirect_stderr, redirect_stdout
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from featurestore.interrupts import Interrupted
 from pipelines.spec import PipelineSpec, ResolvedStep, load_pipeline, resolve_params, resolve_steps
 from pipelines.steps import (
     KINDS,
@@ -169,7 +171,12 @@ def run_pipeline(
             if step.kind == "report" and not step.needs:
                 step.needs = [s.id for s in steps[: steps.index(step)]]
             ctx.steps[step.id] = step
-            _run_step(step, ctx, log, summary)
+            try:
+                _run_step(step, ctx, log, summary)
+            except Interrupted as exc:
+                raise _interrupted(exc, step, log, summary) from None
+            except KeyboardInterrupt:  # a Python caller without run_cli's signal handler
+                raise _interrupted(Interrupted(signal.SIGINT), step, log, summary) from None
     finally:
         for h in list(log.handlers):
             h.close()
@@ -189,6 +196,26 @@ def run_pipeline(
         h.close()
         log.removeHandler(h)
     return summary
+
+
+def _interrupted(exc: Interrupted, step: ResolvedStep, log: logging.Logger, summary: RunSummary) -> Interrupted:
+    """Log the interruption to pipeline.log (the terminal gets run_cli's one line) and say what is done and
+    how to continue; the pipeline knows that better than the step's command, so its message replaces that one."""
+    done = [k for k in summary.actions if k != step.id]
+    _file_only(log, f"interrupted during step {step.id} ({step.kind}) by {exc.signal_name}; no step.json written")
+    exc.message = (
+        f"steps {', '.join(done) or 'none'} done; step {step.id} interrupted; rerun the same command to continue "
+        f"(log: {summary.out_dir / LOG_NAME})"
+    )
+    return exc
+
+
+def _file_only(log: logging.Logger, message: str) -> None:
+    """A log line for pipeline.log only."""
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, message, None, None)
+    for h in log.handlers:
+        if isinstance(h, logging.FileHandler):
+            h.handle(record)
 
 
 def _run_step(step: ResolvedStep, ctx: StepContext, log: logging.Logger, summary: RunSummary) -> None:
@@ -224,7 +251,8 @@ def _run_step(step: ResolvedStep, ctx: StepContext, log: logging.Logger, summary
             return
         reason = f"outputs incomplete: {missing}"
     log.info("running %s (%s): %s", step.id, step.kind, reason)
-    (step.dir / MARKER).unlink(missing_ok=True)
+    if step.kind == "extract" and marker is not None and marker.get("id") == step.id:
+        (step.dir / MARKER).unlink(missing_ok=True)  # analyses and the report: _fresh_dir removes it with the rest
     t0 = time.perf_counter()
     terminal_out, terminal_err = sys.stdout, sys.stderr
     out_stream = _LogStream(terminal_out, log, step.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +14,8 @@ from typing import Any
 import click
 import numpy as np
 
+from analyze.outputs import OWNER_FILE, OutputExistsError, check_out_dir, claim_out_dir, clear_owned
+from featurestore.interrupts import Interrupted
 from pipelines.spec import ResolvedStep
 
 FINGERPRINT_FORMAT = 1
@@ -21,6 +23,9 @@ FINGERPRINT_FORMAT = 1
 
 MARKER = "step.json"
 """Written last into a step's folder, after its outputs are complete."""
+
+STEP_FILES = (MARKER, f".{MARKER}.tmp")
+"""What the runner itself writes into a step folder, beside the files the ownership record lists."""
 
 
 class StepError(Exception):
@@ -85,7 +90,9 @@ def invoke(command: click.Command, argv: list[str], step: ResolvedStep) -> None:
     """Run a click command in-process (standalone_mode=False) and turn its usage errors into StepError."""
     try:
         command.main(args=argv, prog_name=f"{step.kind}", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C without run_cli's handler (a Python caller)
+            raise Interrupted(signal.SIGINT) from None
         raise
     except click.ClickException as exc:
         raise StepError(f"step {step.id!r} ({step.kind}): {exc.format_message()}") from exc
@@ -108,13 +115,14 @@ def file_identity(path: Path) -> dict[str, Any]:
 
 
 def output_files(folder: Path) -> dict[str, int]:
-    """Every file under `folder` except the marker, relative path -> size."""
+    """Every file under `folder` except the marker and the ownership record, relative path -> size."""
     if not folder.is_dir():
         return {}
+    skip = {*STEP_FILES, OWNER_FILE, f"{OWNER_FILE}.tmp"}
     return {
         str(p.relative_to(folder)): p.stat().st_size
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MARKER
+        if p.is_file() and str(p.relative_to(folder)) not in skip
     }
 
 
@@ -124,13 +132,33 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+def _step_owned(step: ResolvedStep) -> tuple[str, ...]:
+    """Files of the step folder the runner may delete besides those of its ownership record: the marker,
+    and, for a folder written before ownership records existed, the outputs its step.json lists."""
+    names = list(STEP_FILES)
+    if not (step.dir / OWNER_FILE).exists():
+        try:
+            marker = json.loads((step.dir / MARKER).read_text())
+        except (OSError, ValueError):
+            marker = None
+        if isinstance(marker, dict) and marker.get("id") == step.id and isinstance(marker.get("outputs"), dict):
+            names += list(marker["outputs"])
+    return tuple(names)
+
+
 def _fresh_dir(step: ResolvedStep, ctx: StepContext) -> Path:
-    """Empty the step's own folder (only ever <run folder>/<step id>) before an analysis writes into it."""
+    """Empty the step's own folder (only ever <run folder>/<step id>) of what this tool wrote there before an
+    analysis writes into it; a folder holding anything else (a user's folder of the same name) is refused."""
     if step.dir.resolve().parent != ctx.out_dir.resolve():
         raise StepError(f"step {step.id!r}: its folder {step.dir} is not inside the run folder {ctx.out_dir}")
-    if step.dir.exists():
-        shutil.rmtree(step.dir)
-    step.dir.mkdir(parents=True)
+    owned = _step_owned(step)
+    try:
+        check_out_dir(step.dir, True, _caches(step), owned, option=f"step {step.id!r}: folder")
+    except OutputExistsError as exc:
+        raise StepError(f"{exc} (nothing was deleted)") from None
+    if step.dir.is_dir():
+        clear_owned(step.dir, owned)
+    step.dir.mkdir(parents=True, exist_ok=True)
     return step.dir
 
 
@@ -194,7 +222,7 @@ def _analysis_runner(command: str) -> Callable[[ResolvedStep, StepContext], list
         invoke(_analyze_command(command), to_cli_args(step.args) + ["--out", str(out)], step)
         return [out / f for f in output_files(out)]
 
-    run.__doc__ = f"`analyze {command}` into the step's folder (emptied first)."
+    run.__doc__ = f"`analyze {command}` into the step's folder (emptied first of what this tool wrote there)."
     return run
 
 
@@ -210,7 +238,10 @@ def run_report(step: ResolvedStep, ctx: StepContext) -> list[Path]:
     from pipelines.report import write_report
 
     out = _fresh_dir(step, ctx)
-    return write_report(step, ctx, out)
+    with claim_out_dir(out, False, "pipelines report") as owned:
+        written = write_report(step, ctx, out)
+        owned.finish()
+    return written
 
 
 _ANALYSIS_RUNTIME = frozenset({"scheduler", "cluster", "partial_ok"})
