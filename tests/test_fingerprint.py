@@ -171,6 +171,7 @@ def _extract(monkeypatch, capsys, root, out, *extra, random=True):
     return code, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_extract_resume_or_shard_with_another_seed_is_refused_before_any_image(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
     import extract.data
