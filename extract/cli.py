@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import click
@@ -12,6 +13,28 @@ from featurestore.cli_main import run_cli
 from featurestore.errors import StoreError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+SYNTHETIC_PRESETS = ("tiny", "small", "medium")
+"""facedata.synthetic.DATASET_PRESETS, named here so `extract --help` does not import the generators."""
+
+
+class DeviceType(click.ParamType):
+    """auto, cpu, cuda, cuda:N, or mps where torch has it; whether the machine has it is checked later,
+    still before the store is created (extract.runner.resolve_device)."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip().lower()
+        if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", text):
+            return text
+        if text == "mps":
+            import torch
+
+            if getattr(torch.backends, "mps", None) is not None:
+                return text
+            self.fail("mps: this torch build has no MPS support; use auto, cpu, cuda or cuda:N", param, ctx)
+        self.fail(f"{value!r} is not a device: use auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps", param, ctx)
 
 
 @click.command(context_settings=CONTEXT)
@@ -55,7 +78,13 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
     help="Seeded random weights instead of a checkpoint (recorded as random in the store). Without "
     "--config: ScaleFace, PFE and the embedding-norm baseline on one backbone, plus MagFace.",
 )
-@click.option("--seed", default=0, show_default=True, help="Seed for --random-init.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed for --random-init (0 ... 2**64 - 1, torch's seed range).",
+)
 @click.option(
     "--trust-checkpoint",
     is_flag=True,
@@ -67,10 +96,20 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
     default=None,
     help="Store path: NAME.zarr (default: <dataset>.zarr in the current folder) or NAME.h5.",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:I.")
-@click.option("--batch-size", default=64, show_default=True, help="Images per network batch.")
+@click.option(
+    "--device",
+    type=DeviceType(),
+    default="auto",
+    show_default=True,
+    metavar="DEVICE",
+    help="auto, cpu, cuda, cuda:I (or mps where torch has it).",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per network batch."
+)
 @click.option(
     "--workers",
+    type=click.IntRange(min=0),
     default=min(8, os.cpu_count() or 1),
     show_default=True,
     help="DataLoader processes decoding and aligning images (0: in the main process).",
@@ -91,13 +130,28 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
     metavar="I/N",
     help="Write only shard I of N (chunk-aligned row ranges), so N processes can fill one .zarr store.",
 )
-@click.option("--chunk-rows", default=2048, show_default=True, help="Images per store chunk (new stores only).")
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    default=2048,
+    show_default=True,
+    help="Images per store chunk (new stores only).",
+)
 @click.option("--overwrite", is_flag=True, help="Delete an existing store and start again (default: resume it).")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable, missing or unalignable image.")
 @click.option(
-    "--limit", type=int, default=None, help="Only the first N images (and the pairs among them): a quick trial."
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Only the first N images (and the pairs among them): a quick trial.",
 )
-@click.option("--preset", default="tiny", show_default=True, help="Size of the generated set for --dataset synthetic.")
+@click.option(
+    "--preset",
+    type=click.Choice(SYNTHETIC_PRESETS),
+    default="tiny",
+    show_default=True,
+    help="Size of the generated set for --dataset synthetic.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def cli(
     dataset,
@@ -139,7 +193,7 @@ def cli(
     from extract.checkpoints import CheckpointError
     from extract.models import ConfigError
     from extract.plan import resolve_models
-    from extract.runner import run_extraction
+    from extract.runner import resolve_device, resolve_precision, run_extraction
     from facedata.manifest import load_manifest, manifest_digest, resolve_data_root
     from facedata.readers import read_dataset
     from featurestore.store import create_store
@@ -150,9 +204,13 @@ def cli(
             raise ValueError
     except ValueError:
         raise click.BadParameter(f"{shard!r}: expected I/N with 0 <= I < N", param_hint="--shard") from None
+    if seed >= 2**64:
+        raise click.BadParameter(f"{seed} is past torch's seed range 0 ... 2**64 - 1", param_hint="--seed")
     if len(configs) > 1 and not random_init:
         raise click.UsageError("--config may be repeated only with --random-init; use --model NAME=CKPT:CONFIG")
-    manifest = load_manifest(dataset)  # cheap checks first: manifest and data root, then the checkpoints
+    manifest = load_manifest(dataset)  # cheap checks first: manifest, device, data root, then the checkpoints
+    dev = resolve_device(device)  # checks that need torch, still before anything is created
+    resolved_precision = resolve_precision(precision, dev)
     if manifest.name == "synthetic" and data_root is None:
         from facedata.synthetic import ensure_synthetic
 
@@ -169,6 +227,7 @@ def cli(
             seed,
             trust_checkpoint,
             flip,
+            precision=resolved_precision,
         )
     except (CheckpointError, ConfigError):
         raise
@@ -197,8 +256,8 @@ def cli(
         store,
         str(root),
         models,
-        device=device,
-        precision=precision,
+        device=str(dev),
+        precision=resolved_precision,
         batch_size=batch_size,
         workers=workers,
         shard=(i, n),

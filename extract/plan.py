@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from extract.checkpoints import CheckpointError, load_model, random_model, read_checkpoint
 from extract.models import ARCH_LAYERS, ModelConfig, load_model_config
 from extract.runner import RunModel
@@ -75,8 +77,13 @@ def resolve_models(
     trust: bool,
     flip: bool | None,
     dtype: str = "f4",
+    precision: str = "fp32",
 ) -> tuple[list[RunModel], list[ModelSpec]]:
-    """Load every requested model (stopping at the first bad checkpoint) and its store ModelSpec."""
+    """Load every requested model (stopping at the first bad checkpoint) and its store ModelSpec.
+
+    `precision` is the resolved one (fp32, fp16 or bf16, see extract.runner.resolve_precision): with the
+    seed (random init only) and torch's version it goes into each model's fingerprint.
+    """
     chosen = sum(bool(x) for x in (checkpoint, model_options, random_init))
     if chosen == 0:
         raise ValueError(
@@ -102,6 +109,9 @@ def resolve_models(
                 random_init=loaded.random_init,
                 flip=use_flip,
                 dtype=dtype,
+                seed=seed if loaded.random_init else None,
+                precision=precision,
+                torch_version=torch.__version__,
             )
         )
 

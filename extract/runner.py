@@ -20,6 +20,7 @@ from tqdm import tqdm
 from extract.checkpoints import LoadedModel
 from extract.data import Batch, ChunkBatches, FaceCrops, collate
 from extract.preprocess import preprocess_batch
+from featurestore.interrupts import Interrupted, ignore_in_worker
 from featurestore.schema import STATUS_NAMES, STATUS_OK
 from featurestore.store import FeatureStore, shard_chunks
 
@@ -61,13 +62,39 @@ def group_models(models: list[RunModel]) -> list[ModelGroup]:
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else as torch names it."""
+    """'auto' -> cuda when available, else cpu; cpu, cuda, cuda:N or mps only where this machine has it."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ExtractionError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ExtractionError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ExtractionError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ExtractionError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0..{count - 1}")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ExtractionError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise ExtractionError(f"--device {device}: not supported; use auto, cpu, cuda or cuda:N")
     return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """--precision as it will run on `device` (auto -> fp32); refuses fp16 on the CPU and bf16 on a GPU
+    without it, before anything is created. The result goes into each model's fingerprint."""
+    resolved = "fp32" if precision == "auto" else precision
+    if resolved not in ("fp32", "fp16", "bf16"):
+        raise ExtractionError(f"--precision {precision}: use auto, fp32, fp16 or bf16")
+    if resolved == "fp16" and device.type == "cpu":
+        raise ExtractionError("--precision fp16 is not supported on the CPU; use fp32 or bf16")
+    if resolved == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ExtractionError(f"--precision bf16: {device} does not support bfloat16; use fp32 or fp16")
+    return resolved
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -88,9 +115,7 @@ class BatchRunner:
     def __init__(self, models: list[RunModel], device: torch.device, precision: str = "auto") -> None:
         self.models = models
         self.device = device
-        self.amp_dtype = autocast_dtype(precision, device)
-        if self.amp_dtype is torch.float16 and device.type == "cpu":
-            raise ExtractionError("--precision fp16 is not supported on the CPU; use fp32 or bf16")
+        self.amp_dtype = autocast_dtype(resolve_precision(precision, device), device)
         for m in models:
             m.model.to(device)
         self.groups = group_models(models)
@@ -174,8 +199,54 @@ def run_extraction(
     """Fill the store's pending chunks of shard `shard` (i, n); returns the run's summary.
 
     `on_chunk(chunk)` is called after each chunk is written and marked done (tests use it to
-    interrupt a run at a known point).
+    interrupt a run at a known point). SIGINT/SIGTERM (featurestore.interrupts.Interrupted) stop it
+    after the chunk being written is whole and marked done; the exception then says how many chunks are
+    done and how to resume.
     """
+    chunks = shard_chunks(store.n_chunks, *shard)
+    done_before = int(store.chunk_done()[chunks.start : chunks.stop].sum())
+    try:
+        return _run_extraction(
+            store,
+            data_root,
+            models,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            workers=workers,
+            shard=shard,
+            strict=strict,
+            progress=progress,
+            on_chunk=on_chunk,
+        )
+    except Interrupted as exc:
+        done = int(store.chunk_done()[chunks.start : chunks.stop].sum())
+        where = f" of shard {shard[0]}/{shard[1]}" if shard[1] > 1 else ""
+        raise exc.with_message(
+            f"{done} of {len(chunks)} chunks{where} of {store.path} are done ({done - done_before} written "
+            "this run, each whole); run the same command again to resume from there"
+        ) from None
+
+
+def _worker_init(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which stops them (no worker tracebacks)."""
+    ignore_in_worker()
+
+
+def _run_extraction(
+    store: FeatureStore,
+    data_root: str,
+    models: list[RunModel],
+    *,
+    device: str,
+    precision: str,
+    batch_size: int,
+    workers: int,
+    shard: tuple[int, int],
+    strict: bool,
+    progress: bool,
+    on_chunk: Callable[[int], None] | None,
+) -> ExtractSummary:
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every batch is (B, 3, 112, 112): tune the kernels once
@@ -201,6 +272,7 @@ def run_extraction(
             pin_memory=dev.type == "cuda",
             persistent_workers=False,
             prefetch_factor=4 if workers > 0 else None,
+            worker_init_fn=_worker_init if workers > 0 else None,
         )
         bar = tqdm(total=total, unit="img", disable=not progress, desc=f"extract {store.path.name}", smoothing=0.1)
         pool = ThreadPoolExecutor(max_workers=1)  # writes overlap with the next chunk's network time

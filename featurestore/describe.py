@@ -40,6 +40,7 @@ def describe(store: FeatureStore, max_failed: int = 5) -> str:
         outputs = ", ".join(spec.outputs)
         lines.append(f"  {name:<16} family {spec.family:<10} dim {spec.embedding_dim}  outputs {outputs}")
         lines.append(f"  {'':<16} checkpoint {origin}  sha256 {spec.checkpoint_sha256 or 'n/a'}")
+        lines.append(f"  {'':<16} {spec.fingerprint_line()}")
         if spec.preprocessing:
             pre = ", ".join(f"{k}={v}" for k, v in spec.preprocessing.items())
             lines.append(f"  {'':<16} preprocessing {pre}; flip {'on' if spec.flip else 'off'}")

@@ -7,6 +7,8 @@ docs/store.md; change them only together with SCHEMA_VERSION.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,9 +156,38 @@ class DatasetTables:
         return DatasetTables(self.name, images, protocols, dict(self.extra))
 
 
+FINGERPRINT_FIELDS = (
+    "family",
+    "embedding_dim",
+    "outputs",
+    "checkpoint_sha256",
+    "random_init",
+    "seed",
+    "config",
+    "preprocessing",
+    "flip",
+    "precision",
+    "dtype",
+    "torch_version",
+)
+"""What decides a model's outputs: a resume or a shard joining must match on every one (docs/models.md)."""
+
+
+def fingerprint_sha256(fields: dict[str, Any]) -> str:
+    """sha256 of the fingerprint fields as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @dataclass
 class ModelSpec:
-    """A model whose outputs a store holds, with the provenance the store records."""
+    """A model whose outputs a store holds, with the provenance the store records.
+
+    `seed` (random init only), `precision` (as resolved: fp32, fp16 or bf16) and `torch_version`
+    complete the model's identity: `fingerprint()` is every field that decides its outputs, and the
+    store records it with its sha256. `recorded_fingerprint` is what a store had (None: a store
+    written before fingerprints were recorded).
+    """
 
     name: str
     family: str
@@ -169,6 +200,10 @@ class ModelSpec:
     config: dict[str, Any] = field(default_factory=dict)
     preprocessing: dict[str, Any] = field(default_factory=dict)
     dtype: str = "f4"
+    seed: int | None = None
+    precision: str = ""
+    torch_version: str = ""
+    recorded_fingerprint: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         unknown = [o for o in self.outputs if o not in MODEL_OUTPUTS]
@@ -189,6 +224,30 @@ class ModelSpec:
         """Embeddings may be stored as f2 to halve the store; everything else is f4."""
         return self.dtype if output in ("embedding", "embedding_flip") else "f4"
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The model's identity: every field that decides its outputs, in plain JSON form."""
+        fields = {name: getattr(self, name) for name in FINGERPRINT_FIELDS}
+        fields["outputs"] = list(self.outputs)
+        return json.loads(json.dumps(fields, default=str))  # tuples -> lists, as the store reads them back
+
+    def fingerprint_attrs(self) -> dict[str, Any]:
+        """`{"sha256": ..., "fields": {...}}`, as a store records it."""
+        fields = self.fingerprint()
+        return {"sha256": fingerprint_sha256(fields), "fields": fields}
+
+    def fingerprint_line(self) -> str:
+        """`fingerprint 1a2b3c4d5e6f (seed 0, precision fp32, stored f4, torch 2.5.1)` for `analyze info`:
+        the recorded fingerprint of a store's model, or why it has none."""
+        rec = self.recorded_fingerprint
+        if rec is None:
+            return "fingerprint none (written before fingerprints were recorded: cannot be resumed)"
+        f = rec.get("fields", {})
+        seed = f"seed {f.get('seed')}, " if f.get("random_init") else ""
+        return (
+            f"fingerprint {str(rec.get('sha256', ''))[:12]} ({seed}precision {f.get('precision') or '?'}, "
+            f"stored {f.get('dtype')}, torch {f.get('torch_version') or '?'})"
+        )
+
     def to_attrs(self) -> dict[str, Any]:
         return {
             "family": self.family,
@@ -201,8 +260,47 @@ class ModelSpec:
             "config": self.config,
             "preprocessing": self.preprocessing,
             "dtype": self.dtype,
+            "seed": self.seed,
+            "precision": self.precision,
+            "torch_version": self.torch_version,
+            "fingerprint": self.fingerprint_attrs(),
         }
 
     @classmethod
     def from_attrs(cls, name: str, attrs: dict[str, Any]) -> ModelSpec:
-        return cls(name=name, **{k: v for k, v in attrs.items() if k != "outputs"}, outputs=tuple(attrs["outputs"]))
+        known = {k: v for k, v in attrs.items() if k not in ("outputs", "fingerprint")}
+        return cls(name=name, **known, outputs=tuple(attrs["outputs"]), recorded_fingerprint=attrs.get("fingerprint"))
+
+
+def fingerprint_differences(name: str, recorded: dict[str, Any], spec: ModelSpec) -> list[str]:
+    """One phrase per fingerprint field (nested keys dotted) where `spec` differs from the `recorded`
+    {"sha256", "fields"}: `model 'x' seed: the store has 0, this run has 7`."""
+    have, run = recorded.get("fields", {}), spec.fingerprint()
+    out = [
+        f"model {name!r} {key}: the store has {_shown(a)}, this run has {_shown(b)}"
+        for key, a, b in _differences(have, run, "")
+    ]
+    if not out and recorded.get("sha256") != fingerprint_sha256(run):
+        out.append(
+            f"model {name!r} fingerprint sha256: the store has {_shown(recorded.get('sha256'))}, "
+            f"this run has {_shown(fingerprint_sha256(run))}"
+        )
+    return out
+
+
+def _differences(a: Any, b: Any, prefix: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            d
+            for key in sorted(set(a) | set(b), key=str)
+            for d in _differences(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
+        ]
+    return [] if a == b else [(prefix, a, b)]
+
+
+def _shown(value: Any) -> str:
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12]  # a sha256
+    return value if isinstance(value, str) else json.dumps(value)

@@ -31,6 +31,7 @@ from .schema import (
     ImageTable,
     ModelSpec,
     Protocol,
+    fingerprint_differences,
 )
 
 DEFAULT_CHUNK_ROWS = 2048
@@ -384,7 +385,9 @@ class FeatureStore:
         )
 
     def check_compatible(self, images: ImageTable, models: list[ModelSpec]) -> None:
-        """Refuse to resume or join a store that was made for other images or other models."""
+        """Refuse to resume or join a store made for other images or other models: one line naming every
+        difference of the model fingerprints (seed, checkpoint, config, precision, ...). A store written
+        before fingerprints were recorded is refused too, since its models cannot be checked."""
         problems = []
         if self.attrs.get("images_digest") != images_digest(images):
             problems.append(f"its images differ ({self.n_images} rows in the store, {len(images)} given)")
@@ -392,13 +395,16 @@ class FeatureStore:
         if set(want) != set(self.models):
             problems.append(f"its models are {sorted(self.models)}, this run has {sorted(want)}")
         else:
+            legacy = [name for name in want if self.models[name].recorded_fingerprint is None]
+            if legacy:
+                raise StoreError(
+                    f"{self.path} was written before model fingerprints were recorded (model "
+                    + ", ".join(map(repr, legacy))
+                    + "), so this run cannot check that its models are the store's; it is not resumed and "
+                    "nothing was changed. Use --overwrite to start again, or another --out."
+                )
             for name, spec in want.items():
-                have = self.models[name]
-                for attr in ("family", "checkpoint_sha256", "outputs", "embedding_dim", "dtype"):
-                    if getattr(have, attr) != getattr(spec, attr):
-                        problems.append(
-                            f"model {name!r} {attr}: store has {getattr(have, attr)!r}, run has {getattr(spec, attr)!r}"
-                        )
+                problems += fingerprint_differences(name, self.models[name].recorded_fingerprint or {}, spec)
         if problems:
             raise StoreError(
                 f"{self.path} was made for a different run: "

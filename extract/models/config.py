@@ -151,8 +151,12 @@ class ModelConfig:
         random_init: bool = False,
         flip: bool | None = None,
         dtype: str = "f4",
+        seed: int | None = None,
+        precision: str = "",
+        torch_version: str = "",
     ) -> ModelSpec:
-        """The store's ModelSpec for this model (flip defaults to the config's)."""
+        """The store's ModelSpec for this model (flip defaults to the config's); `seed` (random init),
+        `precision` (as resolved) and `torch_version` complete its fingerprint."""
         return ModelSpec(
             name=name or self.name,
             family=self.family,
@@ -165,6 +169,9 @@ class ModelConfig:
             config=self.to_dict(),
             preprocessing=self.preprocessing.to_dict(),
             dtype=dtype,
+            seed=seed,
+            precision=precision,
+            torch_version=torch_version,
         )
 
 
