@@ -316,6 +316,13 @@ class FeatureStore:
     def close(self) -> None:
         self._b.close()
 
+    def close_quietly(self) -> None:
+        """Close, ignoring errors: for cleanup after a failure (a full disk can make the final flush fail)."""
+        try:
+            self._b.close()
+        except Exception:
+            pass
+
     def __enter__(self) -> FeatureStore:
         return self
 
