@@ -118,10 +118,14 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def _usage(path: Path) -> int:
-    if path.is_file():
-        return os.stat(path).st_blocks * 512
-    return sum(os.stat(p).st_blocks * 512 for p in path.rglob("*")) + 4096 * sum(1 for _ in path.rglob("*"))
+def _usage_on(fs: Path, store: Path) -> int:
+    """Bytes `store` takes on the filesystem at `fs` (tmpfs counts whole pages per file)."""
+    copy = fs / f"probe{store.suffix}"
+    before = shutil.disk_usage(fs).used
+    shutil.copytree(store, copy) if store.is_dir() else shutil.copy(store, copy)
+    used = shutil.disk_usage(fs).used - before
+    shutil.rmtree(copy) if copy.is_dir() else copy.unlink()
+    return used
 
 
 @pytest.mark.parametrize("suffix", FORMATS)
@@ -129,9 +133,9 @@ def test_full_disk_stops_with_one_line_marks_nothing_unwritten_and_resumes(tmpfs
     from featurestore.store import DISK_MARGIN_BYTES
 
     ref_path, want = reference[suffix]
-    free = shutil.disk_usage(tmpfs).free
     # leave room for the store's creation and a few chunks, not all of them
-    leave = _usage(ref_path) * 2 // 3 + (DISK_MARGIN_BYTES if suffix == ".h5" else 0)
+    leave = _usage_on(tmpfs, ref_path) * 2 // 3 + (DISK_MARGIN_BYTES if suffix == ".h5" else 0)
+    free = shutil.disk_usage(tmpfs).free
     filler = tmpfs / "filler"
     with open(filler, "wb") as f:
         f.write(b"\0" * (free - leave))
