@@ -186,7 +186,9 @@ def validate_attrs(path: Any, attrs: dict[str, Any], backend: Backend) -> None:
         if cols != want:
             raise StoreError(f"{path}: root attribute {ATTR_COLUMNS!r} is {cols!r}; the store's arrays are {want}")
         if shape_of(CHECKSUM_KEY)[0] != (n_chunks, len(want)):
-            raise StoreError(f"{path}: {CHECKSUM_KEY} has shape {shape_of(CHECKSUM_KEY)[0]}, expected {(n_chunks, len(want))}")
+            raise StoreError(
+                f"{path}: {CHECKSUM_KEY} has shape {shape_of(CHECKSUM_KEY)[0]}, expected {(n_chunks, len(want))}"
+            )
         creation = attrs.get(ATTR_CREATION)
         keys = creation_keys(list(attrs["protocols"]))
         if not isinstance(creation, dict) or sorted(creation) != sorted(keys):
