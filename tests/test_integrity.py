@@ -408,3 +408,40 @@ def test_done_chunk_is_marked_only_after_its_checksums(tmp_path):
         seen.clear()
         w.write_chunk(0, np.full(4, STATUS_OK), chunk_outputs(models, 0, 4))
     assert seen[-2:] == [CRC_KEY, DONE_KEY] and seen[-3] == "images/status"
+
+
+def test_analyze_reject_refuses_a_store_with_a_deleted_chunk(tmp_path):
+    """Before: the deleted chunk read as NaN and reject exited 0 with a different AUC."""
+    path = filled(tmp_path / "s.zarr")
+    zarr_chunk_file(path, "models/scaleface/scale", 0).unlink()
+    res = CliRunner().invoke(analyze_cli, ["reject", "--cache", str(path), "--no-figures"])
+    assert res.exit_code != 0
+    assert isinstance(res.exception, StoreError)
+    assert "models/scaleface/scale chunk 0 (rows 0-3): missing storage object" in str(res.exception)
+    assert not (tmp_path / "s.analysis").exists()
+
+
+def _write_chunk_in_child(path: str, chunk: int, q) -> None:
+    try:
+        s = FeatureStore.open(path, "r+")
+        with s.writer([chunk]):
+            q.put("no error")
+    except Exception as exc:  # report the message to the parent
+        q.put(str(exc))
+
+
+def test_a_second_process_writing_the_same_zarr_chunk_is_refused(tmp_path):
+    import multiprocessing as mp
+
+    path = tmp_path / "s.zarr"
+    create_store(path, make_tables(), make_models(), chunk_rows=4).close()
+    first = FeatureStore.open(path, "r+")
+    ctx = mp.get_context("spawn")
+    with first.writer([1]):
+        q = ctx.Queue()
+        p = ctx.Process(target=_write_chunk_in_child, args=(str(path), 1, q))
+        p.start()
+        p.join(60)
+        msg = q.get(timeout=5)
+    assert "chunk 0000001 of" in msg and "is being written by another process (pid" in msg
+    first.close()
