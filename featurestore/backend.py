@@ -172,7 +172,10 @@ class HDF5Backend(Backend):
         h5mode = {"r": "r", "r+": "r+", "w": "w"}[mode]
         self.file: Any = None
         try:
-            self.file = h5py.File(self.path, h5mode)
+            # no chunk cache: every chunk is written whole anyway, and a write error (ENOSPC, EIO) then
+            # surfaces in the write call itself instead of in a later cache eviction that h5py cannot report
+            cache = {"rdcc_nbytes": 0} if h5mode != "r" else {}
+            self.file = h5py.File(self.path, h5mode, **cache)
             if mode == "w" and attrs:
                 self.write_attrs(attrs)
         except OSError as exc:
@@ -221,6 +224,7 @@ class HDF5Backend(Backend):
             raise StoreError(f"{self.path}: array {key} is missing") from None
 
     def array(self, key: str) -> Any:
+        _silence_hdf5_in_this_thread()
         ds = self._dataset(key)
         return _H5Strings(ds) if ds.dtype.kind == "O" else ds
 
@@ -242,12 +246,26 @@ class HDF5Backend(Backend):
         return found
 
     def flush(self) -> None:
+        _silence_hdf5_in_this_thread()
         self.file.flush()
 
     def close(self) -> None:
+        _silence_hdf5_in_this_thread()
         if self.file is not None:
             f, self.file = self.file, None
             f.close()
+
+
+def _silence_hdf5_in_this_thread() -> None:
+    """h5py silences libhdf5's error stack printing only in the main thread; chunks are written on a
+    background thread, where a failed write would otherwise print a multi-line HDF5-DIAG trace
+    before the one-line error."""
+    try:
+        from h5py import _errors
+
+        _errors.silence_errors()
+    except (ImportError, AttributeError):  # a future h5py without it: the trace is only noise
+        pass
 
 
 class _H5Strings:

@@ -565,8 +565,9 @@ class ChunkWriter:
             raise
         except Exception as exc:  # OSError (ENOSPC, EIO), closed files, zarr/h5py/codec errors
             what = "flushing the store" if key == "flush" else f"writing {key}"
+            detail = " ".join(str(exc).split())  # libhdf5 messages span lines
             raise StoreWriteError(
-                f"{s.path}: {what} for chunk {chunk} failed: {type(exc).__name__}: {exc}",
+                f"{s.path}: {what} for chunk {chunk} failed: {type(exc).__name__}: {detail}",
                 key=key,
                 chunk=chunk,
                 cause=exc,
@@ -585,9 +586,8 @@ class ChunkWriter:
 
             exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             raise StoreWriteError(
-                f"{s.path}: writing chunk {chunk} refused before it began: {free / 2**20:.1f} MiB free on "
-                f"{s.path.parent}, the chunk needs {nbytes / 2**20:.1f} MiB plus a "
-                f"{DISK_MARGIN_BYTES / 2**20:.0f} MiB margin ({exc})",
+                f"{s.path}: writing chunk {chunk} refused before it began: {_size(free)} free on "
+                f"{s.path.parent}, the chunk needs {_size(nbytes)} plus a {_size(DISK_MARGIN_BYTES)} margin ({exc})",
                 key="(all arrays)",
                 chunk=chunk,
                 cause=exc,
@@ -637,6 +637,10 @@ class ChunkWriter:
             done.append(d.format().split(":")[0])
         self._put(-1, "flush", None, None)
         return done
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
 class H5ArrayProxy:
