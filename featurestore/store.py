@@ -180,6 +180,33 @@ def _write_new_store(
     if tmp.exists():  # left by a killed creation: remove it only if it is one of ours
         _refuse_foreign(tmp, "store creation")
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    try:
+        _fill_new_store(tmp, tables, models, manifest_digest, chunk_rows, extra_attrs, n, n_chunks)
+    except Exception as exc:
+        if tmp.exists() and is_our_store(tmp):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        if isinstance(exc, StoreError):
+            raise
+        detail = " ".join(str(exc).split())
+        raise StoreWriteError(
+            f"{path}: creating the store failed ({type(exc).__name__}: {detail}); nothing was created. "
+            "Free space (or fix the device) and rerun the same command",
+            cause=exc,
+        ) from exc
+    tmp.rename(path)  # a store appears whole or not at all
+
+
+def _fill_new_store(
+    tmp: Path,
+    tables: DatasetTables,
+    models: list[ModelSpec],
+    manifest_digest: str,
+    chunk_rows: int,
+    extra_attrs: dict[str, Any],
+    n: int,
+    n_chunks: int,
+) -> None:
+    images = tables.images
     b = open_backend(tmp, "w", attrs={"created_by": CREATED_BY})
     try:
         creation_crc: dict[str, list[int]] = {}
@@ -250,7 +277,6 @@ def _write_new_store(
         b.flush()
     finally:
         b.close()
-    tmp.rename(path)  # a store appears whole or not at all
 
 
 @dataclass

@@ -445,3 +445,23 @@ def test_a_second_process_writing_the_same_zarr_chunk_is_refused(tmp_path):
         msg = q.get(timeout=5)
     assert "chunk 0000001 of" in msg and "is being written by another process (pid" in msg
     first.close()
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_failed_creation_leaves_nothing_and_says_so(tmp_path, suffix, monkeypatch):
+    import featurestore.store as fs
+
+    real_open = fs.open_backend
+
+    def failing_open(path, mode, attrs=None):
+        b = real_open(path, mode, attrs)
+        counter = [0]
+        real = b.array
+        b.array = lambda key: FailingArray(real(key), counter, 3, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+        return b
+
+    monkeypatch.setattr(fs, "open_backend", failing_open)
+    path = tmp_path / f"s{suffix}"
+    with pytest.raises(StoreWriteError, match=r"creating the store failed \(OSError: \[Errno 28\] No space left"):
+        create_store(path, make_tables(), make_models())
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == []
