@@ -131,6 +131,11 @@ class ZarrBackend(Backend):
                 arr = self.root[key]
             except KeyError:
                 raise StoreError(f"{self.path}: array {key} is missing (no {key}/zarr.json)") from None
+            except Exception as exc:  # edited or truncated metadata
+                detail = " ".join(str(exc).split())
+                raise StoreError(
+                    f"{self.path}: array {key} has unreadable metadata ({key}/zarr.json: {detail})"
+                ) from None
             self._arrays[key] = arr.with_config(_ZARR_CONFIG)
         return self._arrays[key]
 

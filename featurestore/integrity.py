@@ -222,7 +222,6 @@ def _n_storage_chunks(store: FeatureStore, key: str) -> int:
 
 def missing_objects(store: FeatureStore) -> list[Damage]:
     """Storage objects that should exist and do not, from a listing (no data is read)."""
-    from .store import DONE_KEY
 
     b = store._b
     damages: list[Damage] = []
@@ -234,10 +233,9 @@ def missing_objects(store: FeatureStore) -> list[Damage]:
         for c in range(_n_storage_chunks(store, key)):
             if c not in present:
                 damages.append(Damage(key, c, _rows(store, key, c), "missing storage object"))
-    done_present = b.stored_row_chunks(DONE_KEY)
-    if not done_present:
-        return damages
-    done = np.flatnonzero(np.asarray(b.array(DONE_KEY)[:], dtype=bool))
+    done_flags, unreadable = read_done(store)
+    damages += unreadable
+    done = np.flatnonzero(done_flags)
     if done.size == 0:
         return damages
     columns = chunk_columns(store.models) + ([CHECKSUM_KEY] if new else [])
@@ -252,6 +250,25 @@ def missing_objects(store: FeatureStore) -> list[Damage]:
     return damages
 
 
+def read_done(store: FeatureStore) -> tuple[np.ndarray, list[Damage]]:
+    """The done flags, with a flag whose storage object cannot be decoded read as not done (and listed)."""
+    from .store import DONE_KEY
+
+    arr = store._b.array(DONE_KEY)
+    try:
+        return np.asarray(arr[:], dtype=bool), []
+    except Exception:  # one damaged flag object: find which, keep the others
+        flags = np.zeros(store.n_chunks, dtype=bool)
+        damages = []
+        for c in range(store.n_chunks):
+            try:
+                flags[c] = bool(np.asarray(arr[c : c + 1])[0])
+            except Exception as exc:
+                why = f"unreadable ({type(exc).__name__}: {' '.join(str(exc).split())})"
+                damages.append(Damage(DONE_KEY, c, store.chunk_rows_range(c), why))
+        return flags, damages
+
+
 def _all_failed(store: FeatureStore, chunk: int) -> bool:
     start, stop = store.chunk_rows_range(chunk)
     st = np.asarray(store._b.array("images/status")[start:stop])
@@ -259,7 +276,8 @@ def _all_failed(store: FeatureStore, chunk: int) -> bool:
 
 
 def check_present(store: FeatureStore) -> None:
-    """Refuse a store whose done chunks (or creation-time arrays) lack a storage object, naming the first."""
+    """Refuse a store whose done chunks (or creation-time arrays) lack a storage object, or whose done
+    flags cannot be decoded, naming the first."""
     damages = missing_objects(store)
     if damages:
         more = f" (and {len(damages) - 1} more)" if len(damages) > 1 else ""
@@ -280,7 +298,7 @@ def _compare(store: FeatureStore, key: str, chunk: int, rows: tuple[int, int], w
     try:
         values = _read(store, key, rows)
     except Exception as exc:  # a damaged object fails to decode in many ways (codec, zlib, h5py, OS)
-        return Damage(key, chunk, rows, f"unreadable ({type(exc).__name__}: {exc})")
+        return Damage(key, chunk, rows, f"unreadable ({type(exc).__name__}: {' '.join(str(exc).split())})")
     if want is None:
         return None
     got = crc32_of(values)
@@ -294,7 +312,6 @@ def verify(store: FeatureStore) -> list[Damage]:
 
     Stores made before checksums are checked for presence and readability only.
     """
-    from .store import DONE_KEY
 
     damages = missing_objects(store)
     missing = {(d.key, d.chunk) for d in damages}
@@ -307,10 +324,7 @@ def verify(store: FeatureStore) -> list[Damage]:
             d = _compare(store, key, c, _rows(store, key, c), creation[key][c] if new else None)
             if d:
                 damages.append(d)
-    try:
-        done = np.flatnonzero(np.asarray(store._b.array(DONE_KEY)[:], dtype=bool))
-    except Exception as exc:
-        return damages + [Damage(DONE_KEY, 0, (0, store.n_chunks), f"unreadable ({type(exc).__name__}: {exc})")]
+    done = np.flatnonzero(read_done(store)[0])
     columns = chunk_columns(store.models)
     for c in map(int, done):
         rows = store.chunk_rows_range(c)
@@ -319,7 +333,8 @@ def verify(store: FeatureStore) -> list[Damage]:
             try:
                 recorded = np.asarray(store._b.array(CHECKSUM_KEY)[c], dtype=np.uint32)
             except Exception as exc:
-                damages.append(Damage(CHECKSUM_KEY, c, rows, f"unreadable ({type(exc).__name__}: {exc})"))
+                why = f"unreadable ({type(exc).__name__}: {' '.join(str(exc).split())})"
+                damages.append(Damage(CHECKSUM_KEY, c, rows, why))
         for j, key in enumerate(columns):
             if (key, c) in missing or (new and recorded is None):
                 continue
@@ -341,7 +356,7 @@ def damaged_chunks(store: FeatureStore, damages: list[Damage]) -> list[int]:
 def format_report(store: FeatureStore, damages: list[Damage]) -> str:
     """One line per damaged object, then a summary line saying what to do."""
     lines = [f"damaged  {d.format()}" for d in damages]
-    n_done = int(store.chunk_done().sum()) if not any(d.key.startswith("progress/chunk_done") for d in damages) else -1
+    n_done = int(read_done(store)[0].sum())
     how = "zlib.crc32 checksums" if has_checksums(store) else "presence and readability (no checksums recorded)"
     if damages:
         chunks = damaged_chunks(store, damages)

@@ -392,8 +392,8 @@ class FeatureStore:
         return self.image_column("status")
 
     def chunk_done(self) -> np.ndarray:
-        """Bool per chunk: written whole and marked done."""
-        return np.asarray(self._b.array(DONE_KEY)[:], dtype=bool)
+        """Bool per chunk: written whole and marked done (a flag that cannot be decoded reads as not done)."""
+        return integrity.read_done(self)[0]
 
     def row_done(self) -> np.ndarray:
         """Bool per image row: its chunk is done."""

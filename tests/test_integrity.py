@@ -465,3 +465,22 @@ def test_failed_creation_leaves_nothing_and_says_so(tmp_path, suffix, monkeypatc
     with pytest.raises(StoreWriteError, match=r"creating the store failed \(OSError: \[Errno 28\] No space left"):
         create_store(path, make_tables(), make_models())
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == []
+
+
+def test_corrupted_done_flag_and_array_metadata_are_named(tmp_path):
+    path = filled(tmp_path / "s.zarr")
+    zarr_chunk_file(path, DONE_KEY, 1).write_bytes(b"\x00garbage")
+    with pytest.raises(StoreError, match=r"progress/chunk_done chunk 1 \(rows 4-7\): unreadable"):
+        FeatureStore.open(path)
+    with FeatureStore.open(path, "r+", check=False) as s:
+        damages = integrity.verify(s)
+        assert [(d.key, d.chunk) for d in damages] == [(DONE_KEY, 1)]
+        assert integrity.damaged_chunks(s, damages) == [1]
+        with s.writer([1]) as w:
+            w.mark_not_done([1])
+            w.write_chunk(1, np.full(4, STATUS_OK), chunk_outputs(make_models(), 4, 8))
+    with FeatureStore.open(path) as s:
+        assert s.chunk_done().all() and integrity.verify(s) == []
+    (path / "models/pfe/norm/zarr.json").write_text("{not json")
+    with pytest.raises(StoreError, match=r"array models/pfe/norm has unreadable metadata"):
+        FeatureStore.open(path)
