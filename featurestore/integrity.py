@@ -222,7 +222,6 @@ def _n_storage_chunks(store: FeatureStore, key: str) -> int:
 
 def missing_objects(store: FeatureStore) -> list[Damage]:
     """Storage objects that should exist and do not, from a listing (no data is read)."""
-
     b = store._b
     damages: list[Damage] = []
     new = has_checksums(store)
@@ -312,7 +311,6 @@ def verify(store: FeatureStore) -> list[Damage]:
 
     Stores made before checksums are checked for presence and readability only.
     """
-
     damages = missing_objects(store)
     missing = {(d.key, d.chunk) for d in damages}
     new = has_checksums(store)

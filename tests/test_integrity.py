@@ -484,3 +484,19 @@ def test_corrupted_done_flag_and_array_metadata_are_named(tmp_path):
     (path / "models/pfe/norm/zarr.json").write_text("{not json")
     with pytest.raises(StoreError, match=r"array models/pfe/norm has unreadable metadata"):
         FeatureStore.open(path)
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_info_verify_runs_without_torch_and_prints_one_line_errors(tmp_path, suffix):
+    from torchless import run_without_torch
+
+    path = filled(tmp_path / f"s{suffix}")
+    call = "import sys; from analyze.cli import main; sys.argv=['analyze','info','--cache',{p!r}{extra}]; main()"
+    res = run_without_torch(call.format(p=str(path), extra=", '--verify'"))
+    assert res.returncode == 0, res.stderr
+    assert "intact" in res.stdout
+    _edit_attrs(path, _set("n_chunks", 7))
+    res = run_without_torch(call.format(p=str(path), extra=""))
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and res.stderr.startswith("error: ")
+    assert "root attribute 'n_chunks' is 7" in res.stderr
