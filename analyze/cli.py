@@ -429,15 +429,38 @@ def list_cmd() -> None:
 
 @cli.command()
 @click.option("--cache", "cache", required=True, type=click.Path(), help=CACHE_HELP)
-def info(cache: str) -> None:
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Read everything back and recompute the checksums; list damaged chunks and exit 1 if any.",
+)
+def info(cache: str, verify: bool) -> None:
     """Print what a store holds: dataset, models and outputs, counts, progress, failures, provenance.
+
+    With --verify, also recompute every done chunk's and creation-time array's checksum (this reads the
+    whole store) and list what is damaged; a store too damaged to open normally still opens for it.
 
     \b
     Example:
       analyze info --cache ijbc.zarr
+      analyze info --cache ijbc.zarr --verify
     """
-    with FeatureStore.open(cache) as store:
-        click.echo(describe(store))
+    if not verify:
+        with FeatureStore.open(cache) as store:
+            click.echo(describe(store))
+        return
+    import sys
+
+    from featurestore.integrity import format_report
+    from featurestore.integrity import verify as verify_store
+
+    with FeatureStore.open(cache, check=False) as store:
+        damages = verify_store(store)
+        if not damages:
+            click.echo(describe(store))
+        click.echo(format_report(store, damages))
+    if damages:
+        sys.exit(1)
 
 
 def _register_distribution() -> None:

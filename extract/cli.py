@@ -137,7 +137,21 @@ class DeviceType(click.ParamType):
     show_default=True,
     help="Images per store chunk (new stores only).",
 )
-@click.option("--overwrite", is_flag=True, help="Delete an existing store and start again (default: resume it).")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Delete an existing store and start again (default: resume it). Only a feature store is ever deleted.",
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Only check the store at --out: recompute every checksum and list damaged chunks (exit 1 if any).",
+)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Redo exactly the damaged chunks of the store at --out (same model options as the run that made it).",
+)
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable, missing or unalignable image.")
 @click.option(
     "--limit",
@@ -171,6 +185,8 @@ def cli(
     shard,
     chunk_rows,
     overwrite,
+    verify,
+    repair,
     strict,
     limit,
     preset,
@@ -208,7 +224,12 @@ def cli(
         raise click.BadParameter(f"{seed} is past torch's seed range 0 ... 2**64 - 1", param_hint="--seed")
     if len(configs) > 1 and not random_init:
         raise click.UsageError("--config may be repeated only with --random-init; use --model NAME=CKPT:CONFIG")
+    if sum((overwrite, verify, repair)) > 1:
+        raise click.UsageError("--overwrite, --verify and --repair exclude each other")
     manifest = load_manifest(dataset)  # cheap checks first: manifest, device, data root, then the checkpoints
+    if verify:
+        _verify(Path(out or f"{manifest.name}.zarr"))
+        return
     dev = resolve_device(device)  # checks that need torch, still before anything is created
     resolved_precision = resolve_precision(precision, dev)
     if manifest.name == "synthetic" and data_root is None:
@@ -237,16 +258,24 @@ def cli(
     if limit is not None:
         tables = tables.head(limit)
     out_path = Path(out or f"{manifest.name}.zarr")
-    store = create_store(
-        out_path,
-        tables,
-        specs,
-        manifest_digest=manifest_digest(manifest),
-        chunk_rows=chunk_rows,
-        overwrite=overwrite and i == 0,
-        exist_ok=True,
-        extra_attrs={"data_root": str(root), "manifest": manifest.name},
-    )
+    if repair:
+        store, only = _prepare_repair(out_path, tables, specs)
+        if only is None:
+            return
+    else:
+        only = None
+        store = create_store(
+            out_path,
+            tables,
+            specs,
+            manifest_digest=manifest_digest(manifest),
+            chunk_rows=chunk_rows,
+            overwrite=overwrite and i == 0,
+            exist_ok=True,
+            extra_attrs={"data_root": str(root), "manifest": manifest.name},
+        )
+    # closed on every path: an HDF5 file left open after an error can crash the interpreter at exit
+    click.get_current_context().call_on_close(store.close_quietly)
     click.echo(
         f"store {out_path}: {store.n_images:,} images in {store.n_chunks} chunks; models "
         + ", ".join(f"{m.name} ({m.model.family})" for m in models),
@@ -263,9 +292,63 @@ def cli(
         shard=(i, n),
         strict=strict,
         progress=not quiet,
+        only_chunks=only,
     )
     click.echo(summary.format(), err=True)
+    if only is not None:
+        from featurestore.integrity import verify
+
+        left = verify(store)
+        if left:
+            raise StoreError(f"{out_path}: still damaged after the repair: {left[0].format()}")
+        click.echo(f"repair: {out_path} verifies clean", err=True)
     click.echo(f"next: analyze info --cache {out_path}", err=True)
+
+
+def _verify(path: Path) -> None:
+    """`--verify`: list the damaged storage objects of the store at `path`; exit 1 if any."""
+    import sys
+
+    from featurestore.integrity import format_report, verify
+    from featurestore.store import FeatureStore
+
+    with FeatureStore.open(path, check=False) as store:
+        damages = verify(store)
+        click.echo(format_report(store, damages))
+    if damages:
+        sys.exit(1)
+
+
+def _prepare_repair(path: Path, tables, specs):
+    """`--repair`: rewrite damaged creation-time chunks from the dataset and mark damaged done chunks not done.
+
+    Returns the open store and the chunks to redo, or (None, None) when nothing is damaged.
+    """
+    from featurestore.integrity import damaged_chunks, format_report, verify
+    from featurestore.store import FeatureStore
+
+    store = FeatureStore.open(path, "r+", check=False)
+    try:
+        store.check_compatible(tables.images, specs)
+        damages = verify(store)
+        if not damages:
+            click.echo(f"repair: {path} has no damage; nothing to do", err=True)
+            store.close()
+            return None, None
+        click.echo(format_report(store, damages), err=True)
+        if any(d.creation for d in damages):
+            with store.writer() as w:
+                for what in w.rewrite_creation(tables, damages):
+                    click.echo(f"repair: rewrote {what} from the dataset", err=True)
+        chunks = damaged_chunks(store, damages)
+        if chunks:
+            with store.writer(chunks) as w:
+                w.mark_not_done(chunks)
+            click.echo(f"repair: redoing chunks {', '.join(map(str, chunks))}", err=True)
+        return store, chunks
+    except BaseException:
+        store.close()
+        raise
 
 
 def main() -> None:

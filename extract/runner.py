@@ -20,6 +20,7 @@ from tqdm import tqdm
 from extract.checkpoints import LoadedModel
 from extract.data import Batch, ChunkBatches, FaceCrops, collate
 from extract.preprocess import preprocess_batch
+from featurestore.errors import StoreWriteError
 from featurestore.interrupts import Interrupted, ignore_in_worker
 from featurestore.schema import STATUS_NAMES, STATUS_OK
 from featurestore.store import FeatureStore, shard_chunks
@@ -195,13 +196,16 @@ def run_extraction(
     strict: bool = False,
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
+    only_chunks: list[int] | None = None,
 ) -> ExtractSummary:
     """Fill the store's pending chunks of shard `shard` (i, n); returns the run's summary.
 
     `on_chunk(chunk)` is called after each chunk is written and marked done (tests use it to
-    interrupt a run at a known point). SIGINT/SIGTERM (featurestore.interrupts.Interrupted) stop it
-    after the chunk being written is whole and marked done; the exception then says how many chunks are
-    done and how to resume.
+    interrupt a run at a known point). `only_chunks` (repair) restricts the run to those chunks.
+    A failed write stops the run at once (StoreWriteError saying what failed, how much is done
+    and how to resume); nothing after it is written or marked done. SIGINT/SIGTERM
+    (featurestore.interrupts.Interrupted) stop it after the chunk being written is whole and marked
+    done; the exception then says how many chunks are done and how to resume.
     """
     chunks = shard_chunks(store.n_chunks, *shard)
     done_before = int(store.chunk_done()[chunks.start : chunks.stop].sum())
@@ -218,6 +222,7 @@ def run_extraction(
             strict=strict,
             progress=progress,
             on_chunk=on_chunk,
+            only_chunks=only_chunks,
         )
     except Interrupted as exc:
         done = int(store.chunk_done()[chunks.start : chunks.stop].sum())
@@ -246,6 +251,7 @@ def _run_extraction(
     strict: bool,
     progress: bool,
     on_chunk: Callable[[int], None] | None,
+    only_chunks: list[int] | None,
 ) -> ExtractSummary:
     dev = resolve_device(device)
     if dev.type == "cuda":
@@ -257,6 +263,8 @@ def _run_extraction(
     summary = ExtractSummary()
     t_start = time.perf_counter()
     chunks = shard_chunks(store.n_chunks, *shard)
+    if only_chunks is not None:
+        chunks = [c for c in chunks if c in set(only_chunks)]
     paths = store.image_column("path")
     landmarks = store.image_column("landmarks")
     with store.writer(chunks) as writer:
@@ -280,9 +288,18 @@ def _run_extraction(
         chunk_iter = iter(zip(pending, ranges))
         current = next(chunk_iter, None)
         buf: ChunkBuffer | None = ChunkBuffer(store, *current) if current else None
+        written = 0
+
+        def collect(fut: Future) -> None:
+            nonlocal written
+            summary.seconds_write += fut.result()  # re-raises the background write's error here
+            written += 1
+
         try:
             for batch in loader:
                 assert buf is not None
+                if pending_write is not None and pending_write.done() and pending_write.exception() is not None:
+                    collect(pending_write)  # stop at the first failed write, not at the next full chunk
                 _record_failures(batch, paths, summary, strict)
                 t0 = time.perf_counter()
                 try:
@@ -298,13 +315,24 @@ def _run_extraction(
                 bar.update(len(batch.rows))
                 if buf.full:
                     if pending_write is not None:
-                        summary.seconds_write += pending_write.result()
+                        fut, pending_write = pending_write, None
+                        collect(fut)
                     pending_write = pool.submit(_write, writer, buf, on_chunk)
                     summary.chunks_written += 1
                     current = next(chunk_iter, None)
                     buf = ChunkBuffer(store, *current) if current else None
             if pending_write is not None:
-                summary.seconds_write += pending_write.result()
+                fut, pending_write = pending_write, None
+                collect(fut)
+        except StoreWriteError as exc:
+            done = summary.chunks_skipped + written
+            raise StoreWriteError(
+                f"{exc}. {done} of {len(chunks)} chunks are done and nothing after the failure was marked done; "
+                "free space (or fix the device) and rerun the same command to resume",
+                key=exc.key,
+                chunk=exc.chunk,
+                cause=exc.cause,
+            ) from exc
         finally:
             pool.shutdown(wait=True)
             bar.close()

@@ -7,6 +7,7 @@ paths like `models/scaleface/embedding`, the same in both formats.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,23 +60,43 @@ class Backend:
     def has(self, key: str) -> bool:
         raise NotImplementedError
 
+    def shape_chunks(self, key: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The array's shape and storage-chunk shape, from its metadata (no data read)."""
+        raise NotImplementedError
+
+    def stored_row_chunks(self, key: str) -> set[int]:
+        """Indices (along rows) of the storage chunks that exist on disk; lists metadata, reads no data."""
+        raise NotImplementedError
+
     def flush(self) -> None:
         """Make written data durable before a chunk is marked done."""
 
     def close(self) -> None:
-        """Release file handles."""
+        """Release file handles (idempotent)."""
+
+
+CREATED_BY = "scaleface-toolkit featurestore"
+"""Root attribute `created_by`, written first when a store is created: marks a path as one of ours."""
+
+_ZARR_CONFIG = {"write_empty_chunks": True}
+"""Every chunk gets a storage object even when it equals the fill value (an all-failed chunk is all NaN),
+so a missing object always means damage, never 'all fill'."""
 
 
 class ZarrBackend(Backend):
     format = "zarr"
 
-    def __init__(self, path: Path, mode: str) -> None:
+    def __init__(self, path: Path, mode: str, attrs: dict[str, Any] | None = None) -> None:
         super().__init__(path, mode)
         import zarr
 
         self._zarr = zarr
+        self._arrays: dict[str, Any] = {}
         try:
-            self.root = zarr.open_group(str(self.path), mode=mode)
+            if mode == "w":
+                self.root = zarr.open_group(str(self.path), mode=mode, attributes=attrs or {})
+            else:
+                self.root = zarr.open_group(str(self.path), mode=mode)
         except Exception as exc:  # zarr raises several types for a non-store directory
             raise StoreError(f"{self.path} is not a Zarr v3 store: {exc}") from exc
 
@@ -93,32 +114,75 @@ class ZarrBackend(Backend):
         if not is_str:
             shuffle = "bitshuffle" if np.dtype(dtype).itemsize == 1 else "shuffle"
             kwargs["compressors"] = BloscCodec(cname="zstd", clevel=3, shuffle=shuffle)
-        self.root.create_array(
-            key, shape=shape, dtype=dtype, chunks=chunks, fill_value=fill_value, overwrite=True, **kwargs
+        self._arrays[key] = self.root.create_array(
+            key,
+            shape=shape,
+            dtype=dtype,
+            chunks=chunks,
+            fill_value=fill_value,
+            overwrite=True,
+            config=_ZARR_CONFIG,
+            **kwargs,
         )
 
     def array(self, key: str) -> Any:
-        return self.root[key]
+        if key not in self._arrays:
+            try:
+                arr = self.root[key]
+            except KeyError:
+                raise StoreError(f"{self.path}: array {key} is missing (no {key}/zarr.json)") from None
+            except Exception as exc:  # edited or truncated metadata
+                detail = " ".join(str(exc).split())
+                raise StoreError(
+                    f"{self.path}: array {key} has unreadable metadata ({key}/zarr.json: {detail})"
+                ) from None
+            self._arrays[key] = arr.with_config(_ZARR_CONFIG)
+        return self._arrays[key]
 
     def has(self, key: str) -> bool:
         try:
-            self.root[key]
-        except KeyError:
+            self.array(key)
+        except StoreError:
             return False
         return True
+
+    def shape_chunks(self, key: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        arr = self.array(key)
+        return tuple(arr.shape), tuple(arr.chunks)
+
+    def stored_row_chunks(self, key: str) -> set[int]:
+        # default chunk key encoding: KEY/c/<row chunk>[/0...]; the other dimensions are one chunk each
+        shape, _ = self.shape_chunks(key)
+        base = self.path / key / "c"
+        try:
+            names = os.listdir(base)
+        except FileNotFoundError:
+            return set()
+        tail = ("0",) * (len(shape) - 1)
+        found = set()
+        for name in names:
+            if name.isdigit() and (not tail or os.path.isfile(os.path.join(base, name, *tail))):
+                found.add(int(name))
+        return found
 
 
 class HDF5Backend(Backend):
     format = "hdf5"
 
-    def __init__(self, path: Path, mode: str) -> None:
+    def __init__(self, path: Path, mode: str, attrs: dict[str, Any] | None = None) -> None:
         super().__init__(path, mode)
         import h5py
 
         self._h5py = h5py
         h5mode = {"r": "r", "r+": "r+", "w": "w"}[mode]
+        self.file: Any = None
         try:
-            self.file = h5py.File(self.path, h5mode)
+            # no chunk cache: every chunk is written whole anyway, and a write error (ENOSPC, EIO) then
+            # surfaces in the write call itself instead of in a later cache eviction that h5py cannot report
+            cache = {"rdcc_nbytes": 0} if h5mode != "r" else {}
+            self.file = h5py.File(self.path, h5mode, **cache)
+            if mode == "w" and attrs:
+                self.write_attrs(attrs)
         except OSError as exc:
             if "unable to lock file" in str(exc):
                 raise StoreLockedError(
@@ -128,7 +192,13 @@ class HDF5Backend(Backend):
             raise StoreError(f"{self.path} could not be opened as an HDF5 store ({h5mode}): {exc}") from exc
 
     def read_attrs(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self.file.attrs.items()}
+        out = {}
+        for k, v in self.file.attrs.items():
+            try:
+                out[k] = json.loads(v)
+            except (TypeError, ValueError) as exc:
+                raise StoreError(f"{self.path}: root attribute {k!r} is not JSON text ({exc})") from None
+        return out
 
     def write_attrs(self, attrs: dict[str, Any]) -> None:
         for k, v in attrs.items():
@@ -152,17 +222,55 @@ class HDF5Backend(Backend):
             shuffle=True,
         )
 
+    def _dataset(self, key: str) -> Any:
+        try:
+            return self.file[key]
+        except KeyError:
+            raise StoreError(f"{self.path}: array {key} is missing") from None
+
     def array(self, key: str) -> Any:
-        return _H5Strings(self.file[key]) if self.file[key].dtype.kind == "O" else self.file[key]
+        _silence_hdf5_in_this_thread()
+        ds = self._dataset(key)
+        return _H5Strings(ds) if ds.dtype.kind == "O" else ds
 
     def has(self, key: str) -> bool:
         return key in self.file
 
+    def shape_chunks(self, key: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        ds = self._dataset(key)
+        return tuple(ds.shape), tuple(ds.chunks or ds.shape)
+
+    def stored_row_chunks(self, key: str) -> set[int]:
+        # HDF5 allocates a chunk on its first write, whatever the values; chunk_iter reads only the chunk index
+        ds = self._dataset(key)
+        if ds.size == 0:
+            return set()
+        rows = (ds.chunks or ds.shape)[0]
+        found: set[int] = set()
+        ds.id.chunk_iter(lambda info: found.add(info.chunk_offset[0] // rows))
+        return found
+
     def flush(self) -> None:
+        _silence_hdf5_in_this_thread()
         self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        _silence_hdf5_in_this_thread()
+        if self.file is not None:
+            f, self.file = self.file, None
+            f.close()
+
+
+def _silence_hdf5_in_this_thread() -> None:
+    """h5py silences libhdf5's error stack printing only in the main thread; chunks are written on a
+    background thread, where a failed write would otherwise print a multi-line HDF5-DIAG trace
+    before the one-line error."""
+    try:
+        from h5py import _errors
+
+        _errors.silence_errors()
+    except (ImportError, AttributeError):  # a future h5py without it: the trace is only noise
+        pass
 
 
 class _H5Strings:
@@ -171,6 +279,7 @@ class _H5Strings:
     def __init__(self, ds: Any) -> None:
         self.ds = ds
         self.shape = ds.shape
+        self.chunks = ds.chunks
 
     def __getitem__(self, item: Any) -> np.ndarray:
         return np.asarray(self.ds.asstr()[item], dtype=object)
@@ -179,7 +288,30 @@ class _H5Strings:
         self.ds[item] = np.asarray(value, dtype=object)
 
 
-def open_backend(path: str | Path, mode: str) -> Backend:
-    """Open the store at `path` in `mode` ('r', 'r+', 'w') with the backend its suffix names."""
+def open_backend(path: str | Path, mode: str, attrs: dict[str, Any] | None = None) -> Backend:
+    """Open the store at `path` in `mode` ('r', 'r+', 'w') with the backend its suffix names.
+
+    With mode 'w', `attrs` are the root's first attributes (written together with the root itself).
+    """
     fmt = store_format(path)
-    return ZarrBackend(Path(path), mode) if fmt == "zarr" else HDF5Backend(Path(path), mode)
+    return ZarrBackend(Path(path), mode, attrs) if fmt == "zarr" else HDF5Backend(Path(path), mode, attrs)
+
+
+def read_root_attrs(path: str | Path) -> dict[str, Any] | None:
+    """The root attributes of whatever is at `path` if it is a Zarr group or an HDF5 file, else None.
+
+    Reads only metadata (zarr.json, or the HDF5 root's attributes) and never fails: used to decide
+    whether a path is one of our stores before deleting it.
+    """
+    path = Path(path)
+    try:
+        if store_format(path) == "zarr":
+            meta = json.loads((path / "zarr.json").read_text())
+            attrs = meta.get("attributes", {})
+            return attrs if isinstance(attrs, dict) else None
+        import h5py
+
+        with h5py.File(path, "r", locking=False) as f:
+            return {k: json.loads(v) for k, v in f.attrs.items()}
+    except Exception:  # not a store, unreadable, or not JSON: not provably ours
+        return None

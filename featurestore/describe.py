@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import integrity
 from .schema import STATUS_NAMES, STATUS_OK, STATUS_PENDING
 from .store import FeatureStore
 
@@ -19,6 +20,10 @@ def describe(store: FeatureStore, max_failed: int = 5) -> str:
         f"images      {s.n_images:,}  templates {s.n_templates:,}  chunks {s.n_chunks} x {store.chunk_rows} rows",
         f"progress    {s.chunks_done}/{s.n_chunks} chunks done ({100.0 * s.chunks_done / max(s.n_chunks, 1):.1f}%)",
     ]
+    if integrity.has_checksums(store):
+        lines.append(f"integrity   {a.get(integrity.ATTR_ALGORITHM, '?')} per done chunk and creation-time array")
+    else:
+        lines.append("integrity   no checksums (store made before they were recorded): presence checks only")
     status = ", ".join(f"{STATUS_NAMES.get(k, k)} {v:,}" for k, v in sorted(s.status_counts.items()))
     lines.append(f"status      {status}")
     failed = [k for k in s.status_counts if k not in (STATUS_OK, STATUS_PENDING)]

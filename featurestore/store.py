@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Backend, open_backend, store_format
-from .errors import StoreError
+from . import integrity
+from .backend import CREATED_BY, Backend, open_backend, read_root_attrs, store_format
+from .errors import StoreError, StoreWriteError
 from .locks import FileLock, LockSet
 from .schema import (
     KNOWN_SCHEMAS,
@@ -41,6 +42,10 @@ PAIR_CHUNK_ROWS = 1 << 20
 """Pairs per protocol chunk: 16 MiB of int64 pairs, 15 chunks for IJB-C's 15.7 M pairs."""
 
 DONE_KEY = "progress/chunk_done"
+CRC_KEY = integrity.CHECKSUM_KEY
+DISK_MARGIN_BYTES = 4 << 20
+"""Free space an HDF5 write must leave beyond the chunk's uncompressed bytes (metadata, B-tree nodes):
+HDF5 does not recover from a full disk (a later close can crash), so it is refused before writing."""
 IMAGE_KEYS = ("path", "subject", "template", "media", "detector_score", "landmarks", "status")
 
 
@@ -115,7 +120,11 @@ def create_store(
                 _remove_store(path, fmt)
             elif exist_ok:
                 store = FeatureStore.open(path, mode="r+")
-                store.check_compatible(tables.images, models)
+                try:
+                    store.check_compatible(tables.images, models)
+                except BaseException:
+                    store.close()
+                    raise
                 return store
             else:
                 raise StoreError(f"{path} already exists; pass overwrite to replace it or resume it")
@@ -123,8 +132,24 @@ def create_store(
     return FeatureStore.open(path, mode="r+")
 
 
+def is_our_store(path: str | Path) -> bool:
+    """Whether `path` holds a feature store (a `schema` or our `created_by` root attribute): the only
+    things this package ever deletes."""
+    attrs = read_root_attrs(path)
+    return attrs is not None and ("schema" in attrs or attrs.get("created_by") == CREATED_BY)
+
+
+def _refuse_foreign(path: Path, why: str) -> None:
+    if not is_our_store(path):
+        raise StoreError(
+            f"{path} exists but is not a feature store (no 'schema' attribute in its root); {why} only replaces "
+            "stores this tool made, so nothing was deleted. Move it away or choose another --out"
+        )
+
+
 def _remove_store(path: Path, fmt: str) -> None:
-    """Delete a store, refusing while any writer still holds one of its locks."""
+    """Delete a store, refusing anything that is not one, and while any writer still holds one of its locks."""
+    _refuse_foreign(path, "--overwrite")
     if fmt == "zarr":
         held = LockSet([FileLock(p, f"store {path}") for p in sorted((path / ".locks").glob("*.lock"))])
     else:
@@ -153,13 +178,48 @@ def _write_new_store(
         raise StoreError(f"{path}: model names must be unique, got {names}")
     n_chunks = -(-n // chunk_rows)
     tmp = path.with_name(f".{path.stem}.creating{path.suffix}")
-    if tmp.exists():
+    if tmp.exists():  # left by a killed creation: remove it only if it is one of ours
+        _refuse_foreign(tmp, "store creation")
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    b = open_backend(tmp, "w")
     try:
+        _fill_new_store(tmp, tables, models, manifest_digest, chunk_rows, extra_attrs, n, n_chunks)
+    except Exception as exc:
+        if tmp.exists() and is_our_store(tmp):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        if isinstance(exc, StoreError):
+            raise
+        detail = " ".join(str(exc).split())
+        raise StoreWriteError(
+            f"{path}: creating the store failed ({type(exc).__name__}: {detail}); nothing was created. "
+            "Free space (or fix the device) and rerun the same command",
+            cause=exc,
+        ) from exc
+    tmp.rename(path)  # a store appears whole or not at all
+
+
+def _fill_new_store(
+    tmp: Path,
+    tables: DatasetTables,
+    models: list[ModelSpec],
+    manifest_digest: str,
+    chunk_rows: int,
+    extra_attrs: dict[str, Any],
+    n: int,
+    n_chunks: int,
+) -> None:
+    images = tables.images
+    b = open_backend(tmp, "w", attrs={"created_by": CREATED_BY})
+    try:
+        creation_crc: dict[str, list[int]] = {}
+
+        def put(key: str, values: Any, rows_per_chunk: int) -> None:
+            values = np.asarray(values) if not isinstance(values, np.ndarray) else values
+            b.array(key)[:] = values
+            creation_crc[key] = integrity.chunk_crcs(values, rows_per_chunk)
+
         rc = (chunk_rows,)
         b.create_array("images/path", (n,), str, rc, "")
-        b.array("images/path")[:] = np.asarray(images.path, dtype=str)
+        put("images/path", np.asarray(images.path, dtype=str), chunk_rows)
         for key, arr, fill in (
             ("subject", images.subject, -1),
             ("template", images.template, -1),
@@ -167,9 +227,9 @@ def _write_new_store(
             ("detector_score", images.detector_score, np.nan),
         ):
             b.create_array(f"images/{key}", (n,), arr.dtype, rc, fill)
-            b.array(f"images/{key}")[:] = arr
+            put(f"images/{key}", arr, chunk_rows)
         b.create_array("images/landmarks", (n, 5, 2), np.float32, (chunk_rows, 5, 2), np.nan)
-        b.array("images/landmarks")[:] = images.landmarks
+        put("images/landmarks", np.asarray(images.landmarks, dtype=np.float32), chunk_rows)
         b.create_array("images/status", (n,), np.uint8, rc, STATUS_PENDING)
         b.create_array(DONE_KEY, (n_chunks,), np.uint8, (1,), 0)
         protocols = {}
@@ -178,9 +238,10 @@ def _write_new_store(
             pc = max(1, min(PAIR_CHUNK_ROWS, m))
             b.create_array(f"protocols/{name}/pairs", (m, 2), np.int64, (pc, 2), -1)
             b.create_array(f"protocols/{name}/label", (m,), np.bool_, (pc,), False)
+            creation_crc[f"protocols/{name}/pairs"] = creation_crc[f"protocols/{name}/label"] = []
             if m:
-                b.array(f"protocols/{name}/pairs")[:] = proto.pairs
-                b.array(f"protocols/{name}/label")[:] = proto.label
+                put(f"protocols/{name}/pairs", np.asarray(proto.pairs, dtype=np.int64), pc)
+                put(f"protocols/{name}/label", np.asarray(proto.label, dtype=np.bool_), pc)
             protocols[name] = {
                 "level": proto.level,
                 "n_pairs": m,
@@ -192,9 +253,15 @@ def _write_new_store(
                 shape = (n, *spec.row_shape(out))
                 chunks = (chunk_rows, *spec.row_shape(out))
                 b.create_array(f"models/{spec.name}/{out}", shape, spec.output_dtype(out), chunks, np.nan)
+        columns = integrity.chunk_columns({s.name: s for s in models})
+        b.create_array(CRC_KEY, (n_chunks, len(columns)), np.uint32, (1, len(columns)), 0)
         b.write_attrs(
             {
                 "schema": SCHEMA_VERSION,
+                "created_by": CREATED_BY,
+                integrity.ATTR_ALGORITHM: integrity.ALGORITHM,
+                integrity.ATTR_COLUMNS: columns,
+                integrity.ATTR_CREATION: creation_crc,
                 "dataset": tables.name,
                 "manifest_digest": manifest_digest,
                 "images_digest": images_digest(images),
@@ -211,7 +278,6 @@ def _write_new_store(
         b.flush()
     finally:
         b.close()
-    tmp.rename(path)  # a store appears whole or not at all
 
 
 @dataclass
@@ -228,7 +294,7 @@ class StoreSummary:
 class FeatureStore:
     """An open store. Read-only by default; `writer()` hands out chunk writers in 'r+' mode."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, check: bool = True) -> None:
         self._b = backend
         self.path = backend.path
         self.format = backend.format
@@ -244,15 +310,22 @@ class FeatureStore:
                 f"{self.path} has store schema {found!r}, which this version does not know "
                 f"(it reads schema {', '.join(map(str, KNOWN_SCHEMAS))}); upgrade scaleface-toolkit"
             )
+        integrity.validate_attrs(self.path, self.attrs, backend)
         self.chunk_rows = int(self.attrs["chunk_rows"])
         self.n_images = int(self.attrs["n_images"])
         self.n_chunks = int(self.attrs["n_chunks"])
         self.models = {name: ModelSpec.from_attrs(name, a) for name, a in self.attrs["models"].items()}
         self.protocols_info: dict[str, dict[str, Any]] = self.attrs.get("protocols", {})
+        if check:
+            integrity.check_present(self)
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> FeatureStore:
-        """Open an existing store; fails with a message naming what was found if it is not one."""
+    def open(cls, path: str | Path, mode: str = "r", *, check: bool = True) -> FeatureStore:
+        """Open an existing store; fails with a message naming what was found if it is not one.
+
+        Every open validates the root attributes and (unless `check` is False, for verify and repair)
+        that each done chunk's storage objects exist, so a damaged store never reads as complete.
+        """
         path = Path(path)
         fmt = store_format(path)
         if not path.exists():
@@ -260,16 +333,32 @@ class FeatureStore:
         if fmt == "zarr" and not (path / "zarr.json").exists():
             found = sorted(p.name for p in path.iterdir())[:8] if path.is_dir() else "a file"
             raise StoreError(f"{path} is not a Zarr v3 store: no zarr.json in it (found: {found})")
-        return cls(open_backend(path, mode))
+        backend = open_backend(path, mode)
+        try:
+            return cls(backend, check=check)
+        except BaseException:
+            backend.close()
+            raise
 
     def close(self) -> None:
         self._b.close()
 
+    def close_quietly(self) -> None:
+        """Close, ignoring errors: for cleanup after a failure (a full disk can make the final flush fail)."""
+        try:
+            self._b.close()
+        except Exception:
+            pass
+
     def __enter__(self) -> FeatureStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            self.close()
+        except Exception:
+            if exc_type is None:  # do not hide the error that is already on its way out
+                raise
 
     # ---- reading -------------------------------------------------------------------------
     @property
@@ -304,8 +393,8 @@ class FeatureStore:
         return self.image_column("status")
 
     def chunk_done(self) -> np.ndarray:
-        """Bool per chunk: written whole and marked done."""
-        return np.asarray(self._b.array(DONE_KEY)[:], dtype=bool)
+        """Bool per chunk: written whole and marked done (a flag that cannot be decoded reads as not done)."""
+        return integrity.read_done(self)[0]
 
     def row_done(self) -> np.ndarray:
         """Bool per image row: its chunk is done."""
@@ -455,7 +544,12 @@ class ChunkWriter:
         return [c for c in self.chunks if not done[c]]
 
     def write_chunk(self, chunk: int, status: np.ndarray, outputs: dict[str, dict[str, np.ndarray]]) -> None:
-        """Write every model output and the status of `chunk`'s rows, flush, then mark it done."""
+        """Write every model output and the status of `chunk`'s rows, flush, record their checksums, flush,
+        then mark the chunk done.
+
+        Any failure while writing (no space, I/O error, a closed file, a library error) raises
+        StoreWriteError naming the array and chunk; the chunk is then not marked done.
+        """
         s = self.store
         if chunk not in self._allowed:
             raise StoreError(f"{s.path}: chunk {chunk} is not locked by this writer")
@@ -467,20 +561,118 @@ class ChunkWriter:
         missing = [f"{m}/{o}" for m, spec in s.models.items() for o in spec.outputs if o not in outputs.get(m, {})]
         if missing:
             raise StoreError(f"{s.path}: chunk {chunk} lacks outputs {missing}")
+        values: dict[str, np.ndarray] = {}
         for model, outs in outputs.items():
             spec = s.model(model)
-            for out, values in outs.items():
+            for out, v in outs.items():
                 want = (n, *spec.row_shape(out))
-                values = np.asarray(values)
-                if values.shape != want:
+                v = np.asarray(v)
+                if v.shape != want:
                     raise StoreError(
-                        f"{s.path}: models/{model}/{out} chunk {chunk} has shape {values.shape}, expected {want}"
+                        f"{s.path}: models/{model}/{out} chunk {chunk} has shape {v.shape}, expected {want}"
                     )
-                s._b.array(s._output_key(model, out))[start:stop] = values.astype(spec.output_dtype(out))
-        s._b.array("images/status")[start:stop] = status
-        s._b.flush()
-        s._b.array(DONE_KEY)[chunk] = 1
-        s._b.flush()
+                values[s._output_key(model, out)] = np.ascontiguousarray(v.astype(spec.output_dtype(out)))
+        values["images/status"] = status
+        columns = integrity.chunk_columns(s.models)
+        crc = np.array([integrity.crc32_of(values[k]) for k in columns], dtype=np.uint32)
+        if s.format == "hdf5":
+            self._check_space(chunk, sum(v.nbytes for v in values.values()) + crc.nbytes)
+        for key in columns:
+            self._put(chunk, key, slice(start, stop), values[key])
+        self._put(chunk, "flush", None, None)
+        self._put(chunk, CRC_KEY, chunk, crc)
+        self._put(chunk, "flush", None, None)
+        self._put(chunk, DONE_KEY, chunk, 1)
+        self._put(chunk, "flush", None, None)
+
+    def _put(self, chunk: int, key: str, where: Any, values: Any) -> None:
+        """One write (or flush), with any failure turned into a StoreWriteError naming array and chunk."""
+        s = self.store
+        try:
+            if key == "flush":
+                s._b.flush()
+            else:
+                s._b.array(key)[where] = values
+        except StoreError:
+            raise
+        except Exception as exc:  # OSError (ENOSPC, EIO), closed files, zarr/h5py/codec errors
+            what = "flushing the store" if key == "flush" else f"writing {key}"
+            detail = " ".join(str(exc).split())  # libhdf5 messages span lines
+            raise StoreWriteError(
+                f"{s.path}: {what} for chunk {chunk} failed: {type(exc).__name__}: {detail}",
+                key=key,
+                chunk=chunk,
+                cause=exc,
+            ) from exc
+
+    def _check_space(self, chunk: int, nbytes: int) -> None:
+        s = self.store
+        need = nbytes + DISK_MARGIN_BYTES
+        try:
+            free = shutil.disk_usage(s.path.parent).free
+        except OSError:
+            return
+        if free < need:
+            import errno
+            import os
+
+            exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise StoreWriteError(
+                f"{s.path}: writing chunk {chunk} refused before it began: {_size(free)} free on "
+                f"{s.path.parent}, the chunk needs {_size(nbytes)} plus a {_size(DISK_MARGIN_BYTES)} margin ({exc})",
+                key="(all arrays)",
+                chunk=chunk,
+                cause=exc,
+            )
+
+    def mark_not_done(self, chunks: Iterable[int]) -> None:
+        """Clear the done marks (and checksums) of `chunks`, so that a run writes them again."""
+        s = self.store
+        for c in sorted(set(chunks)):
+            if c not in self._allowed:
+                raise StoreError(f"{s.path}: chunk {c} is not locked by this writer")
+            self._put(c, DONE_KEY, c, 0)
+            self._put(c, "flush", None, None)
+            if s._b.has(CRC_KEY):
+                self._put(c, CRC_KEY, c, np.zeros(len(integrity.chunk_columns(s.models)), dtype=np.uint32))
+        self._put(-1, "flush", None, None)
+
+    def rewrite_creation(self, tables: DatasetTables, damages: list[integrity.Damage]) -> list[str]:
+        """Rewrite damaged creation-time chunks (images table, protocols) from the dataset they were made from.
+
+        The caller checked the store was made for these tables (`check_compatible`); each rewritten
+        chunk must match its recorded checksum again. Returns what was rewritten.
+        """
+        s = self.store
+        images = tables.images
+        source = {f"images/{k}": getattr(images, k) for k in integrity.CREATION_IMAGE_KEYS}
+        source["images/path"] = np.asarray(images.path, dtype=str)
+        for name, proto in tables.protocols.items():
+            source[f"protocols/{name}/pairs"] = np.asarray(proto.pairs, dtype=np.int64)
+            source[f"protocols/{name}/label"] = np.asarray(proto.label, dtype=np.bool_)
+        recorded = s.attrs.get(integrity.ATTR_CREATION, {})
+        done = []
+        for d in damages:
+            if not d.creation:
+                continue
+            if d.key not in source:
+                raise StoreError(f"{s.path}: cannot rewrite {d.key}: the dataset has no such protocol")
+            a, b = d.rows
+            chunk_values = source[d.key][a:b]
+            want = recorded.get(d.key, [None] * (d.chunk + 1))[d.chunk]
+            if want is not None and integrity.crc32_of(chunk_values) != want:
+                raise StoreError(
+                    f"{s.path}: {d.key} chunk {d.chunk}: the dataset's rows {a}-{b - 1} differ from those the "
+                    "store was made from; recreate it with --overwrite"
+                )
+            self._put(d.chunk, d.key, slice(a, b), chunk_values)
+            done.append(d.format().split(":")[0])
+        self._put(-1, "flush", None, None)
+        return done
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
 class H5ArrayProxy:
