@@ -96,7 +96,8 @@ def template_blocks(template: np.ndarray, rows: np.ndarray, block_images: int) -
 
 
 def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: dict[str, Any]) -> FusedTemplates:
-    with FeatureStore.open(path) as store:
+    # the caller's open already checked every done chunk's storage objects: a task need not list them again
+    with FeatureStore.open(path, check=False) as store:
         spec = store.model(model)
         src, _ = uncertainty_source(spec)
         feats = store.read_rows(model, "embedding", rows)
