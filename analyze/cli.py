@@ -476,7 +476,7 @@ def main() -> None:
     """Console entry point: store, name and output errors become one-line messages and exit status 2."""
     from analyze.outputs import OutputExistsError
 
-    run_cli(cli, (StoreError, OutputExistsError, ValueError))
+    run_cli(cli, (StoreError, OutputExistsError, ValueError), "analyze")
 
 
 if __name__ == "__main__":  # pragma: no cover

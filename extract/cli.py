@@ -357,4 +357,4 @@ def main() -> None:
     from extract.models import ConfigError
     from extract.runner import ExtractionError
 
-    run_cli(cli, (DataError, StoreError, CheckpointError, ConfigError, ExtractionError))
+    run_cli(cli, (DataError, StoreError, CheckpointError, ConfigError, ExtractionError), "extract")

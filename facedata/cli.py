@@ -124,4 +124,4 @@ def synthesize_store_cmd(out: str, preset: str, seed: int) -> None:
 
 def main() -> None:
     """Console entry point: data and store errors become one-line messages and exit status 2."""
-    run_cli(cli, (DataError, StoreError))
+    run_cli(cli, (DataError, StoreError), "datasets")

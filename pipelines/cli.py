@@ -94,7 +94,7 @@ def main() -> None:
     from featurestore.errors import StoreError
     from pipelines.steps import StepError
 
-    run_cli(cli, (PipelineError, StepError, StoreError, DataError, OutputExistsError))
+    run_cli(cli, (PipelineError, StepError, StoreError, DataError, OutputExistsError), "pipelines")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -200,12 +200,14 @@ def run_pipeline(
 
 def _interrupted(exc: Interrupted, step: ResolvedStep, log: logging.Logger, summary: RunSummary) -> Interrupted:
     """Log the interruption to pipeline.log (the terminal gets run_cli's one line) and say what is done and
-    how to continue; the pipeline knows that better than the step's command, so its message replaces that one."""
+    how to continue, with what the step's own command said of its progress (an extract step: chunks done)."""
     done = [k for k in summary.actions if k != step.id]
     _file_only(log, f"interrupted during step {step.id} ({step.kind}) by {exc.signal_name}; no step.json written")
+    # an extract step's own line says how many chunks are done; an analysis step's advice (--force) is not the user's
+    inner = f" ({exc.message})" if exc.message and step.kind == "extract" else ""
     exc.message = (
-        f"steps {', '.join(done) or 'none'} done; step {step.id} interrupted; rerun the same command to continue "
-        f"(log: {summary.out_dir / LOG_NAME})"
+        f"steps {', '.join(done) or 'none'} done; step {step.id} interrupted{inner}; rerun the same command to "
+        f"continue (log: {summary.out_dir / LOG_NAME})"
     )
     return exc
 
