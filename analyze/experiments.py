@@ -17,9 +17,10 @@ from analyze.fusion import template_rows
 from analyze.loading import ValidRows, fuse_templates, fuses_pfe_confidence, uncertainty_source, valid_rows
 from analyze.names import parse_fusion, parse_metric
 from analyze.reject import fixed_threshold_edc, kept_counts, reject_curve, rejection_order
+from analyze.rows import pfe_confidence
 from analyze.scores import pair_scores
 from analyze.tarfar import auc, check_far_resolution, check_fars, tar_at_far
-from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty, pfe_confidence
+from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty
 from featurestore.errors import StoreError
 from featurestore.schema import Protocol
 from featurestore.store import FeatureStore

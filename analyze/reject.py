@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from analyze.rows import check_unit_interval
 from analyze.tarfar import (
     auc,
     check_far_resolution,
@@ -30,12 +31,7 @@ OrderKind = Literal["uncertainty", "confidence"]
 
 def check_fractions(fractions: ArrayLike, what: str = "fractions") -> np.ndarray:
     """Validate rejected (or discarded) fractions: 1-D float64, each in [0, 1]."""
-    r = np.atleast_1d(np.asarray(fractions, dtype=np.float64))
-    if r.ndim != 1 or r.size == 0:
-        raise ValueError(f"{what} must be a non-empty 1-D sequence, got shape {r.shape}")
-    if np.isnan(r).any() or (r < 0).any() or (r > 1).any():
-        raise ValueError(f"every value of {what} must lie in [0, 1]")
-    return r
+    return check_unit_interval(fractions, what)
 
 
 def kept_counts(n_pairs: int, fractions: ArrayLike) -> np.ndarray:

@@ -13,6 +13,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from analyze.rows import check_unit_interval
+
 Convention = Literal["exact", "nearest"]
 
 #: Added to the highest impostor score for k = 0 (the paper's ``find_thresholds_by_FAR`` epsilon).
@@ -62,12 +64,7 @@ def check_scores_labels(scores: ArrayLike, labels: ArrayLike, what: str = "score
 
 def check_fars(fars: ArrayLike) -> np.ndarray:
     """Validate requested FARs: a 1-D float64 array (a scalar becomes length 1) with values in [0, 1]."""
-    f = np.atleast_1d(np.asarray(fars, dtype=np.float64))
-    if f.ndim != 1 or f.size == 0:
-        raise ValueError(f"fars must be a non-empty 1-D sequence, got shape {f.shape}")
-    if np.isnan(f).any() or (f < 0).any() or (f > 1).any():
-        raise ValueError(f"every FAR must lie in [0, 1], got {f.tolist()}")
-    return f
+    return check_unit_interval(fars, "fars", each="FAR", show=True)
 
 
 def check_far_resolution(fars: np.ndarray, n_impostor: int, allow_tiny_far: bool) -> None:
