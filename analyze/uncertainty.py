@@ -1,4 +1,4 @@
-"""Per-image uncertainty reductions and pair-uncertainty combinations with the ScaleFace scripts' names.
+"""Pair-uncertainty combinations with the ScaleFace scripts' names (per-image reductions: analyze.rows).
 
 The combinations act on the per-image values exactly as the scripts pass them: a (N, K) array,
 K = 1 for a scalar (ScaleFace scale, feature norm) and K = D for PFE sigma_sq. They do not

@@ -1,6 +1,6 @@
 """The import layering of the project, read from the source (ast; imports inside functions count too):
-facedata, featurestore -> extract -> analyze -> pipelines, analyze never imports extract or torch,
-and no import cycle between the modules of any package (docs/architecture.md, "The import rule")."""
+featurestore, facedata, extract, analyze, pipelines, each importing only the packages before it (analyze
+never imports extract or torch), and no import cycle between modules (docs/architecture.md, "The import rule")."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYER = {"facedata": 0, "featurestore": 0, "extract": 1, "analyze": 2, "pipelines": 3}
-"""A module may import a project package of its own layer or below, never above."""
+LAYER = {"featurestore": 0, "facedata": 1, "extract": 2, "analyze": 3, "pipelines": 4}
+"""A module may import a project package of its own layer or below, never above (the torch-free store at the
+bottom; facedata builds its tables)."""
 TORCH = ("torch", "torchvision")
 KNOWN_CYCLES = [["featurestore.integrity", "featurestore.store"]]
 """Cycles left outside issue 9's first step (integrity imports store's DONE_KEY inside functions); a new
