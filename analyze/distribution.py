@@ -3,7 +3,7 @@ histograms on shared bins across datasets, and galleries of the most and least u
 
 Quantities: ScaleFace `scale` and the embedding `norm` are confidences (larger = more reliable);
 PFE `sigma_sq` is reduced per image to its harmonic mean over D (`sigma_sq_harmonic`, an
-uncertainty), exactly as `analyze.uncertainty.image_scalar` does for the reject curves.
+uncertainty), exactly as `analyze.rows.image_scalar` does for the reject curves.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analyze.figures import line_styles, safe_name, save_figure  # noqa: E402
-from analyze.uncertainty import image_scalar  # noqa: E402
+from analyze.rows import image_scalar  # noqa: E402
 from featurestore.errors import StoreError  # noqa: E402
 from featurestore.schema import STATUS_OK  # noqa: E402
 from featurestore.store import FeatureStore  # noqa: E402

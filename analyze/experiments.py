@@ -13,13 +13,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analyze.curves import auc, roc_curve_points
 from analyze.fusion import template_rows
 from analyze.loading import ValidRows, fuse_templates, fuses_pfe_confidence, uncertainty_source, valid_rows
 from analyze.names import parse_fusion, parse_metric
 from analyze.reject import fixed_threshold_edc, kept_counts, reject_curve, rejection_order
+from analyze.rows import pfe_confidence
 from analyze.scores import pair_scores
-from analyze.tarfar import auc, check_far_resolution, check_fars, tar_at_far
-from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty, pfe_confidence
+from analyze.tarfar import check_far_resolution, check_fars, tar_at_far
+from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty
 from featurestore.errors import StoreError
 from featurestore.schema import Protocol
 from featurestore.store import FeatureStore
@@ -403,14 +405,12 @@ def _edc_columns(edc) -> dict[str, np.ndarray]:
 
 
 def _auc_rows(df: pd.DataFrame, key: dict[str, Any], threshold_mode: str, discard_limit: float) -> list[dict]:
-    from analyze.reject import partial_auc
-
     rows = []
     for far, g in df.groupby("far", sort=True):
         if threshold_mode == "recompute":
             value, kind = auc(g["rejected_fraction"].to_numpy(), g["tar"].to_numpy()), "tar_vs_rejected_fraction"
         else:
-            value = partial_auc(g["discarded_fraction"].to_numpy(), 1.0 - g["tar"].to_numpy(), discard_limit)
+            value = auc(g["discarded_fraction"].to_numpy(), 1.0 - g["tar"].to_numpy(), limit=discard_limit)
             kind = f"fnmr_vs_discarded_fraction_up_to_{discard_limit:g}"
         rows.append({**key, "far": far, "auc": value, "auc_kind": kind})
     return rows
@@ -550,10 +550,8 @@ def run_roc(
 
 
 def roc_points(scores: np.ndarray, labels: np.ndarray, n_points: int = 400) -> tuple[np.ndarray, np.ndarray]:
-    """The ROC curve (sklearn roc_curve) thinned to ~n_points log-spaced FPRs, for plotting."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(labels, scores)
+    """The ROC curve (`roc_curve_points`, sklearn's roc_curve) thinned to ~n_points log-spaced FPRs, for plotting."""
+    fpr, tpr, _ = roc_curve_points(labels, scores)
     grid = np.unique(np.r_[0.0, np.logspace(-7, 0, n_points)])
     idx = np.minimum(np.searchsorted(fpr, grid, side="right") - 1, len(fpr) - 1)
     idx = np.unique(np.maximum(idx, 0))

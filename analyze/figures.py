@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from analyze.curves import auc  # noqa: E402
 from analyze.experiments import REJECT_KEY_COLUMNS  # noqa: E402
 
 __all__ = [
@@ -155,10 +156,11 @@ def _context(keys: dict[str, Any], names: Iterable[str]) -> str:
 
 
 def _auc(x: np.ndarray, y: np.ndarray) -> float:
-    """Trapezoid area under TAR over rejected fraction (sklearn.metrics.auc on sorted fractions)."""
+    """Legend area under TAR over rejected fraction: `auc` (as auc.csv) on the sorted fractions; NaN for 1 point."""
     order = np.argsort(x, kind="stable")
-    x, y = np.asarray(x, dtype=np.float64)[order], np.asarray(y, dtype=np.float64)[order]
-    return float(np.trapezoid(y, x)) if x.size > 1 else float("nan")
+    return (
+        auc(np.asarray(x, dtype=np.float64)[order], np.asarray(y, dtype=np.float64)[order]) if len(x) > 1 else math.nan
+    )
 
 
 def _style_axes(ax: Any, xlabel: str, ylabel: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analyze.names import FUSIONS, parse_fusion
-from analyze.scores import l2_normalize
+from analyze.rows import l2_normalize
 
 __all__ = ["FUSIONS", "FusedTemplates", "fuse", "template_rows"]
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from analyze.fusion import FusedTemplates, fuse
 from analyze.names import parse_fusion
+from analyze.rows import pfe_confidence
 from featurestore.errors import StoreError
 from featurestore.schema import STATUS_OK, ModelSpec
 from featurestore.store import FeatureStore
@@ -115,8 +116,6 @@ def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: d
             if kwargs["add_flip"]:
                 kwargs["features_flip"] = store.read_rows(model, "embedding_flip", rows)
         if fuses_pfe_confidence(src, fusion):
-            from analyze.uncertainty import pfe_confidence
-
             unc = pfe_confidence(unc)
         return fuse(fusion, feats, store.image_column("template", rows), uncertainty=unc, **kwargs)
 

@@ -15,8 +15,9 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from analyze.curves import auc
+from analyze.rows import check_unit_interval
 from analyze.tarfar import (
-    auc,
     check_far_resolution,
     check_fars,
     check_scores_labels,
@@ -30,12 +31,7 @@ OrderKind = Literal["uncertainty", "confidence"]
 
 def check_fractions(fractions: ArrayLike, what: str = "fractions") -> np.ndarray:
     """Validate rejected (or discarded) fractions: 1-D float64, each in [0, 1]."""
-    r = np.atleast_1d(np.asarray(fractions, dtype=np.float64))
-    if r.ndim != 1 or r.size == 0:
-        raise ValueError(f"{what} must be a non-empty 1-D sequence, got shape {r.shape}")
-    if np.isnan(r).any() or (r < 0).any() or (r > 1).any():
-        raise ValueError(f"every value of {what} must lie in [0, 1]")
-    return r
+    return check_unit_interval(fractions, what)
 
 
 def kept_counts(n_pairs: int, fractions: ArrayLike) -> np.ndarray:
@@ -175,7 +171,7 @@ class RejectCurve:
     order: str
 
     def auc(self) -> np.ndarray:
-        """Area under TAR over rejected fraction, one per FAR (sklearn.metrics.auc, as the paper)."""
+        """Area under TAR over rejected fraction, one per FAR (`auc`: sklearn.metrics.auc, as the paper)."""
         return np.array([auc(self.fractions, self.tar[:, i]) for i in range(self.fars.size)])
 
     def columns(self) -> dict[str, np.ndarray]:
@@ -280,9 +276,7 @@ class EDCCurve:
 
     def partial_auc(self, discard_limit: float) -> np.ndarray:
         """Area under FNMR over the actually discarded fraction on [0, discard_limit], one per FAR."""
-        return np.array(
-            [partial_auc(self.discarded_fraction, self.fnmr[:, i], discard_limit) for i in range(self.fars.size)]
-        )
+        return np.array([auc(self.discarded_fraction, self.fnmr[:, i], discard_limit) for i in range(self.fars.size)])
 
 
 def fixed_threshold_edc(
@@ -340,20 +334,5 @@ def fixed_threshold_edc(
 
 
 def partial_auc(x: ArrayLike, y: ArrayLike, limit: float) -> float:
-    """Trapezoid area under y(x) for x in [x[0], limit], x non-decreasing; linear interpolation at limit."""
-    xa = np.asarray(x, dtype=np.float64)
-    ya = np.asarray(y, dtype=np.float64)
-    if xa.shape != ya.shape or xa.ndim != 1 or xa.size < 2:
-        raise ValueError(f"x and y must be 1-D of equal length >= 2, got {xa.shape} and {ya.shape}")
-    if (np.diff(xa) < 0).any():
-        raise ValueError("x must be non-decreasing (pass fractions in ascending order)")
-    if not xa[0] <= limit <= xa[-1]:
-        raise ValueError(f"limit {limit} outside the covered range [{xa[0]}, {xa[-1]}]")
-    inside = xa <= limit
-    xs, ys = xa[inside], ya[inside]
-    if xs[-1] < limit:
-        nxt = int(np.argmax(~inside))
-        w = (limit - xs[-1]) / (xa[nxt] - xs[-1])
-        xs = np.append(xs, limit)
-        ys = np.append(ys, ys[-1] + w * (ya[nxt] - ys[-1]))
-    return float(np.trapezoid(ys, xs)) if xs.size > 1 else 0.0
+    """Area under y(x) for x in [x[0], limit]: the name this module always offered for ``auc(x, y, limit)``."""
+    return auc(x, y, limit=limit)

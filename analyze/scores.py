@@ -13,34 +13,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from analyze.names import check_distance
+from analyze.rows import check_pairs, l2_normalize, pfe_confidence
 
 DEFAULT_BLOCK = 16384
 """Pairs per block: two float64 blocks of 16384 x 512 take 134 MB."""
-
-
-def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """x / ||x|| along `axis` in float64; a zero row stays zero instead of becoming NaN."""
-    x = np.asarray(x, dtype=np.float64)
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
-
-
-def check_pairs(i: np.ndarray, j: np.ndarray, n_rows: int, what: str = "features") -> tuple[np.ndarray, np.ndarray]:
-    """Validate pair index arrays against `n_rows` rows; return them as int64 1-D arrays."""
-    i = np.asarray(i).reshape(-1)
-    j = np.asarray(j).reshape(-1)
-    if i.shape != j.shape:
-        raise ValueError(f"pair index arrays differ in length: i has {i.size}, j has {j.size}")
-    if not (np.issubdtype(i.dtype, np.integer) and np.issubdtype(j.dtype, np.integer)):
-        if i.size or j.size:
-            raise ValueError(f"pair indices must be integers, got {i.dtype} and {j.dtype}")
-    i = i.astype(np.int64, copy=False)
-    j = j.astype(np.int64, copy=False)
-    for name, idx in (("i", i), ("j", j)):
-        if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
-            bad = idx[(idx < 0) | (idx >= n_rows)][0]
-            raise ValueError(f"pair index {name} holds {bad}, outside the {n_rows} rows of {what}")
-    return i, j
 
 
 def blocks(n: int, block: int = DEFAULT_BLOCK) -> Iterator[slice]:
@@ -256,12 +232,7 @@ def pair_scores(
     if uncertainty is None:
         need = "PFE sigma_sq (N, D)" if source == "pfe" else "the per-row confidence (scale or norm)"
         raise ValueError(f"distance {name!r} needs uncertainty= {need}")
-    if source == "pfe":
-        from analyze.uncertainty import pfe_confidence
-
-        confidence = pfe_confidence(uncertainty)
-    else:
-        confidence = uncertainty
+    confidence = pfe_confidence(uncertainty) if source == "pfe" else uncertainty
     return weighted_cosine_scores(
         features,
         confidence,

@@ -1,7 +1,8 @@
 """TAR at fixed FAR under the ScaleFace paper's exact convention and insightface's nearest-ROC-point one.
 
 Both conventions are reproduced to the tie and the off-by-one (see docs/metrics.md, "TAR@FAR");
-every table built from these functions must say which convention it used. numpy only (no torch).
+every table built from these functions must say which convention it used. ROC points and `auc` come
+from analyze.curves (re-exported here). numpy only (no torch).
 """
 
 from __future__ import annotations
@@ -12,6 +13,22 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from analyze.curves import auc, roc_curve_points
+from analyze.rows import check_unit_interval
+
+__all__ = [
+    "TarFarResult",
+    "auc",
+    "check_far_resolution",
+    "check_fars",
+    "check_scores_labels",
+    "far_ranks",
+    "k0_threshold",
+    "roc_curve_points",
+    "smallest_far",
+    "tar_at_far",
+]
 
 Convention = Literal["exact", "nearest"]
 
@@ -62,12 +79,7 @@ def check_scores_labels(scores: ArrayLike, labels: ArrayLike, what: str = "score
 
 def check_fars(fars: ArrayLike) -> np.ndarray:
     """Validate requested FARs: a 1-D float64 array (a scalar becomes length 1) with values in [0, 1]."""
-    f = np.atleast_1d(np.asarray(fars, dtype=np.float64))
-    if f.ndim != 1 or f.size == 0:
-        raise ValueError(f"fars must be a non-empty 1-D sequence, got shape {f.shape}")
-    if np.isnan(f).any() or (f < 0).any() or (f > 1).any():
-        raise ValueError(f"every FAR must lie in [0, 1], got {f.tolist()}")
-    return f
+    return check_unit_interval(fars, "fars", each="FAR", show=True)
 
 
 def check_far_resolution(fars: np.ndarray, n_impostor: int, allow_tiny_far: bool) -> None:
@@ -150,37 +162,6 @@ def _nearest(s: np.ndarray, lab: np.ndarray, f: np.ndarray, n_gen: int, n_imp: i
     idx = np.array([int(np.argmin(np.abs(fpr - x))) for x in f], dtype=np.int64)
     tar = tpr[idx] if n_gen else np.full(f.size, np.nan)
     return TarFarResult(f, tar, thr[idx].astype(np.float64), fpr[idx], n_gen, n_imp, "nearest")
-
-
-def roc_curve_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The points of sklearn.metrics.roc_curve(labels, scores) (defaults: drop_intermediate=True).
-
-    The same construction (one point per distinct score, descending; collinear points dropped;
-    (0, 0) prepended with threshold inf) with one unstable sort instead of a stable one: tied
-    scores collapse into one point, so the order among them cannot matter.
-    """
-    order = np.argsort(scores)[::-1]
-    s_sorted = scores[order]
-    distinct = np.flatnonzero(np.diff(s_sorted))
-    idx = np.r_[distinct, s_sorted.size - 1]
-    tps = np.cumsum(labels[order], dtype=np.float64)[idx]
-    fps = 1.0 + idx - tps
-    thresholds = s_sorted[idx]
-    if tps.size > 2:
-        keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
-        fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
-    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
-    thresholds = np.r_[np.inf, thresholds]
-    fpr = fps / fps[-1] if fps[-1] > 0 else np.full(fps.shape, np.nan)
-    tpr = tps / tps[-1] if tps[-1] > 0 else np.full(tps.shape, np.nan)
-    return fpr, tpr, thresholds
-
-
-def auc(x: ArrayLike, y: ArrayLike) -> float:
-    """Trapezoid area under y(x), identical to sklearn.metrics.auc (x monotonic; NaN in y gives NaN)."""
-    from sklearn.metrics import auc as sk_auc
-
-    return float(sk_auc(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)))
 
 
 def smallest_far(n_impostor: int) -> float:

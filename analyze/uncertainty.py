@@ -1,4 +1,4 @@
-"""Per-image uncertainty reductions and pair-uncertainty combinations with the ScaleFace scripts' names.
+"""Pair-uncertainty combinations with the ScaleFace scripts' names (per-image reductions: analyze.rows).
 
 The combinations act on the per-image values exactly as the scripts pass them: a (N, K) array,
 K = 1 for a scalar (ScaleFace scale, feature norm) and K = D for PFE sigma_sq. They do not
@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from analyze.names import check_uncertainty, parse_metric
-from analyze.scores import DEFAULT_BLOCK, blocks, check_pairs, cosine_scores, l2_normalize
+from analyze.rows import check_pairs, harmonic_mean, image_scalar, l2_normalize, pfe_confidence
+from analyze.scores import DEFAULT_BLOCK, blocks, cosine_scores
 
 __all__ = [
     "MODES",
@@ -32,30 +33,6 @@ MODES = ("uncertainty", "confidence")
 
 NEEDS_FEATURES = ("cosine-analytic", "similarity", "perfect")
 NEEDS_LABELS = ("perfect",)
-
-
-def harmonic_mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Harmonic mean 1/mean(1/x) along `axis` (the scripts' reduction of PFE sigma_sq), float64."""
-    x = np.asarray(x, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return 1.0 / np.mean(1.0 / x, axis=axis)
-
-
-def image_scalar(values: np.ndarray) -> np.ndarray:
-    """One value per image: (N,) and (N, 1) unchanged, (N, D) PFE sigma_sq -> harmonic mean over D."""
-    values = np.asarray(values)
-    if values.ndim == 1:
-        return values.astype(np.float64)
-    if values.ndim != 2:
-        raise ValueError(f"per-image values must be (N,) or (N, K), got shape {values.shape}")
-    if values.shape[1] == 1:
-        return values[:, 0].astype(np.float64)
-    return harmonic_mean(values, axis=1)
-
-
-def pfe_confidence(sigma_sq: np.ndarray) -> np.ndarray:
-    """PFE confidence 1 / harmonic_mean(sigma_sq) per image (the scripts' pfe-* score weights), (N,)."""
-    return 1.0 / image_scalar(sigma_sq)
 
 
 def _two_d(x: np.ndarray) -> np.ndarray:

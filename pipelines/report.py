@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.context import StepContext
 from pipelines.spec import ResolvedStep
-from pipelines.steps import StepContext
 
 MAX_FAILED_ROWS = 200
 """Failed images listed per store (the count is always given in full)."""

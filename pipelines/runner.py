@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.interrupts import Interrupted
+from pipelines.context import StepContext
 from pipelines.spec import PipelineSpec, ResolvedStep, load_pipeline, resolve_params, resolve_steps
 from pipelines.steps import (
     KINDS,
     MARKER,
-    StepContext,
     StepError,
     changed_keys,
     fingerprint,

@@ -7,7 +7,7 @@ import hashlib
 import json
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ import numpy as np
 
 from analyze.outputs import OWNER_FILE, OutputExistsError, check_out_dir, claim_out_dir, clear_owned
 from featurestore.interrupts import Interrupted
+from pipelines.context import StepContext
+from pipelines.report import write_report
 from pipelines.spec import ResolvedStep
 
 FINGERPRINT_FORMAT = 1
@@ -30,19 +32,6 @@ STEP_FILES = (MARKER, f".{MARKER}.tmp")
 
 class StepError(Exception):
     """A step failed; the message names the step and the cause."""
-
-
-@dataclass
-class StepContext:
-    """What a step may need from the run: earlier steps, their markers, the run folder and pipeline name."""
-
-    out_dir: Path
-    pipeline: str
-    steps: dict[str, ResolvedStep] = field(default_factory=dict)
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-    overwrite: bool = False
 
 
 @dataclass
@@ -235,8 +224,6 @@ def _caches(step: ResolvedStep) -> list[Path]:
 
 def run_report(step: ResolvedStep, ctx: StepContext) -> list[Path]:
     """The run's HTML report and Markdown summary from the steps it names (default: every earlier step)."""
-    from pipelines.report import write_report
-
     out = _fresh_dir(step, ctx)
     with claim_out_dir(out, False, "pipelines report") as owned:
         written = write_report(step, ctx, out)

@@ -1,0 +1,80 @@
+"""Curve primitives: one counting pass over scores, the ROC built on it, one area under a curve.
+
+Shaped after scikit-learn's sklearn/metrics/_ranking.py, where every curve stands on one counting
+primitive and one ``auc``. Naming rule of this module: ``*_counts`` return cumulative counts per
+threshold (floats, like sklearn's), ``*_points`` return the rates of a curve at those thresholds,
+``auc`` returns an area. TAR@FAR (analyze.tarfar), reject curves (analyze.reject), the ROC table
+(analyze.experiments) and the figures' legends all take their ROC points and areas from here. numpy only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = ["auc", "binary_counts", "roc_curve_points"]
+
+
+def binary_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false positives, true positives, threshold) at each distinct score, thresholds descending.
+
+    Accepting every pair with score >= thresholds[k] accepts tps[k] genuine and fps[k] impostor pairs.
+    One unstable descending sort: tied scores collapse into one threshold, so their order cannot matter.
+    """
+    order = np.argsort(scores)[::-1]
+    s_sorted = scores[order]
+    distinct = np.flatnonzero(np.diff(s_sorted))
+    idx = np.r_[distinct, s_sorted.size - 1]
+    tps = np.cumsum(labels[order], dtype=np.float64)[idx]
+    fps = 1.0 + idx - tps
+    return fps, tps, s_sorted[idx]
+
+
+def roc_curve_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points of sklearn.metrics.roc_curve(labels, scores) (defaults: drop_intermediate=True).
+
+    The same construction on `binary_counts` (one point per distinct score, descending; collinear
+    points dropped; (0, 0) prepended with threshold inf). A class with no pair gives NaN rates.
+    """
+    fps, tps, thresholds = binary_counts(labels, scores)
+    if tps.size > 2:
+        keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    thresholds = np.r_[np.inf, thresholds]
+    fpr = fps / fps[-1] if fps[-1] > 0 else np.full(fps.shape, np.nan)
+    tpr = tps / tps[-1] if tps[-1] > 0 else np.full(tps.shape, np.nan)
+    return fpr, tpr, thresholds
+
+
+def auc(x: ArrayLike, y: ArrayLike, limit: float | None = None) -> float:
+    """Trapezoid area under y(x); NaN in y gives NaN.
+
+    Without `limit`: the whole curve, identical to sklearn.metrics.auc (x monotonic, either direction;
+    at least 2 points). With `limit`: the area for x in [x[0], limit], x non-decreasing, y linearly
+    interpolated at `limit` (the EDC's partial area; 0.0 when only x[0] lies below the limit).
+    """
+    xa = np.asarray(x, dtype=np.float64)
+    ya = np.asarray(y, dtype=np.float64)
+    if xa.shape != ya.shape or xa.ndim != 1 or xa.size < 2:
+        raise ValueError(f"x and y must be 1-D of equal length >= 2, got {xa.shape} and {ya.shape}")
+    if limit is None:
+        direction = 1
+        dx = np.diff(xa)
+        if np.any(dx < 0):
+            if not np.all(dx <= 0):
+                raise ValueError(f"x is neither increasing nor decreasing: {xa}")
+            direction = -1
+        return float(direction * np.trapezoid(ya, xa))
+    if (np.diff(xa) < 0).any():
+        raise ValueError("x must be non-decreasing (pass fractions in ascending order)")
+    if not xa[0] <= limit <= xa[-1]:
+        raise ValueError(f"limit {limit} outside the covered range [{xa[0]}, {xa[-1]}]")
+    inside = xa <= limit
+    xs, ys = xa[inside], ya[inside]
+    if xs[-1] < limit:
+        nxt = int(np.argmax(~inside))
+        w = (limit - xs[-1]) / (xa[nxt] - xs[-1])
+        xs = np.append(xs, limit)
+        ys = np.append(ys, ys[-1] + w * (ya[nxt] - ys[-1]))
+    return float(np.trapezoid(ys, xs)) if xs.size > 1 else 0.0
