@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from .backend import Backend
     from .store import FeatureStore
 
+DONE_KEY = "progress/chunk_done"
+"""One uint8 flag per chunk: set only after the chunk's data and checksums are flushed."""
+
 ALGORITHM = "zlib.crc32"
 CHECKSUM_KEY = "progress/chunk_crc32"
 """n_chunks x len(checksum_arrays) uint32: the checksum of each array's rows of a done chunk."""
@@ -168,8 +171,6 @@ def validate_attrs(path: Any, attrs: dict[str, Any], backend: Backend) -> None:
             want = (n_images, *spec.row_shape(out))
             if shape != want:
                 raise StoreError(f"{path}: root attribute 'models.{name}' says {key} is {want}, it is {shape}")
-    from .store import DONE_KEY
-
     if shape_of(DONE_KEY)[0] != (n_chunks,):
         raise StoreError(f"{path}: root attribute 'n_chunks' is {n_chunks}, {DONE_KEY} has {shape_of(DONE_KEY)[0]}")
     for name, info in attrs["protocols"].items():
@@ -251,8 +252,6 @@ def missing_objects(store: FeatureStore) -> list[Damage]:
 
 def read_done(store: FeatureStore) -> tuple[np.ndarray, list[Damage]]:
     """The done flags, with a flag whose storage object cannot be decoded read as not done (and listed)."""
-    from .store import DONE_KEY
-
     arr = store._b.array(DONE_KEY)
     try:
         return np.asarray(arr[:], dtype=bool), []

@@ -23,6 +23,7 @@ import numpy as np
 from . import integrity
 from .backend import CREATED_BY, Backend, open_backend, read_root_attrs, store_format
 from .errors import StoreError, StoreWriteError
+from .integrity import DONE_KEY
 from .locks import FileLock, LockSet
 from .schema import (
     KNOWN_SCHEMAS,
@@ -41,7 +42,6 @@ DEFAULT_CHUNK_ROWS = 2048
 PAIR_CHUNK_ROWS = 1 << 20
 """Pairs per protocol chunk: 16 MiB of int64 pairs, 15 chunks for IJB-C's 15.7 M pairs."""
 
-DONE_KEY = "progress/chunk_done"
 CRC_KEY = integrity.CHECKSUM_KEY
 DISK_MARGIN_BYTES = 4 << 20
 """Free space an HDF5 write must leave beyond the chunk's uncompressed bytes (metadata, B-tree nodes):

@@ -14,9 +14,8 @@ LAYER = {"featurestore": 0, "facedata": 1, "extract": 2, "analyze": 3, "pipeline
 """A module may import a project package of its own layer or below, never above (the torch-free store at the
 bottom; facedata builds its tables)."""
 TORCH = ("torch", "torchvision")
-KNOWN_CYCLES = [["featurestore.integrity", "featurestore.store"]]
-"""Cycles left outside issue 9's first step (integrity imports store's DONE_KEY inside functions); a new
-cycle fails these tests, and so does removing one without removing it here."""
+KNOWN_CYCLES: list[list[str]] = []
+"""Cycles knowingly left (none): a new cycle fails these tests, and so does removing one without removing it here."""
 
 
 def _module_name(path: Path) -> str:
@@ -38,11 +37,21 @@ MODULES = _modules()
 
 
 def imports_of(name: str, path: Path) -> set[str]:
-    """Every module `name` imports anywhere in its file, resolved to the longest known project module
+    """Every module `name` imports anywhere in its file (but under `if TYPE_CHECKING:`), resolved to the longest known project module
     (e.g. `from analyze import rows` -> analyze.rows); third-party imports by their top-level name."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {  # `if TYPE_CHECKING:` imports are for annotations, never executed: not a dependency
+        id(sub)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for stmt in node.body
+        for sub in ast.walk(stmt)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
