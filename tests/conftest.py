@@ -53,3 +53,15 @@ def tables() -> DatasetTables:
 @pytest.fixture
 def models() -> list[ModelSpec]:
     return make_models()
+
+
+def store_snapshot(path) -> dict[str, np.ndarray]:
+    """Everything a store's chunk writes produced: status, done flags, checksums and every model output."""
+    from featurestore.store import CRC_KEY, FeatureStore
+
+    with FeatureStore.open(path) as s:
+        out = {"status": s.status(), "done": s.chunk_done(), "crc": np.asarray(s._b.array(CRC_KEY)[:])}
+        for name, spec in s.models.items():
+            for o in spec.outputs:
+                out[f"{name}/{o}"] = s.read(name, o)
+        return out

@@ -45,3 +45,17 @@ def write_ijb(
     pairs = [(a + 1, b + 1, int(a // 4 == b // 4)) for a in range(n_t) for b in range(a + 1, n_t)]
     (root / "meta" / "ijbc_template_pair_label.txt").write_text("\n".join(f"{a} {b} {c}" for a, b, c in pairs) + "\n")
     return root
+
+
+def extract_cmd(root: Path, out: Path, *extra: str, workers: int = 0) -> list[str]:
+    """The real `extract` entry point over a `write_ijb` folder as the subprocess tests run it: seeded
+    iResNet-18, CPU, no progress bar, 2-row chunks and batches (so a run has many chunks to interrupt)."""
+    import sys
+
+    return [
+        sys.executable,
+        *("-c", "from extract.cli import main; main()"),
+        *("--dataset", "ijbc", "--data-root", str(root), "--random-init", "--config", "arcface_r18"),
+        *("--device", "cpu", "--workers", str(workers), "--quiet", "--chunk-rows", "2", "--batch-size", "2"),
+        *("--out", str(out), *extra),
+    ]

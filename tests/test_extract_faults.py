@@ -15,10 +15,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from ijb_fixture import write_ijb
+from conftest import store_snapshot
+from ijb_fixture import extract_cmd, write_ijb
 
 from featurestore.errors import StoreError
-from featurestore.store import CRC_KEY, FeatureStore
+from featurestore.store import FeatureStore
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
@@ -28,30 +29,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve()
 
 
 def _cmd(root, out, *extra):
-    return [
-        sys.executable,
-        "-c",
-        "from extract.cli import main; main()",
-        "--dataset",
-        "ijbc",
-        "--data-root",
-        str(root),
-        "--random-init",
-        "--config",
-        "arcface_r18",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--quiet",
-        "--chunk-rows",
-        "2",
-        "--batch-size",
-        "2",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    return extract_cmd(root, out, *extra)
 
 
 def run(root, out, *extra, check=True):
@@ -61,13 +39,7 @@ def run(root, out, *extra, check=True):
     return res
 
 
-def snapshot(path) -> dict[str, np.ndarray]:
-    with FeatureStore.open(path) as s:
-        out = {"status": s.status(), "done": s.chunk_done(), "crc": np.asarray(s._b.array(CRC_KEY)[:])}
-        for name, spec in s.models.items():
-            for o in spec.outputs:
-                out[f"{name}/{o}"] = s.read(name, o)
-        return out
+snapshot = store_snapshot
 
 
 def assert_same(path, want: dict) -> None:

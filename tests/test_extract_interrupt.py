@@ -8,12 +8,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from ijb_fixture import write_ijb
+from ijb_fixture import extract_cmd, write_ijb
 
 from featurestore.errors import StoreError
 from featurestore.store import FeatureStore
@@ -23,14 +22,7 @@ N_CHUNKS = N_IMAGES // CHUNK_ROWS
 
 
 def _cmd(root, out, workers):
-    return [
-        sys.executable,
-        "-c",
-        "from extract.cli import main; main()",
-        *("--dataset", "ijbc", "--data-root", str(root), "--random-init", "--config", "arcface_r18"),
-        *("--device", "cpu", "--workers", str(workers), "--quiet", "--chunk-rows", str(CHUNK_ROWS)),
-        *("--batch-size", "2", "--out", str(out)),
-    ]
+    return extract_cmd(root, out, workers=workers)
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

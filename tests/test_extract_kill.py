@@ -4,41 +4,18 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from ijb_fixture import write_ijb
+from ijb_fixture import extract_cmd, write_ijb
 
 from featurestore.errors import StoreError
 from featurestore.store import FeatureStore
 
 
 def _cmd(root, out):
-    return [
-        sys.executable,
-        "-c",
-        "from extract.cli import main; main()",
-        "--dataset",
-        "ijbc",
-        "--data-root",
-        str(root),
-        "--random-init",
-        "--config",
-        "arcface_r18",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--quiet",
-        "--chunk-rows",
-        "2",
-        "--batch-size",
-        "2",
-        "--out",
-        str(out),
-    ]
+    return extract_cmd(root, out)
 
 
 def _done(path) -> int:

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import chunk_outputs, make_models, make_tables
+from conftest import chunk_outputs, make_models, make_tables, store_snapshot
 
 from analyze.cli import cli as analyze_cli
 from featurestore import integrity
@@ -42,13 +42,7 @@ def filled(path: Path, status=None) -> Path:
     return path
 
 
-def snapshot(path) -> dict[str, np.ndarray]:
-    with FeatureStore.open(path) as s:
-        out = {"status": s.status(), "done": s.chunk_done(), "crc": np.asarray(s._b.array(CRC_KEY)[:])}
-        for name, spec in s.models.items():
-            for o in spec.outputs:
-                out[f"{name}/{o}"] = s.read(name, o)
-        return out
+snapshot = store_snapshot
 
 
 def assert_same(a: dict, b: dict) -> None:
