@@ -124,7 +124,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 
 def _check_names(metrics=(), fusions=(), distances=()) -> None:
     """Metric, fusion and distance names, checked before the store is read or a folder made."""
-    from analyze.names import check_distance, parse_fusion, parse_metric
+    from analyze.vocabulary import check_distance, parse_fusion, parse_metric
 
     for m in metrics:
         parse_metric(m)
@@ -417,7 +417,7 @@ def list_cmd() -> None:
     Metric strings combine a distance and an uncertainty as DISTANCE_UNCERTAINTY (e.g. cosine_mean,
     MLS_harmonic-sum), exactly as the ScaleFace paper's scripts write them.
     """
-    from analyze.names import describe_all
+    from analyze.vocabulary import describe_all
 
     kind = None
     for k, name, meaning in describe_all():

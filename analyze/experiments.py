@@ -16,12 +16,12 @@ import pandas as pd
 from analyze.curves import auc, roc_curve_points
 from analyze.fusion import template_rows
 from analyze.loading import ValidRows, fuse_templates, fuses_pfe_confidence, uncertainty_source, valid_rows
-from analyze.names import parse_fusion, parse_metric
 from analyze.reject import fixed_threshold_edc, kept_counts, reject_curve, rejection_order
 from analyze.rows import pfe_confidence
 from analyze.scores import pair_scores
 from analyze.tarfar import check_far_resolution, check_fars, tar_at_far
 from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty
+from analyze.vocabulary import DISTANCES, fusion_spec, metric_specs
 from featurestore.errors import StoreError
 from featurestore.schema import Protocol
 from featurestore.store import FeatureStore
@@ -159,9 +159,9 @@ def _finite_rows(x: np.ndarray) -> np.ndarray:
 
 def score_pairs(ps: PairSet, metric: str, bias: float | None = None) -> tuple[np.ndarray, np.ndarray, str, str]:
     """(scores, pair uncertainty 'larger = reject first', distance, combination) for a metric string."""
-    distance, combo = parse_metric(metric)
-    needs_sigma = distance == "MLS" or distance.startswith("pfe-")
-    if needs_sigma and (ps.values is None or ps.values.ndim != 2):
+    distance_spec, combo_spec = metric_specs(metric)
+    distance, combo = distance_spec.name, combo_spec.name
+    if distance_spec.values == "sigma_sq" and (ps.values is None or ps.values.ndim != 2):
         raise StoreError(
             f"metric {metric!r} needs PFE sigma_sq, which model {ps.model!r} does not have "
             f"(or fusion {ps.fusion!r} reduced it to a scalar)"
@@ -317,9 +317,9 @@ def run_reject(
     if threshold_mode == "fixed" and convention != "exact":
         raise ValueError("the fixed-threshold EDC sets its thresholds with the exact convention only")
     for metric in metrics or []:
-        parse_metric(metric)
+        metric_specs(metric)
     for f in fusions or []:
-        parse_fusion(f)
+        fusion_spec(f)
     r = fractions_from(fractions)
     valid = valid_rows(store, models, partial)
     report = RunReport(
@@ -468,7 +468,7 @@ def run_fusion_table(
             has_sigma = src == "sigma_sq" and ps.values is not None and ps.values.ndim == 2
             for distance in distances or (["cosine", "MLS"] if has_sigma else ["cosine"]):
                 values = ps.values
-                if distance.startswith("scale-") and has_sigma:
+                if DISTANCES.get(distance).values == "confidence" and has_sigma:
                     values = pfe_confidence(values)
                 scores = pair_scores(distance, ps.features, ps.i, ps.j, uncertainty=values)
                 res = tar_at_far(scores, ps.labels, ps_fars, convention, allow_tiny_far=True)

@@ -13,8 +13,7 @@ from typing import Any
 import dask
 import numpy as np
 
-from analyze.fusion import FusedTemplates, fuse
-from analyze.names import parse_fusion
+from analyze.fusion import FUSIONS, FusedTemplates, fuse
 from analyze.rows import pfe_confidence
 from featurestore.errors import StoreError
 from featurestore.schema import STATUS_OK, ModelSpec
@@ -69,13 +68,9 @@ def valid_rows(store: FeatureStore, models: list[str], partial: bool) -> ValidRo
     return out
 
 
-CONFIDENCE_WEIGHTED_FUSIONS = ("softmax", "stat-softmax", "weighted", "weighted-softmax", "argmax")
-"""Fusions that weight images by one confidence each (a PFE sigma_sq is first reduced to 1/hm)."""
-
-
 def fuses_pfe_confidence(source: str, fusion: str) -> bool:
     """True when `fusion` of a PFE model works on (and yields) the confidence 1/hm(sigma_sq), not sigma_sq."""
-    return source == "sigma_sq" and parse_fusion(fusion)[0] in CONFIDENCE_WEIGHTED_FUSIONS
+    return source == "sigma_sq" and FUSIONS.get(fusion).weights_by_confidence
 
 
 def template_blocks(template: np.ndarray, rows: np.ndarray, block_images: int) -> list[np.ndarray]:
@@ -103,9 +98,8 @@ def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: d
         src, _ = uncertainty_source(spec)
         feats = store.read_rows(model, "embedding", rows)
         unc = store.read_rows(model, src, rows)
-        base, _ = parse_fusion(fusion)
         kwargs: dict[str, Any] = {}
-        if base == "media":
+        if "media" in FUSIONS.get(fusion).inputs:
             kwargs = {
                 "media": store.image_column("media", rows),
                 "detector_score": store.image_column("detector_score", rows),
