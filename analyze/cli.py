@@ -97,41 +97,18 @@ TINY_FAR_HELP = (
 
 def _rejected(ctx: click.Context, param: click.Parameter, text: str) -> tuple[float, float, int]:
     """--rejected START:STOP:NUM with 0 <= START <= STOP < 1 and NUM >= 2 (np.linspace's arguments)."""
+    from analyze.commands import parse_fractions
+
     try:
-        a, b, n = text.split(":")
-        start, stop, num = float(a), float(b), int(n)
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r}: expected START:STOP:NUM, e.g. 0:0.5:250", param_hint="--rejected"
-        ) from None
-    if not (math.isfinite(start) and math.isfinite(stop)) or not 0 <= start <= stop:
-        raise click.BadParameter(f"{text!r}: need 0 <= START <= STOP", param_hint="--rejected")
-    if stop >= 1:
-        raise click.BadParameter(
-            f"{text!r}: STOP must be below 1: rejecting every pair leaves no pairs to measure a TAR on",
-            param_hint="--rejected",
-        )
-    if num < 2:
-        raise click.BadParameter(f"{text!r}: NUM must be at least 2 (a curve has two ends)", param_hint="--rejected")
-    return start, stop, num
+        return parse_fractions(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rejected") from None
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"{value}: must be a finite number", param_hint=f"--{param.name.replace('_', '-')}")
     return value
-
-
-def _check_names(metrics=(), fusions=(), distances=()) -> None:
-    """Metric, fusion and distance names, checked before the store is read or a folder made."""
-    from analyze.vocabulary import check_distance, parse_fusion, parse_metric
-
-    for m in metrics:
-        parse_metric(m)
-    for f in fusions:
-        parse_fusion(f)
-    for d in distances:
-        check_distance(d)
 
 
 @cli.command()
@@ -232,67 +209,24 @@ def reject(
       analyze reject --cache ijbc.zarr --level template --fusion PFE --metric MLS_harmonic-sum
       analyze reject --cache ijbc.zarr --threshold fixed --metric cosine_min
     """
-    from analyze.experiments import run_reject, select
-    from analyze.outputs import auc_table_text, claim_out_dir, dask_scheduler, default_out_dir, write_json, write_table
+    from analyze.commands import RejectOptions
+    from analyze.commands import reject as run
 
-    _check_names(metrics, fusions)
-    with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster) as where:
-        select(store, list(models) or None, protocol)
-        with claim_out_dir(out or default_out_dir(cache, "reject"), force, "analyze reject", [cache]) as owned:
-            df, auc_df, report = run_reject(
-                store,
-                models=list(models) or None,
-                protocol=protocol,
-                level=level,
-                fusions=list(fusions) or None,
-                metrics=list(metrics) or None,
-                fars=tuple(fars) or None,
-                fractions=rejected,
-                threshold_mode=threshold_mode,
-                convention=convention,
-                partial=partial,
-                bias=bias,
-                discard_limit=discard_limit,
-                allow_tiny_far=allow_tiny_far,
-            )
-            report.params["scheduler"] = where
-            out_dir = owned.path
-            owned.add(*write_table(df, out_dir, "reject"))
-            auc_df.to_csv(out_dir / "auc.csv", index=False)
-            owned.add(out_dir / "auc.csv", write_json(report, out_dir / "summary.json"))
-            if not no_figures:
-                from analyze.figures import plot_reject_comparison, plot_reject_curves
-
-                plot_reject_curves(df, out_dir / "figures")
-                plot_reject_comparison(df, out_dir / "figures")
-            owned.finish()
-    _print_exclusions(report)
-    click.echo(f"AUC of TAR over rejected fraction ({threshold_mode}, {convention} convention):")
-    click.echo(auc_table_text(auc_df))
-    click.echo(f"wrote {out_dir}")
+    options = RejectOptions(
+        models=models, protocol=protocol, partial=partial, figures=not no_figures, force=force, scheduler=scheduler,
+        cluster=cluster, level=level, fusions=fusions, metrics=metrics, fars=fars, fractions=rejected,
+        threshold_mode=threshold_mode, convention=convention, bias=bias, discard_limit=discard_limit,
+        allow_tiny_far=allow_tiny_far,
+    )  # fmt: skip
+    _echo(run(cache, out, options))
 
 
-def _print_exclusions(report) -> None:
-    """What the run left out and why, on stderr: images not done, failed or NaN; pairs dropped; FARs dropped."""
-    ex = report.excluded
-    left = ex.get("images_not_done", 0)
-    if left:
-        click.echo(f"--partial: {left:,} images not yet extracted were left out", err=True)
-    if ex.get("images_failed") or ex.get("images_nan"):
-        click.echo(f"excluded {ex['images_failed']:,} failed images and NaN outputs {ex['images_nan']}", err=True)
-    for key, p in report.pairs.items():
-        if p["dropped"]:
-            click.echo(
-                f"{key}: {p['dropped']:,} of {p['pairs']:,} pairs dropped (an image or template without valid outputs)",
-                err=True,
-            )
-    for key, d in report.fars_dropped.items():
-        fars = ", ".join(f"{f:g}" for f in d["fars"])
-        click.echo(
-            f"note: {key}: default FAR {fars} not reported: below 1/n_impostors = {d['smallest_far']:.3g} "
-            f"(n_impostors = {d['n_impostors']:,}); --allow-tiny-far reports such FARs anyway",
-            err=True,
-        )
+def _echo(result) -> None:
+    """What a command says: its notes on stderr (what it left out), then its tables and where it wrote them."""
+    for note in result.notes:
+        click.echo(note, err=True)
+    click.echo(result.text)
+    click.echo(result.footer)
 
 
 @cli.command()
@@ -331,40 +265,16 @@ def fusion(
     Example:
       analyze fusion --cache ijbc.zarr --fusion mean --fusion PFE --fusion softmax-0.5
     """
-    from analyze.experiments import run_fusion_table, select
-    from analyze.outputs import claim_out_dir, dask_scheduler, default_out_dir, write_json, write_table
+    from analyze.commands import FusionOptions
+    from analyze.commands import fusion as run
 
-    _check_names(fusions=fusions, distances=distances)
-    options = {
-        "keep_norm": not media_no_norm,
-        "use_detector_score": not media_no_detector,
-        "add_flip": not media_no_flip,
-    }
-    with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster) as where:
-        select(store, list(models) or None, protocol)
-        with claim_out_dir(out or default_out_dir(cache, "fusion"), force, "analyze fusion", [cache]) as owned:
-            df, report = run_fusion_table(
-                store,
-                models=list(models) or None,
-                protocol=protocol,
-                fusions=list(fusions) or None,
-                distances=list(distances) or None,
-                fars=tuple(fars) or None,
-                convention=convention,
-                partial=partial,
-                fusion_options=options,
-                allow_tiny_far=allow_tiny_far,
-            )
-            report.params["scheduler"] = where
-            out_dir = owned.path
-            owned.add(*write_table(df, out_dir, "fusion"), write_json(report, out_dir / "summary.json"))
-            owned.finish()
-    _print_exclusions(report)
-    table = df.pivot_table(index=["model", "fusion", "distance"], columns="far", values="tar", sort=False)
-    table.columns = [f"FAR={c:g}" for c in table.columns]
-    click.echo(f"TAR@FAR ({convention} convention):")
-    click.echo(table.to_string(float_format=lambda v: f"{v:.4f}"))
-    click.echo(f"wrote {out_dir}")
+    options = FusionOptions(
+        models=models, protocol=protocol, partial=partial, figures=not no_figures, force=force, scheduler=scheduler,
+        cluster=cluster, fusions=fusions, distances=distances, fars=fars, convention=convention,
+        allow_tiny_far=allow_tiny_far, media_norm=not media_no_norm, media_detector=not media_no_detector,
+        media_flip=not media_no_flip,
+    )  # fmt: skip
+    _echo(run(cache, out, options))
 
 
 @cli.command()
@@ -384,30 +294,14 @@ def roc(
     Example:
       analyze roc --cache ijbc.zarr --fusion media --fusion mean
     """
-    from analyze.experiments import run_roc, select
-    from analyze.outputs import claim_out_dir, dask_scheduler, default_out_dir, write_json, write_table
+    from analyze.commands import RocOptions
+    from analyze.commands import roc as run
 
-    _check_names(fusions=fusions)
-    with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster) as where:
-        select(store, list(models) or None, protocol)
-        with claim_out_dir(out or default_out_dir(cache, "roc"), force, "analyze roc", [cache]) as owned:
-            table, curve_df, report = run_roc(
-                store, models=list(models) or None, protocol=protocol, fusions=list(fusions) or None,
-                fars=tuple(fars) or None, convention=convention, partial=partial, allow_tiny_far=allow_tiny_far,
-            )  # fmt: skip
-            report.params["scheduler"] = where
-            out_dir = owned.path
-            owned.add(*write_table(table, out_dir, "roc_table"), *write_table(curve_df, out_dir, "roc_curve"))
-            owned.add(write_json(report, out_dir / "summary.json"))
-            if not no_figures:
-                from analyze.figures import plot_roc
-
-                plot_roc(curve_df, out_dir / "figures")
-            owned.finish()
-    _print_exclusions(report)
-    click.echo(f"TAR@FAR ({convention} convention):")
-    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    click.echo(f"wrote {out_dir}")
+    options = RocOptions(
+        models=models, protocol=protocol, partial=partial, figures=not no_figures, force=force, scheduler=scheduler,
+        cluster=cluster, fusions=fusions, fars=fars, convention=convention, allow_tiny_far=allow_tiny_far,
+    )  # fmt: skip
+    _echo(run(cache, out, options))
 
 
 @cli.command("list")
