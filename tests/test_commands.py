@@ -83,3 +83,47 @@ def test_runtime_fields_are_marked_and_options_are_frozen():
     assert commands.runtime_keys(RejectOptions) == {"force", "scheduler", "cluster"}
     with pytest.raises(dataclasses.FrozenInstanceError):
         RejectOptions().convention = "nearest"  # type: ignore[misc]
+
+
+def test_pipeline_step_calls_the_function_with_yaml_options(store, tmp_path):
+    import yaml
+
+    from pipelines.runner import run_pipeline
+    from pipelines.steps import KINDS, StepError
+
+    assert KINDS["reject"].runtime_keys == {"force", "scheduler", "cluster"}
+    spec = {
+        "name": "yaml-options",
+        "steps": [
+            {
+                "id": "rej",
+                "kind": "reject",
+                "with": {
+                    "cache": str(store.path),
+                    "far": [0.1],
+                    "rejected": {"start": 0, "stop": 0.5, "num": 3},
+                    "no_figures": True,
+                },
+            },  # fmt: skip
+            {
+                "id": "rej-list",
+                "kind": "reject",
+                "with": {"cache": str(store.path), "far": 0.1, "rejected": [0, 0.5, 3]},
+            },
+        ],
+    }
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    run_pipeline(path, tmp_path / "run")
+    direct = commands.reject(store.path, tmp_path / "direct", RejectOptions(fars=(0.1,), fractions=(0, 0.5, 3)))
+    for step in ("rej", "rej-list"):
+        got = pd.read_csv(tmp_path / "run" / step / "reject.csv")
+        pd.testing.assert_frame_equal(got, pd.read_csv(direct.out_dir / "reject.csv"))
+    assert not (tmp_path / "run" / "rej" / "figures").exists() and (tmp_path / "run" / "rej-list" / "figures").is_dir()
+    log = (tmp_path / "run" / "pipeline.log").read_text()
+    assert "  rej | AUC of TAR over rejected fraction (recompute, exact convention):" in log
+
+    spec["steps"] = [{"id": "bad", "kind": "roc", "with": {"cache": str(store.path), "partial_ok": True}}]
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(StepError, match=r"step 'bad' \(roc\): unknown option\(s\) partial_ok"):
+        run_pipeline(path, tmp_path / "run2")
