@@ -15,9 +15,9 @@ import pandas as pd
 
 from analyze.curves import auc, roc_curve_points
 from analyze.fusion import template_rows
-from analyze.loading import ValidRows, fuse_templates, fuses_pfe_confidence, uncertainty_source, valid_rows
+from analyze.loading import ValidRows, fuse_templates, valid_rows
+from analyze.policy import ImageValues, policy_for
 from analyze.reject import fixed_threshold_edc, kept_counts, reject_curve, rejection_order
-from analyze.rows import pfe_confidence
 from analyze.scores import pair_scores
 from analyze.tarfar import check_far_resolution, check_fars, tar_at_far
 from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty
@@ -58,22 +58,13 @@ AUC_COLUMNS = [
 
 
 def default_metrics(spec_outputs: tuple[str, ...], threshold_mode: str) -> list[str]:
-    """The paper's metric strings for a model: cosine with the sum ('mean') and harmonic-harmonic
-    combinations, plus MLS for PFE; for the fixed-threshold EDC, the pair quality is the worse image:
-    min of confidences, max of PFE uncertainties."""
-    pfe = "sigma_sq" in spec_outputs
-    if threshold_mode == "fixed":
-        return ["cosine_max" if pfe else "cosine_min"]
-    return ["cosine_mean", "cosine_harmonic-harmonic"] + (["MLS_harmonic-sum"] if pfe else [])
+    """The paper's metric strings for a model (its family policy, analyze.policy)."""
+    return policy_for(spec_outputs).metrics_for(threshold_mode)
 
 
 def default_fusions(spec_outputs: tuple[str, ...]) -> list[str]:
-    """Per family: PFE attention for PFE, confidence-weighted for ScaleFace, plain mean otherwise."""
-    if "sigma_sq" in spec_outputs:
-        return ["PFE"]
-    if "scale" in spec_outputs:
-        return ["weighted"]
-    return ["mean"]
+    """The family's template fusions (analyze.policy): PFE attention, confidence-weighted, or the mean."""
+    return list(policy_for(spec_outputs).fusions)
 
 
 @dataclass
@@ -91,6 +82,12 @@ class PairSet:
     labels: np.ndarray
     n_pairs_total: int
     n_pairs_dropped: int
+    source: str = ""
+
+    @property
+    def image_values(self) -> ImageValues:
+        """`values` with what they mean and where they came from."""
+        return ImageValues(self.values, self.mode, self.source)
 
 
 def select(store: FeatureStore, models: list[str] | None, protocol: str | None) -> tuple[list[str], Protocol]:
@@ -115,8 +112,8 @@ def build_pair_set(
 ) -> PairSet:
     """Features and uncertainty values per image (image level) or per fused template (template level),
     with the protocol's pairs mapped onto them; pairs touching an invalid image/template are dropped."""
-    spec = store.model(model)
-    src, mode = uncertainty_source(spec)
+    stored = policy_for(store.model(model).outputs).stored()
+    mode, src = stored.kind, stored.source
     pairs, labels = protocol.pairs, protocol.label
     if level != protocol.level:
         raise StoreError(
@@ -140,8 +137,7 @@ def build_pair_set(
         keep = found.all(axis=1)
         features, values = fused.features, fused.uncertainty
         i, j = template_rows(fused.ids, pairs[keep, 0]), template_rows(fused.ids, pairs[keep, 1])
-        if fuses_pfe_confidence(src, fusion):
-            mode = "confidence"  # the fused value is then a PFE confidence 1/hm(sigma_sq)
+        mode, src = stored.fused_by(fusion_spec(fusion))
     labels = labels[keep]
     finite = _finite_rows(features) & (True if values is None else _finite_rows(values))
     if not finite.all():  # e.g. an inf sigma^2 from exp overflow: drop the pairs touching such rows
@@ -149,7 +145,8 @@ def build_pair_set(
         i, j, labels = i[ok], j[ok], labels[ok]
     level_fusion = fusion if level == "template" else "none"
     n_total = len(protocol.label)
-    return PairSet(model, level, level_fusion, features, values, mode, i, j, labels, n_total, n_total - len(labels))
+    n_dropped = n_total - len(labels)
+    return PairSet(model, level, level_fusion, features, values, mode, i, j, labels, n_total, n_dropped, src)
 
 
 def _finite_rows(x: np.ndarray) -> np.ndarray:
@@ -456,20 +453,17 @@ def run_fusion_table(
     report.exclude_images(valid)
     rows = []
     for model in models:
-        spec = store.model(model)
-        src, _ = uncertainty_source(spec)
-        model_fusions = fusions or (["mean", "first", "media"] + default_fusions(spec.outputs))
+        policy = policy_for(store.model(model).outputs)
+        model_fusions = fusions or policy.fusion_table_fusions()
         for fusion in dict.fromkeys(model_fusions):
             ps = build_pair_set(store, model, proto, "template", fusion, valid, fusion_options)
             report.count_pairs(ps)
             ps_fars = resolved_fars(fars, explicit, ps, allow_tiny_far, report)
             if not ps_fars.size:
                 continue
-            has_sigma = src == "sigma_sq" and ps.values is not None and ps.values.ndim == 2
-            for distance in distances or (["cosine", "MLS"] if has_sigma else ["cosine"]):
-                values = ps.values
-                if DISTANCES.get(distance).values == "confidence" and has_sigma:
-                    values = pfe_confidence(values)
+            values_of = ps.image_values
+            for distance in distances or (policy.fusion_distances if values_of.is_sigma_sq else ["cosine"]):
+                values = values_of.for_distance(DISTANCES.get(distance))
                 scores = pair_scores(distance, ps.features, ps.i, ps.j, uncertainty=values)
                 res = tar_at_far(scores, ps.labels, ps_fars, convention, allow_tiny_far=True)
                 for f, tar, thr, fa in zip(res.fars, res.tar, res.threshold, res.far_achieved):

@@ -14,7 +14,7 @@ import dask
 import numpy as np
 
 from analyze.fusion import FUSIONS, FusedTemplates, fuse
-from analyze.rows import pfe_confidence
+from analyze.policy import policy_for
 from featurestore.errors import StoreError
 from featurestore.schema import STATUS_OK, ModelSpec
 from featurestore.store import FeatureStore
@@ -24,13 +24,9 @@ FUSION_BLOCK_IMAGES = 16384
 
 
 def uncertainty_source(spec: ModelSpec) -> tuple[str, str]:
-    """(store output, mode) of a model's per-image uncertainty: ScaleFace scale and MagFace/ArcFace norm
-    are confidences, PFE sigma_sq an uncertainty."""
-    if "sigma_sq" in spec.outputs:
-        return "sigma_sq", "uncertainty"
-    if "scale" in spec.outputs:
-        return "scale", "confidence"
-    return "norm", "confidence"
+    """(store output, direction) of a model's per-image value (its family policy, analyze.policy)."""
+    policy = policy_for(spec.outputs)
+    return policy.value_output, policy.value_kind
 
 
 @dataclass
@@ -68,11 +64,6 @@ def valid_rows(store: FeatureStore, models: list[str], partial: bool) -> ValidRo
     return out
 
 
-def fuses_pfe_confidence(source: str, fusion: str) -> bool:
-    """True when `fusion` of a PFE model works on (and yields) the confidence 1/hm(sigma_sq), not sigma_sq."""
-    return source == "sigma_sq" and FUSIONS.get(fusion).weights_by_confidence
-
-
 def template_blocks(template: np.ndarray, rows: np.ndarray, block_images: int) -> list[np.ndarray]:
     """Split `rows` into ascending row sets of whole templates, about `block_images` images each."""
     order = rows[np.argsort(template[rows], kind="stable")]
@@ -95,11 +86,12 @@ def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: d
     # the caller's open already checked every done chunk's storage objects: a task need not list them again
     with FeatureStore.open(path, check=False) as store:
         spec = store.model(model)
-        src, _ = uncertainty_source(spec)
+        policy = policy_for(spec.outputs)
+        fusion_spec = FUSIONS.get(fusion)
         feats = store.read_rows(model, "embedding", rows)
-        unc = store.read_rows(model, src, rows)
+        values = policy.stored(store.read_rows(model, policy.value_output, rows)).for_fusion(fusion_spec)
         kwargs: dict[str, Any] = {}
-        if "media" in FUSIONS.get(fusion).inputs:
+        if "media" in fusion_spec.inputs:
             kwargs = {
                 "media": store.image_column("media", rows),
                 "detector_score": store.image_column("detector_score", rows),
@@ -109,9 +101,7 @@ def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: d
             }
             if kwargs["add_flip"]:
                 kwargs["features_flip"] = store.read_rows(model, "embedding_flip", rows)
-        if fuses_pfe_confidence(src, fusion):
-            unc = pfe_confidence(unc)
-        return fuse(fusion, feats, store.image_column("template", rows), uncertainty=unc, **kwargs)
+        return fuse(fusion, feats, store.image_column("template", rows), uncertainty=values.values, **kwargs)
 
 
 def fuse_templates(

@@ -285,13 +285,13 @@ def fixed_threshold_edc(
     quality: ArrayLike,
     fractions: ArrayLike,
     fars: ArrayLike,
-    order: Literal["quality", "uncertainty"] = "quality",
+    order: Literal["confidence", "uncertainty"] = "confidence",
     allow_tiny_far: bool = False,
 ) -> EDCCurve:
     """EDC: thresholds at each FAR fixed on all pairs; FNMR/FMR on the pairs left after discarding.
 
-    ``quality`` is the pair quality (lowest discarded first; e.g. min of the two images'), or a pair
-    uncertainty with order="uncertainty" (highest discarded first). For fraction r the
+    ``quality`` is a pair confidence (order="confidence", the default: lowest discarded first; e.g. min of the
+    two images'), or a pair uncertainty with order="uncertainty" (highest discarded first). For fraction r the
     n - int(n(1-r)) lowest are discarded, plus every pair tied with the last of them.
     """
     s, lab = check_scores_labels(scores, labels)
@@ -303,8 +303,8 @@ def fixed_threshold_edc(
         raise ValueError(f"{order} contains {int(np.isnan(q).sum())} NaN values; drop or fill them first")
     if order == "uncertainty":
         q = -q
-    elif order != "quality":
-        raise ValueError(f"unknown order {order!r}; use 'quality' or 'uncertainty'")
+    elif order != "confidence":
+        raise ValueError(f"unknown order {order!r}; use 'confidence' or 'uncertainty'")
     f = check_fars(fars)
     r = check_fractions(fractions)
     n = s.size
