@@ -33,6 +33,7 @@ from analyze.outputs import (
     write_json,
     write_table,
 )
+from analyze.tables import far_pivot
 from analyze.vocabulary import check_distance, fusion_spec, metric_specs
 from featurestore.errors import StoreError
 from featurestore.schema import STATUS_OK
@@ -350,8 +351,7 @@ def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) ->
 
                 plot_fusion(df, out_dir / "figures")
             owned.finish()
-    table = df.pivot_table(index=["model", "fusion", "distance"], columns="far", values="tar", sort=False)
-    table.columns = [f"FAR={c:g}" for c in table.columns]
+    table = far_pivot(df, ["model", "fusion", "distance"], "tar")
     text = "\n".join(
         [
             f"TAR@FAR ({o.convention} convention):",

@@ -1,6 +1,8 @@
-"""The analyses `analyze` runs on a store: reject verification, fusion tables and ROC tables.
+"""The orchestrators `analyze` runs on a store: reject verification, fusion tables and ROC tables.
 
-Each returns tidy pandas tables (one row per measured number) with every convention named in
+Only the loops over models, fusions and metrics live here: pair assembly is in `analyze.loading`
+(`select`, `build_pair_set`), every reject-like curve in `analyze.reject` (`reject_columns`), the table
+contracts and presentation in `analyze.tables`, the per-family defaults in `analyze.policy`. Each returns tidy pandas tables (one row per measured number) with every convention named in
 its columns, so results from different runs and methods concatenate and compare directly.
 """
 
@@ -14,16 +16,15 @@ import numpy as np
 import pandas as pd
 
 from analyze.curves import auc, roc_curve_points
-from analyze.fusion import template_rows
-from analyze.loading import ValidRows, fuse_templates, valid_rows
-from analyze.policy import ImageValues, policy_for
-from analyze.reject import fixed_threshold_edc, kept_counts, reject_curve, rejection_order
+from analyze.loading import PairSet, ValidRows, build_pair_set, select, valid_rows
+from analyze.policy import policy_for
+from analyze.reject import reject_columns
 from analyze.scores import pair_scores
+from analyze.tables import AUC_COLUMNS, REJECT_COLUMNS
 from analyze.tarfar import check_far_resolution, check_fars, tar_at_far
 from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty
 from analyze.vocabulary import DISTANCES, fusion_spec, metric_specs
 from featurestore.errors import StoreError
-from featurestore.schema import Protocol
 from featurestore.store import FeatureStore
 
 PAPER_FARS = (1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2)
@@ -35,27 +36,6 @@ PAPER_FRACTIONS = (0.0, 0.5, 250)
 ROC_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 """insightface's IJB-C ROC table columns."""
 
-REJECT_KEY_COLUMNS = (
-    "model", "level", "protocol", "fusion", "distance", "uncertainty", "threshold_mode", "convention",
-    "far", "rejected_fraction", "tar", "threshold", "kept_pairs",
-)  # fmt: skip
-"""The tidy reject table's contract (what figures and reports may rely on)."""
-
-REJECT_COLUMNS = [*REJECT_KEY_COLUMNS, "far_achieved", "kept_genuine", "kept_impostor", "discarded_fraction"]
-AUC_COLUMNS = [
-    "model",
-    "level",
-    "protocol",
-    "fusion",
-    "distance",
-    "uncertainty",
-    "threshold_mode",
-    "convention",
-    "far",
-    "auc",
-    "auc_kind",
-]
-
 
 def default_metrics(spec_outputs: tuple[str, ...], threshold_mode: str) -> list[str]:
     """The paper's metric strings for a model (its family policy, analyze.policy)."""
@@ -65,93 +45,6 @@ def default_metrics(spec_outputs: tuple[str, ...], threshold_mode: str) -> list[
 def default_fusions(spec_outputs: tuple[str, ...]) -> list[str]:
     """The family's template fusions (analyze.policy): PFE attention, confidence-weighted, or the mean."""
     return list(policy_for(spec_outputs).fusions)
-
-
-@dataclass
-class PairSet:
-    """What one (model, level, fusion) scores: row features and values, pair rows into them, labels."""
-
-    model: str
-    level: str
-    fusion: str
-    features: np.ndarray
-    values: np.ndarray
-    mode: str
-    i: np.ndarray
-    j: np.ndarray
-    labels: np.ndarray
-    n_pairs_total: int
-    n_pairs_dropped: int
-    source: str = ""
-
-    @property
-    def image_values(self) -> ImageValues:
-        """`values` with what they mean and where they came from."""
-        return ImageValues(self.values, self.mode, self.source)
-
-
-def select(store: FeatureStore, models: list[str] | None, protocol: str | None) -> tuple[list[str], Protocol]:
-    """The models to analyse (default: all, each checked to exist) and the protocol (default: the first)."""
-    models = models or list(store.models)
-    for m in models:
-        store.model(m)
-    name = protocol or next(iter(store.protocols_info), None)
-    if name is None:
-        raise StoreError(f"{store.path} has no protocol to verify")
-    return models, store.protocol(name)
-
-
-def build_pair_set(
-    store: FeatureStore,
-    model: str,
-    protocol: Protocol,
-    level: str,
-    fusion: str,
-    valid: ValidRows,
-    fusion_options: dict[str, Any] | None = None,
-) -> PairSet:
-    """Features and uncertainty values per image (image level) or per fused template (template level),
-    with the protocol's pairs mapped onto them; pairs touching an invalid image/template are dropped."""
-    stored = policy_for(store.model(model).outputs).stored()
-    mode, src = stored.kind, stored.source
-    pairs, labels = protocol.pairs, protocol.label
-    if level != protocol.level:
-        raise StoreError(
-            f"protocol {protocol.name!r} pairs {protocol.level}s, so it is analysed at level {protocol.level!r}, "
-            f"not {level!r}"
-        )
-    if level == "image":
-        if pairs.size and (pairs.min() < 0 or pairs.max() >= store.n_images):
-            raise StoreError(f"protocol {protocol.name!r}: image rows outside 0..{store.n_images - 1}")
-        keep = valid.mask[pairs[:, 0]] & valid.mask[pairs[:, 1]]
-        rows = np.unique(pairs[keep])
-        features = store.read_rows(model, "embedding", rows)
-        values = store.read_rows(model, src, rows)
-        i = np.searchsorted(rows, pairs[keep, 0])
-        j = np.searchsorted(rows, pairs[keep, 1])
-    else:
-        fused = fuse_templates(store, model, fusion, valid.mask, options=fusion_options)
-        pos = np.searchsorted(fused.ids, pairs)
-        pos_c = np.minimum(pos, len(fused.ids) - 1)
-        found = fused.ids[pos_c] == pairs
-        keep = found.all(axis=1)
-        features, values = fused.features, fused.uncertainty
-        i, j = template_rows(fused.ids, pairs[keep, 0]), template_rows(fused.ids, pairs[keep, 1])
-        mode, src = stored.fused_by(fusion_spec(fusion))
-    labels = labels[keep]
-    finite = _finite_rows(features) & (True if values is None else _finite_rows(values))
-    if not finite.all():  # e.g. an inf sigma^2 from exp overflow: drop the pairs touching such rows
-        ok = finite[i] & finite[j]
-        i, j, labels = i[ok], j[ok], labels[ok]
-    level_fusion = fusion if level == "template" else "none"
-    n_total = len(protocol.label)
-    n_dropped = n_total - len(labels)
-    return PairSet(model, level, level_fusion, features, values, mode, i, j, labels, n_total, n_dropped, src)
-
-
-def _finite_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
-    return np.isfinite(x) if x.ndim == 1 else np.isfinite(x).all(axis=1)
 
 
 def score_pairs(ps: PairSet, metric: str, bias: float | None = None) -> tuple[np.ndarray, np.ndarray, str, str]:
@@ -172,48 +65,6 @@ def fractions_from(spec: tuple[float, float, int]) -> np.ndarray:
     """np.linspace(start, stop, num), the paper's way of listing rejected fractions."""
     start, stop, num = spec
     return np.linspace(start, stop, int(num))
-
-
-def _nearest_reject(scores, labels, unc, fractions, fars) -> dict[str, np.ndarray]:
-    """Reject verification with the nearest-FPR convention: one sort by uncertainty, then TAR@FAR on
-    each kept prefix (exact equality with re-running insightface's table per fraction)."""
-    perm = rejection_order(unc, "uncertainty")
-    s, lab = scores[perm], labels[perm]
-    kept = kept_counts(len(s), fractions)
-    rows: dict[str, list] = {
-        k: []
-        for k in (
-            "rejected_fraction",
-            "far",
-            "tar",
-            "threshold",
-            "far_achieved",
-            "kept_pairs",
-            "kept_genuine",
-            "kept_impostor",
-        )
-    }
-    for r, n in zip(fractions, kept):
-        lab_k = lab[:n]
-        n_gen = int(lab_k.sum())
-        if n == 0 or n_gen == n:
-            res_tar = res_thr = res_far = np.full(len(fars), np.nan)
-        else:
-            res = tar_at_far(s[:n], lab_k, fars, "nearest", allow_tiny_far=True)
-            res_tar, res_thr, res_far = res.tar, res.threshold, res.far_achieved
-        for k, f in enumerate(fars):
-            for key, v in (
-                ("rejected_fraction", r),
-                ("far", f),
-                ("tar", res_tar[k]),
-                ("threshold", res_thr[k]),
-                ("far_achieved", res_far[k]),
-                ("kept_pairs", n),
-                ("kept_genuine", n_gen),
-                ("kept_impostor", n - n_gen),
-            ):
-                rows[key].append(v)
-    return {k: np.asarray(v) for k, v in rows.items()}
 
 
 @dataclass
@@ -361,18 +212,7 @@ def run_reject(
                     "threshold_mode": threshold_mode,
                     "convention": convention,
                 }
-                if threshold_mode == "recompute" and convention == "exact":
-                    cols = reject_curve(scores, ps.labels, unc, r, ps_fars, allow_tiny_far=True).columns()
-                    cols["discarded_fraction"] = cols["rejected_fraction"]
-                elif threshold_mode == "recompute":
-                    cols = _nearest_reject(scores, ps.labels, unc, r, ps_fars)
-                    cols["discarded_fraction"] = cols["rejected_fraction"]
-                else:
-                    cols = _edc_columns(
-                        fixed_threshold_edc(
-                            scores, ps.labels, unc, r, ps_fars, order="uncertainty", allow_tiny_far=True
-                        )
-                    )
+                cols = reject_columns(scores, ps.labels, unc, r, ps_fars, threshold_mode, convention)
                 df = pd.DataFrame(cols)
                 for k, v in key.items():
                     df[k] = v
@@ -383,22 +223,6 @@ def run_reject(
     reject_df = pd.concat(curves, ignore_index=True)[REJECT_COLUMNS]
     report.seconds = time.perf_counter() - t0
     return reject_df, pd.DataFrame(aucs, columns=AUC_COLUMNS), report
-
-
-def _edc_columns(edc) -> dict[str, np.ndarray]:
-    n_r, n_f = edc.fnmr.shape
-    thr = np.tile(edc.threshold, n_r)
-    return {
-        "rejected_fraction": np.repeat(edc.fractions, n_f),
-        "far": np.tile(edc.fars, n_r),
-        "tar": 1.0 - edc.fnmr.ravel(),
-        "threshold": thr,
-        "far_achieved": edc.fmr.ravel(),
-        "kept_pairs": np.repeat(edc.kept_pairs, n_f),
-        "kept_genuine": np.repeat(edc.kept_genuine, n_f),
-        "kept_impostor": np.repeat(edc.kept_impostor, n_f),
-        "discarded_fraction": np.repeat(edc.discarded_fraction, n_f),
-    }
 
 
 def _auc_rows(df: pd.DataFrame, key: dict[str, Any], threshold_mode: str, discard_limit: float) -> list[dict]:

@@ -23,7 +23,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analyze.curves import auc  # noqa: E402
-from analyze.experiments import REJECT_KEY_COLUMNS  # noqa: E402
+from analyze.tables import REJECT_KEY_COLUMNS, method_label  # noqa: E402
+from analyze.tables import present as _present  # noqa: E402
 
 __all__ = [
     "DPI",
@@ -43,7 +44,7 @@ __all__ = [
 
 DPI = 150
 REJECT_COLUMNS = REJECT_KEY_COLUMNS
-"""Columns a reject table must have (the engine's tidy table, analyze.experiments)."""
+"""Columns a reject table must have (the tidy table's contract, analyze.tables)."""
 ROC_COLUMNS = ("model", "level", "fusion", "distance", "fpr", "tpr")
 ROC_FPR_RANGE = (1e-6, 1.0)
 
@@ -90,21 +91,6 @@ def line_styles(n: int) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def method_label(model: str, distance: str, uncertainty: str | None = None, fusion: Any = None) -> str:
-    """Legend label of a method, e.g. ``scaleface: cosine_mean`` or ``pfe: MLS_harmonic-sum [fusion PFE]``."""
-    label = f"{model}: {distance}" if not _present(uncertainty) else f"{model}: {distance}_{uncertainty}"
-    return f"{label} [fusion {fusion}]" if _present(fusion) else label
-
-
-def _present(value: Any) -> bool:
-    """False for None, NaN and empty strings (e.g. the fusion of an image-level protocol)."""
-    if value is None:
-        return False
-    if isinstance(value, float) and math.isnan(value):
-        return False
-    return not (isinstance(value, str) and value.strip() in ("", "none", "None", "nan"))
 
 
 def _check_columns(df: pd.DataFrame, required: Sequence[str], what: str) -> None:

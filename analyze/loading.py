@@ -13,10 +13,10 @@ from typing import Any
 import dask
 import numpy as np
 
-from analyze.fusion import FUSIONS, FusedTemplates, fuse
-from analyze.policy import policy_for
+from analyze.fusion import FUSIONS, FusedTemplates, fuse, template_rows
+from analyze.policy import ImageValues, policy_for
 from featurestore.errors import StoreError
-from featurestore.schema import STATUS_OK, ModelSpec
+from featurestore.schema import STATUS_OK, ModelSpec, Protocol
 from featurestore.store import FeatureStore
 
 FUSION_BLOCK_IMAGES = 16384
@@ -130,3 +130,93 @@ def fuse_templates(
         uncertainty=None if parts[0].uncertainty is None else np.concatenate([p.uncertainty for p in parts]),
         sizes=np.concatenate([p.sizes for p in parts]),
     )
+
+
+# ---- pair assembly: what one (model, level, fusion) scores ------------------------------------------------
+
+
+@dataclass
+class PairSet:
+    """What one (model, level, fusion) scores: row features and values, pair rows into them, labels."""
+
+    model: str
+    level: str
+    fusion: str
+    features: np.ndarray
+    values: np.ndarray
+    mode: str
+    i: np.ndarray
+    j: np.ndarray
+    labels: np.ndarray
+    n_pairs_total: int
+    n_pairs_dropped: int
+    source: str = ""
+
+    @property
+    def image_values(self) -> ImageValues:
+        """`values` with what they mean and where they came from."""
+        return ImageValues(self.values, self.mode, self.source)
+
+
+def select(store: FeatureStore, models: list[str] | None, protocol: str | None) -> tuple[list[str], Protocol]:
+    """The models to analyse (default: all, each checked to exist) and the protocol (default: the first)."""
+    models = models or list(store.models)
+    for m in models:
+        store.model(m)
+    name = protocol or next(iter(store.protocols_info), None)
+    if name is None:
+        raise StoreError(f"{store.path} has no protocol to verify")
+    return models, store.protocol(name)
+
+
+def build_pair_set(
+    store: FeatureStore,
+    model: str,
+    protocol: Protocol,
+    level: str,
+    fusion: str,
+    valid: ValidRows,
+    fusion_options: dict[str, Any] | None = None,
+) -> PairSet:
+    """Features and uncertainty values per image (image level) or per fused template (template level),
+    with the protocol's pairs mapped onto them; pairs touching an invalid image/template are dropped."""
+    stored = policy_for(store.model(model).outputs).stored()
+    mode, src = stored.kind, stored.source
+    pairs, labels = protocol.pairs, protocol.label
+    if level != protocol.level:
+        raise StoreError(
+            f"protocol {protocol.name!r} pairs {protocol.level}s, so it is analysed at level {protocol.level!r}, "
+            f"not {level!r}"
+        )
+    if level == "image":
+        if pairs.size and (pairs.min() < 0 or pairs.max() >= store.n_images):
+            raise StoreError(f"protocol {protocol.name!r}: image rows outside 0..{store.n_images - 1}")
+        keep = valid.mask[pairs[:, 0]] & valid.mask[pairs[:, 1]]
+        rows = np.unique(pairs[keep])
+        features = store.read_rows(model, "embedding", rows)
+        values = store.read_rows(model, src, rows)
+        i = np.searchsorted(rows, pairs[keep, 0])
+        j = np.searchsorted(rows, pairs[keep, 1])
+    else:
+        fused = fuse_templates(store, model, fusion, valid.mask, options=fusion_options)
+        pos = np.searchsorted(fused.ids, pairs)
+        pos_c = np.minimum(pos, len(fused.ids) - 1)
+        found = fused.ids[pos_c] == pairs
+        keep = found.all(axis=1)
+        features, values = fused.features, fused.uncertainty
+        i, j = template_rows(fused.ids, pairs[keep, 0]), template_rows(fused.ids, pairs[keep, 1])
+        mode, src = stored.fused_by(FUSIONS.get(fusion))
+    labels = labels[keep]
+    finite = _finite_rows(features) & (True if values is None else _finite_rows(values))
+    if not finite.all():  # e.g. an inf sigma^2 from exp overflow: drop the pairs touching such rows
+        ok = finite[i] & finite[j]
+        i, j, labels = i[ok], j[ok], labels[ok]
+    level_fusion = fusion if level == "template" else "none"
+    n_total = len(protocol.label)
+    n_dropped = n_total - len(labels)
+    return PairSet(model, level, level_fusion, features, values, mode, i, j, labels, n_total, n_dropped, src)
+
+
+def _finite_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    return np.isfinite(x) if x.ndim == 1 else np.isfinite(x).all(axis=1)
