@@ -279,40 +279,50 @@ def _models(o: TableOptions) -> list[str] | None:
     return list(o.models) or None
 
 
+@contextmanager
+def _claimed(
+    store: str | Path, out: str | Path | None, o: TableOptions, command: str
+) -> Iterator[tuple[FeatureStore, OwnedOutput, str]]:
+    """The frame of a table command: the store open (models and protocol checked), the Dask scheduler up, and
+    the output folder (default beside the store) claimed; yields (store, owned folder, scheduler text)."""
+    with FeatureStore.open(store) as st, dask_scheduler(o.scheduler, o.cluster) as where:
+        experiments.select(st, _models(o), o.protocol)
+        with claim_out_dir(out or default_out_dir(store, command), o.force, f"analyze {command}", [store]) as owned:
+            yield st, owned, where
+
+
 def reject(store: str | Path, out: str | Path | None, options: RejectOptions) -> CommandResult:
     """Reject verification into `out`: reject.parquet/.csv, auc.csv, summary.json, figures (unless not figures)."""
     o = options
     check_names(o.metrics, o.fusions)
-    with FeatureStore.open(store) as st, dask_scheduler(o.scheduler, o.cluster) as where:
-        experiments.select(st, _models(o), o.protocol)
-        with claim_out_dir(out or default_out_dir(store, "reject"), o.force, "analyze reject", [store]) as owned:
-            df, auc_df, report = experiments.run_reject(
-                st,
-                models=_models(o),
-                protocol=o.protocol,
-                level=o.level,
-                fusions=list(o.fusions) or None,
-                metrics=list(o.metrics) or None,
-                fars=o.fars or None,
-                fractions=o.fractions,
-                threshold_mode=o.threshold_mode,
-                convention=o.convention,
-                partial=o.partial,
-                bias=o.bias,
-                discard_limit=o.discard_limit,
-                allow_tiny_far=o.allow_tiny_far,
-            )
-            report.params["scheduler"] = where
-            out_dir = owned.path
-            owned.add(*write_table(df, out_dir, "reject"))
-            auc_df.to_csv(out_dir / "auc.csv", index=False)
-            owned.add(out_dir / "auc.csv", write_json(report, out_dir / "summary.json"))
-            if o.figures:
-                from analyze.figures import plot_reject_comparison, plot_reject_curves
+    with _claimed(store, out, o, "reject") as (st, owned, where):
+        df, auc_df, report = experiments.run_reject(
+            st,
+            models=_models(o),
+            protocol=o.protocol,
+            level=o.level,
+            fusions=list(o.fusions) or None,
+            metrics=list(o.metrics) or None,
+            fars=o.fars or None,
+            fractions=o.fractions,
+            threshold_mode=o.threshold_mode,
+            convention=o.convention,
+            partial=o.partial,
+            bias=o.bias,
+            discard_limit=o.discard_limit,
+            allow_tiny_far=o.allow_tiny_far,
+        )
+        report.params["scheduler"] = where
+        out_dir = owned.path
+        owned.add(*write_table(df, out_dir, "reject"))
+        auc_df.to_csv(out_dir / "auc.csv", index=False)
+        owned.add(out_dir / "auc.csv", write_json(report, out_dir / "summary.json"))
+        if o.figures:
+            from analyze.figures import plot_reject_comparison, plot_reject_curves
 
-                plot_reject_curves(df, out_dir / "figures")
-                plot_reject_comparison(df, out_dir / "figures")
-            owned.finish()
+            plot_reject_curves(df, out_dir / "figures")
+            plot_reject_comparison(df, out_dir / "figures")
+        owned.finish()
     text = "\n".join(
         [
             f"AUC of TAR over rejected fraction ({o.threshold_mode}, {o.convention} convention):",
@@ -328,29 +338,27 @@ def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) ->
     o = options
     check_names(fusions=o.fusions, distances=o.distances)
     media = {"keep_norm": o.media_norm, "use_detector_score": o.media_detector, "add_flip": o.media_flip}
-    with FeatureStore.open(store) as st, dask_scheduler(o.scheduler, o.cluster) as where:
-        experiments.select(st, _models(o), o.protocol)
-        with claim_out_dir(out or default_out_dir(store, "fusion"), o.force, "analyze fusion", [store]) as owned:
-            df, report = experiments.run_fusion_table(
-                st,
-                models=_models(o),
-                protocol=o.protocol,
-                fusions=list(o.fusions) or None,
-                distances=list(o.distances) or None,
-                fars=o.fars or None,
-                convention=o.convention,
-                partial=o.partial,
-                fusion_options=media,
-                allow_tiny_far=o.allow_tiny_far,
-            )
-            report.params["scheduler"] = where
-            out_dir = owned.path
-            owned.add(*write_table(df, out_dir, "fusion"), write_json(report, out_dir / "summary.json"))
-            if o.figures:
-                from analyze.figures import plot_fusion
+    with _claimed(store, out, o, "fusion") as (st, owned, where):
+        df, report = experiments.run_fusion_table(
+            st,
+            models=_models(o),
+            protocol=o.protocol,
+            fusions=list(o.fusions) or None,
+            distances=list(o.distances) or None,
+            fars=o.fars or None,
+            convention=o.convention,
+            partial=o.partial,
+            fusion_options=media,
+            allow_tiny_far=o.allow_tiny_far,
+        )
+        report.params["scheduler"] = where
+        out_dir = owned.path
+        owned.add(*write_table(df, out_dir, "fusion"), write_json(report, out_dir / "summary.json"))
+        if o.figures:
+            from analyze.figures import plot_fusion
 
-                plot_fusion(df, out_dir / "figures")
-            owned.finish()
+            plot_fusion(df, out_dir / "figures")
+        owned.finish()
     table = far_pivot(df, ["model", "fusion", "distance"], "tar")
     text = "\n".join(
         [
@@ -365,28 +373,26 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
     """ROC table and curves into `out`: roc_table and roc_curve (.parquet/.csv), summary.json, figures."""
     o = options
     check_names(fusions=o.fusions)
-    with FeatureStore.open(store) as st, dask_scheduler(o.scheduler, o.cluster) as where:
-        experiments.select(st, _models(o), o.protocol)
-        with claim_out_dir(out or default_out_dir(store, "roc"), o.force, "analyze roc", [store]) as owned:
-            table, curve_df, report = experiments.run_roc(
-                st,
-                models=_models(o),
-                protocol=o.protocol,
-                fusions=list(o.fusions) or None,
-                fars=o.fars or None,
-                convention=o.convention,
-                partial=o.partial,
-                allow_tiny_far=o.allow_tiny_far,
-            )
-            report.params["scheduler"] = where
-            out_dir = owned.path
-            owned.add(*write_table(table, out_dir, "roc_table"), *write_table(curve_df, out_dir, "roc_curve"))
-            owned.add(write_json(report, out_dir / "summary.json"))
-            if o.figures:
-                from analyze.figures import plot_roc
+    with _claimed(store, out, o, "roc") as (st, owned, where):
+        table, curve_df, report = experiments.run_roc(
+            st,
+            models=_models(o),
+            protocol=o.protocol,
+            fusions=list(o.fusions) or None,
+            fars=o.fars or None,
+            convention=o.convention,
+            partial=o.partial,
+            allow_tiny_far=o.allow_tiny_far,
+        )
+        report.params["scheduler"] = where
+        out_dir = owned.path
+        owned.add(*write_table(table, out_dir, "roc_table"), *write_table(curve_df, out_dir, "roc_curve"))
+        owned.add(write_json(report, out_dir / "summary.json"))
+        if o.figures:
+            from analyze.figures import plot_roc
 
-                plot_roc(curve_df, out_dir / "figures")
-            owned.finish()
+            plot_roc(curve_df, out_dir / "figures")
+        owned.finish()
     text = "\n".join(
         [
             f"TAR@FAR ({o.convention} convention):",

@@ -2,7 +2,8 @@
 
 Only the loops over models, fusions and metrics live here: pair assembly is in `analyze.loading`
 (`select`, `build_pair_set`), every reject-like curve in `analyze.reject` (`reject_columns`), the table
-contracts and presentation in `analyze.tables`, the per-family defaults in `analyze.policy`. Each returns tidy pandas tables (one row per measured number) with every convention named in
+contracts and presentation in `analyze.tables`, the per-family defaults in `analyze.policy`.
+Each returns tidy pandas tables (one row per measured number) with every convention named in
 its columns, so results from different runs and methods concatenate and compare directly.
 """
 
