@@ -178,14 +178,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 @resume_hint("analyze reject")
 def reject(
     cache,
-    models,
-    protocol,
     out,
-    force,
-    partial,
-    scheduler,
-    cluster,
-    no_figures,
     level,
     fusions,
     metrics,
@@ -196,6 +189,7 @@ def reject(
     bias,
     discard_limit,
     allow_tiny_far,
+    **common,
 ) -> None:
     """Reject verification: TAR@FAR as the most uncertain pairs are rejected.
 
@@ -212,13 +206,21 @@ def reject(
     from analyze.commands import RejectOptions
     from analyze.commands import reject as run
 
-    options = RejectOptions(
-        models=models, protocol=protocol, partial=partial, figures=not no_figures, force=force, scheduler=scheduler,
-        cluster=cluster, level=level, fusions=fusions, metrics=metrics, fars=fars, fractions=rejected,
+    options = _options(
+        RejectOptions, common, level=level, fusions=fusions, metrics=metrics, fars=fars, fractions=rejected,
         threshold_mode=threshold_mode, convention=convention, bias=bias, discard_limit=discard_limit,
         allow_tiny_far=allow_tiny_far,
     )  # fmt: skip
     _echo(run(cache, out, options))
+
+
+def _options(cls: type, common: dict, **own: object):
+    """A command's options dataclass from the options every table command shares (`_common`) and its own."""
+    return cls(
+        models=common["models"], protocol=common["protocol"], partial=common["partial"],
+        figures=not common["no_figures"], force=common["force"], scheduler=common["scheduler"],
+        cluster=common["cluster"], **own,
+    )  # fmt: skip
 
 
 def _echo(result) -> None:
@@ -242,14 +244,7 @@ def _echo(result) -> None:
 @resume_hint("analyze fusion")
 def fusion(
     cache,
-    models,
-    protocol,
     out,
-    force,
-    partial,
-    scheduler,
-    cluster,
-    no_figures,
     fusions,
     distances,
     fars,
@@ -258,6 +253,7 @@ def fusion(
     media_no_norm,
     media_no_detector,
     media_no_flip,
+    **common,
 ) -> None:
     """Template fusion: TAR@FAR of each fusion x distance on template pairs, as the paper's fusion script.
 
@@ -268,9 +264,8 @@ def fusion(
     from analyze.commands import FusionOptions
     from analyze.commands import fusion as run
 
-    options = FusionOptions(
-        models=models, protocol=protocol, partial=partial, figures=not no_figures, force=force, scheduler=scheduler,
-        cluster=cluster, fusions=fusions, distances=distances, fars=fars, convention=convention,
+    options = _options(
+        FusionOptions, common, fusions=fusions, distances=distances, fars=fars, convention=convention,
         allow_tiny_far=allow_tiny_far, media_norm=not media_no_norm, media_detector=not media_no_detector,
         media_flip=not media_no_flip,
     )  # fmt: skip
@@ -284,10 +279,7 @@ def fusion(
 @click.option("--convention", type=click.Choice(["exact", "nearest"]), default="nearest", show_default=True)
 @click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
 @resume_hint("analyze roc")
-def roc(
-    cache, models, protocol, out, force, partial, scheduler, cluster, no_figures, fusions, fars, convention,
-    allow_tiny_far,
-) -> None:  # fmt: skip
+def roc(cache, out, fusions, fars, convention, allow_tiny_far, **common) -> None:  # fmt: skip
     """ROC table as insightface prints it (TAR at FAR 1e-6 ... 1e-1) and an ROC plot, per model and fusion.
 
     \b
@@ -297,10 +289,9 @@ def roc(
     from analyze.commands import RocOptions
     from analyze.commands import roc as run
 
-    options = RocOptions(
-        models=models, protocol=protocol, partial=partial, figures=not no_figures, force=force, scheduler=scheduler,
-        cluster=cluster, fusions=fusions, fars=fars, convention=convention, allow_tiny_far=allow_tiny_far,
-    )  # fmt: skip
+    options = _options(
+        RocOptions, common, fusions=fusions, fars=fars, convention=convention, allow_tiny_far=allow_tiny_far
+    )
     _echo(run(cache, out, options))
 
 

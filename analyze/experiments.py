@@ -99,6 +99,19 @@ class RunReport:
         }
 
 
+def _fars(fars: tuple[float, ...] | None, defaults: tuple[float, ...]) -> tuple[tuple[float, ...], bool]:
+    """The FARs to measure and whether the user gave them (explicit FARs are refused below the resolution,
+    defaults there are dropped with a note: `resolved_fars`)."""
+    return (tuple(fars), True) if fars is not None else (defaults, False)
+
+
+def _run_report(store: FeatureStore, valid: ValidRows, **params: Any) -> RunReport:
+    """The run's report with its parameters and which images were left out."""
+    report = RunReport(str(store.path), store.dataset, params)
+    report.exclude_images(valid)
+    return report
+
+
 def resolved_fars(
     fars: tuple[float, ...], explicit: bool, ps: PairSet, allow_tiny_far: bool, report: RunReport
 ) -> np.ndarray:
@@ -154,8 +167,7 @@ def run_reject(
     `fars` None: the paper's FARs, less those below a pair set's resolution (listed in the report); FARs
     given explicitly below 1/n_impostors are refused unless `allow_tiny_far`."""
     t0 = time.perf_counter()
-    explicit = fars is not None
-    fars = tuple(fars) if explicit else PAPER_FARS
+    fars, explicit = _fars(fars, PAPER_FARS)
     models, proto = select(store, models, protocol)
     proto_name = proto.name
     level = level or proto.level
@@ -171,26 +183,23 @@ def run_reject(
         fusion_spec(f)
     r = fractions_from(fractions)
     valid = valid_rows(store, models, partial)
-    report = RunReport(
-        str(store.path),
-        store.dataset,
-        {
-            "models": models,
-            "protocol": proto_name,
-            "level": level,
-            "fusions": fusions,
-            "metrics": metrics,
-            "fars": list(fars),
-            "fractions": list(fractions),
-            "threshold_mode": threshold_mode,
-            "convention": convention,
-            "partial": partial,
-            "bias": bias,
-            "discard_limit": discard_limit,
-            "allow_tiny_far": allow_tiny_far,
-        },
+    report = _run_report(
+        store,
+        valid,
+        models=models,
+        protocol=proto_name,
+        level=level,
+        fusions=fusions,
+        metrics=metrics,
+        fars=list(fars),
+        fractions=list(fractions),
+        threshold_mode=threshold_mode,
+        convention=convention,
+        partial=partial,
+        bias=bias,
+        discard_limit=discard_limit,
+        allow_tiny_far=allow_tiny_far,
     )
-    report.exclude_images(valid)
     curves, aucs = [], []
     for model in models:
         spec = store.model(model)
@@ -254,28 +263,24 @@ def run_fusion_table(
     """TAR@FAR of each fusion x distance over template pairs (the paper's fusion script); FARs as run_reject
     (None: insightface's 1e-6 ... 1e-1, less those below a pair set's resolution)."""
     t0 = time.perf_counter()
-    explicit = fars is not None
-    fars = tuple(fars) if explicit else ROC_FARS
+    fars, explicit = _fars(fars, ROC_FARS)
     models, proto = select(store, models, protocol)
     proto_name = proto.name
     if proto.level != "template":
         raise StoreError(f"protocol {proto_name!r} pairs images; fusion needs a template-level protocol")
     valid = valid_rows(store, models, partial)
-    report = RunReport(
-        str(store.path),
-        store.dataset,
-        {
-            "models": models,
-            "protocol": proto_name,
-            "fusions": fusions,
-            "distances": distances,
-            "fars": list(fars),
-            "convention": convention,
-            "partial": partial,
-            "allow_tiny_far": allow_tiny_far,
-        },
+    report = _run_report(
+        store,
+        valid,
+        models=models,
+        protocol=proto_name,
+        fusions=fusions,
+        distances=distances,
+        fars=list(fars),
+        convention=convention,
+        partial=partial,
+        allow_tiny_far=allow_tiny_far,
     )
-    report.exclude_images(valid)
     rows = []
     for model in models:
         policy = policy_for(store.model(model).outputs)
@@ -328,24 +333,20 @@ def run_roc(
     curves and a report; template protocols use the `media` fusion unless told otherwise. FARs as
     run_reject (None: 1e-6 ... 1e-1 less those below a pair set's resolution, which stay NaN in the table)."""
     t0 = time.perf_counter()
-    explicit = fars is not None
-    fars = tuple(fars) if explicit else ROC_FARS
+    fars, explicit = _fars(fars, ROC_FARS)
     models, proto = select(store, models, protocol)
     valid = valid_rows(store, models, partial)
-    report = RunReport(
-        str(store.path),
-        store.dataset,
-        {
-            "models": models,
-            "protocol": proto.name,
-            "fusions": fusions,
-            "fars": list(fars),
-            "convention": convention,
-            "partial": partial,
-            "allow_tiny_far": allow_tiny_far,
-        },
+    report = _run_report(
+        store,
+        valid,
+        models=models,
+        protocol=proto.name,
+        fusions=fusions,
+        fars=list(fars),
+        convention=convention,
+        partial=partial,
+        allow_tiny_far=allow_tiny_far,
     )
-    report.exclude_images(valid)
     rows, curves = [], []
     for model in models:
         for fusion in (fusions or ["media"]) if proto.level == "template" else ["none"]:
