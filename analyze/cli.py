@@ -97,41 +97,18 @@ TINY_FAR_HELP = (
 
 def _rejected(ctx: click.Context, param: click.Parameter, text: str) -> tuple[float, float, int]:
     """--rejected START:STOP:NUM with 0 <= START <= STOP < 1 and NUM >= 2 (np.linspace's arguments)."""
+    from analyze.commands import parse_fractions
+
     try:
-        a, b, n = text.split(":")
-        start, stop, num = float(a), float(b), int(n)
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r}: expected START:STOP:NUM, e.g. 0:0.5:250", param_hint="--rejected"
-        ) from None
-    if not (math.isfinite(start) and math.isfinite(stop)) or not 0 <= start <= stop:
-        raise click.BadParameter(f"{text!r}: need 0 <= START <= STOP", param_hint="--rejected")
-    if stop >= 1:
-        raise click.BadParameter(
-            f"{text!r}: STOP must be below 1: rejecting every pair leaves no pairs to measure a TAR on",
-            param_hint="--rejected",
-        )
-    if num < 2:
-        raise click.BadParameter(f"{text!r}: NUM must be at least 2 (a curve has two ends)", param_hint="--rejected")
-    return start, stop, num
+        return parse_fractions(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rejected") from None
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"{value}: must be a finite number", param_hint=f"--{param.name.replace('_', '-')}")
     return value
-
-
-def _check_names(metrics=(), fusions=(), distances=()) -> None:
-    """Metric, fusion and distance names, checked before the store is read or a folder made."""
-    from analyze.names import check_distance, parse_fusion, parse_metric
-
-    for m in metrics:
-        parse_metric(m)
-    for f in fusions:
-        parse_fusion(f)
-    for d in distances:
-        check_distance(d)
 
 
 @cli.command()
@@ -201,14 +178,7 @@ def _check_names(metrics=(), fusions=(), distances=()) -> None:
 @resume_hint("analyze reject")
 def reject(
     cache,
-    models,
-    protocol,
     out,
-    force,
-    partial,
-    scheduler,
-    cluster,
-    no_figures,
     level,
     fusions,
     metrics,
@@ -219,6 +189,7 @@ def reject(
     bias,
     discard_limit,
     allow_tiny_far,
+    **common,
 ) -> None:
     """Reject verification: TAR@FAR as the most uncertain pairs are rejected.
 
@@ -232,67 +203,32 @@ def reject(
       analyze reject --cache ijbc.zarr --level template --fusion PFE --metric MLS_harmonic-sum
       analyze reject --cache ijbc.zarr --threshold fixed --metric cosine_min
     """
-    from analyze.experiments import run_reject, select
-    from analyze.outputs import auc_table_text, claim_out_dir, dask_scheduler, default_out_dir, write_json, write_table
+    from analyze.commands import RejectOptions
+    from analyze.commands import reject as run
 
-    _check_names(metrics, fusions)
-    with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster) as where:
-        select(store, list(models) or None, protocol)
-        with claim_out_dir(out or default_out_dir(cache, "reject"), force, "analyze reject", [cache]) as owned:
-            df, auc_df, report = run_reject(
-                store,
-                models=list(models) or None,
-                protocol=protocol,
-                level=level,
-                fusions=list(fusions) or None,
-                metrics=list(metrics) or None,
-                fars=tuple(fars) or None,
-                fractions=rejected,
-                threshold_mode=threshold_mode,
-                convention=convention,
-                partial=partial,
-                bias=bias,
-                discard_limit=discard_limit,
-                allow_tiny_far=allow_tiny_far,
-            )
-            report.params["scheduler"] = where
-            out_dir = owned.path
-            owned.add(*write_table(df, out_dir, "reject"))
-            auc_df.to_csv(out_dir / "auc.csv", index=False)
-            owned.add(out_dir / "auc.csv", write_json(report, out_dir / "summary.json"))
-            if not no_figures:
-                from analyze.figures import plot_reject_comparison, plot_reject_curves
-
-                plot_reject_curves(df, out_dir / "figures")
-                plot_reject_comparison(df, out_dir / "figures")
-            owned.finish()
-    _print_exclusions(report)
-    click.echo(f"AUC of TAR over rejected fraction ({threshold_mode}, {convention} convention):")
-    click.echo(auc_table_text(auc_df))
-    click.echo(f"wrote {out_dir}")
+    options = _options(
+        RejectOptions, common, level=level, fusions=fusions, metrics=metrics, fars=fars, fractions=rejected,
+        threshold_mode=threshold_mode, convention=convention, bias=bias, discard_limit=discard_limit,
+        allow_tiny_far=allow_tiny_far,
+    )  # fmt: skip
+    _echo(run(cache, out, options))
 
 
-def _print_exclusions(report) -> None:
-    """What the run left out and why, on stderr: images not done, failed or NaN; pairs dropped; FARs dropped."""
-    ex = report.excluded
-    left = ex.get("images_not_done", 0)
-    if left:
-        click.echo(f"--partial: {left:,} images not yet extracted were left out", err=True)
-    if ex.get("images_failed") or ex.get("images_nan"):
-        click.echo(f"excluded {ex['images_failed']:,} failed images and NaN outputs {ex['images_nan']}", err=True)
-    for key, p in report.pairs.items():
-        if p["dropped"]:
-            click.echo(
-                f"{key}: {p['dropped']:,} of {p['pairs']:,} pairs dropped (an image or template without valid outputs)",
-                err=True,
-            )
-    for key, d in report.fars_dropped.items():
-        fars = ", ".join(f"{f:g}" for f in d["fars"])
-        click.echo(
-            f"note: {key}: default FAR {fars} not reported: below 1/n_impostors = {d['smallest_far']:.3g} "
-            f"(n_impostors = {d['n_impostors']:,}); --allow-tiny-far reports such FARs anyway",
-            err=True,
-        )
+def _options(cls: type, common: dict, **own: object):
+    """A command's options dataclass from the options every table command shares (`_common`) and its own."""
+    return cls(
+        models=common["models"], protocol=common["protocol"], partial=common["partial"],
+        figures=not common["no_figures"], force=common["force"], scheduler=common["scheduler"],
+        cluster=common["cluster"], **own,
+    )  # fmt: skip
+
+
+def _echo(result) -> None:
+    """What a command says: its notes on stderr (what it left out), then its tables and where it wrote them."""
+    for note in result.notes:
+        click.echo(note, err=True)
+    click.echo(result.text)
+    click.echo(result.footer)
 
 
 @cli.command()
@@ -308,14 +244,7 @@ def _print_exclusions(report) -> None:
 @resume_hint("analyze fusion")
 def fusion(
     cache,
-    models,
-    protocol,
     out,
-    force,
-    partial,
-    scheduler,
-    cluster,
-    no_figures,
     fusions,
     distances,
     fars,
@@ -324,6 +253,7 @@ def fusion(
     media_no_norm,
     media_no_detector,
     media_no_flip,
+    **common,
 ) -> None:
     """Template fusion: TAR@FAR of each fusion x distance on template pairs, as the paper's fusion script.
 
@@ -331,40 +261,15 @@ def fusion(
     Example:
       analyze fusion --cache ijbc.zarr --fusion mean --fusion PFE --fusion softmax-0.5
     """
-    from analyze.experiments import run_fusion_table, select
-    from analyze.outputs import claim_out_dir, dask_scheduler, default_out_dir, write_json, write_table
+    from analyze.commands import FusionOptions
+    from analyze.commands import fusion as run
 
-    _check_names(fusions=fusions, distances=distances)
-    options = {
-        "keep_norm": not media_no_norm,
-        "use_detector_score": not media_no_detector,
-        "add_flip": not media_no_flip,
-    }
-    with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster) as where:
-        select(store, list(models) or None, protocol)
-        with claim_out_dir(out or default_out_dir(cache, "fusion"), force, "analyze fusion", [cache]) as owned:
-            df, report = run_fusion_table(
-                store,
-                models=list(models) or None,
-                protocol=protocol,
-                fusions=list(fusions) or None,
-                distances=list(distances) or None,
-                fars=tuple(fars) or None,
-                convention=convention,
-                partial=partial,
-                fusion_options=options,
-                allow_tiny_far=allow_tiny_far,
-            )
-            report.params["scheduler"] = where
-            out_dir = owned.path
-            owned.add(*write_table(df, out_dir, "fusion"), write_json(report, out_dir / "summary.json"))
-            owned.finish()
-    _print_exclusions(report)
-    table = df.pivot_table(index=["model", "fusion", "distance"], columns="far", values="tar", sort=False)
-    table.columns = [f"FAR={c:g}" for c in table.columns]
-    click.echo(f"TAR@FAR ({convention} convention):")
-    click.echo(table.to_string(float_format=lambda v: f"{v:.4f}"))
-    click.echo(f"wrote {out_dir}")
+    options = _options(
+        FusionOptions, common, fusions=fusions, distances=distances, fars=fars, convention=convention,
+        allow_tiny_far=allow_tiny_far, media_norm=not media_no_norm, media_detector=not media_no_detector,
+        media_flip=not media_no_flip,
+    )  # fmt: skip
+    _echo(run(cache, out, options))
 
 
 @cli.command()
@@ -374,40 +279,20 @@ def fusion(
 @click.option("--convention", type=click.Choice(["exact", "nearest"]), default="nearest", show_default=True)
 @click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
 @resume_hint("analyze roc")
-def roc(
-    cache, models, protocol, out, force, partial, scheduler, cluster, no_figures, fusions, fars, convention,
-    allow_tiny_far,
-) -> None:  # fmt: skip
+def roc(cache, out, fusions, fars, convention, allow_tiny_far, **common) -> None:  # fmt: skip
     """ROC table as insightface prints it (TAR at FAR 1e-6 ... 1e-1) and an ROC plot, per model and fusion.
 
     \b
     Example:
       analyze roc --cache ijbc.zarr --fusion media --fusion mean
     """
-    from analyze.experiments import run_roc, select
-    from analyze.outputs import claim_out_dir, dask_scheduler, default_out_dir, write_json, write_table
+    from analyze.commands import RocOptions
+    from analyze.commands import roc as run
 
-    _check_names(fusions=fusions)
-    with FeatureStore.open(cache) as store, dask_scheduler(scheduler, cluster) as where:
-        select(store, list(models) or None, protocol)
-        with claim_out_dir(out or default_out_dir(cache, "roc"), force, "analyze roc", [cache]) as owned:
-            table, curve_df, report = run_roc(
-                store, models=list(models) or None, protocol=protocol, fusions=list(fusions) or None,
-                fars=tuple(fars) or None, convention=convention, partial=partial, allow_tiny_far=allow_tiny_far,
-            )  # fmt: skip
-            report.params["scheduler"] = where
-            out_dir = owned.path
-            owned.add(*write_table(table, out_dir, "roc_table"), *write_table(curve_df, out_dir, "roc_curve"))
-            owned.add(write_json(report, out_dir / "summary.json"))
-            if not no_figures:
-                from analyze.figures import plot_roc
-
-                plot_roc(curve_df, out_dir / "figures")
-            owned.finish()
-    _print_exclusions(report)
-    click.echo(f"TAR@FAR ({convention} convention):")
-    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    click.echo(f"wrote {out_dir}")
+    options = _options(
+        RocOptions, common, fusions=fusions, fars=fars, convention=convention, allow_tiny_far=allow_tiny_far
+    )
+    _echo(run(cache, out, options))
 
 
 @cli.command("list")
@@ -417,7 +302,7 @@ def list_cmd() -> None:
     Metric strings combine a distance and an uncertainty as DISTANCE_UNCERTAINTY (e.g. cosine_mean,
     MLS_harmonic-sum), exactly as the ScaleFace paper's scripts write them.
     """
-    from analyze.names import describe_all
+    from analyze.vocabulary import describe_all
 
     kind = None
     for k, name, meaning in describe_all():

@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analyze.figures import line_styles, safe_name, save_figure  # noqa: E402
+from analyze.policy import OUTPUT_KINDS  # noqa: E402
 from analyze.rows import image_scalar  # noqa: E402
 from featurestore.errors import StoreError  # noqa: E402
 from featurestore.schema import STATUS_OK  # noqa: E402
@@ -55,15 +56,15 @@ class Quantity:
 
     name: str
     output: str
-    kind: str  # "confidence" (larger = more reliable) or "uncertainty" (larger = less reliable)
+    kind: str  # analyze.policy.OUTPUT_KINDS: "confidence" (larger = more reliable) or "uncertainty"
     label: str
 
 
 QUANTITIES: dict[str, Quantity] = {
-    "scale": Quantity("scale", "scale", "confidence", "ScaleFace scale s(x) (confidence)"),
-    "norm": Quantity("norm", "norm", "confidence", "embedding L2 norm (confidence)"),
+    "scale": Quantity("scale", "scale", OUTPUT_KINDS["scale"], "ScaleFace scale s(x) (confidence)"),
+    "norm": Quantity("norm", "norm", OUTPUT_KINDS["norm"], "embedding L2 norm (confidence)"),
     "sigma_sq_harmonic": Quantity(
-        "sigma_sq_harmonic", "sigma_sq", "uncertainty", "PFE harmonic mean of sigma^2 over D (uncertainty)"
+        "sigma_sq_harmonic", "sigma_sq", OUTPUT_KINDS["sigma_sq"], "PFE harmonic mean of sigma^2 over D (uncertainty)"
     ),
 }
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)

@@ -1,5 +1,8 @@
-"""The analyses `analyze` runs on a store: reject verification, fusion tables and ROC tables.
+"""The orchestrators `analyze` runs on a store: reject verification, fusion tables and ROC tables.
 
+Only the loops over models, fusions and metrics live here: pair assembly is in `analyze.loading`
+(`select`, `build_pair_set`), every reject-like curve in `analyze.reject` (`reject_columns`), the table
+contracts and presentation in `analyze.tables`, the per-family defaults in `analyze.policy`.
 Each returns tidy pandas tables (one row per measured number) with every convention named in
 its columns, so results from different runs and methods concatenate and compare directly.
 """
@@ -14,16 +17,15 @@ import numpy as np
 import pandas as pd
 
 from analyze.curves import auc, roc_curve_points
-from analyze.fusion import template_rows
-from analyze.loading import ValidRows, fuse_templates, fuses_pfe_confidence, uncertainty_source, valid_rows
-from analyze.names import parse_fusion, parse_metric
-from analyze.reject import fixed_threshold_edc, kept_counts, reject_curve, rejection_order
-from analyze.rows import pfe_confidence
+from analyze.loading import PairSet, ValidRows, build_pair_set, select, valid_rows
+from analyze.policy import policy_for
+from analyze.reject import reject_columns
 from analyze.scores import pair_scores
+from analyze.tables import AUC_COLUMNS, REJECT_COLUMNS
 from analyze.tarfar import check_far_resolution, check_fars, tar_at_far
 from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty
+from analyze.vocabulary import DISTANCES, fusion_spec, metric_specs
 from featurestore.errors import StoreError
-from featurestore.schema import Protocol
 from featurestore.store import FeatureStore
 
 PAPER_FARS = (1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2)
@@ -35,133 +37,22 @@ PAPER_FRACTIONS = (0.0, 0.5, 250)
 ROC_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 """insightface's IJB-C ROC table columns."""
 
-REJECT_KEY_COLUMNS = (
-    "model", "level", "protocol", "fusion", "distance", "uncertainty", "threshold_mode", "convention",
-    "far", "rejected_fraction", "tar", "threshold", "kept_pairs",
-)  # fmt: skip
-"""The tidy reject table's contract (what figures and reports may rely on)."""
-
-REJECT_COLUMNS = [*REJECT_KEY_COLUMNS, "far_achieved", "kept_genuine", "kept_impostor", "discarded_fraction"]
-AUC_COLUMNS = [
-    "model",
-    "level",
-    "protocol",
-    "fusion",
-    "distance",
-    "uncertainty",
-    "threshold_mode",
-    "convention",
-    "far",
-    "auc",
-    "auc_kind",
-]
-
 
 def default_metrics(spec_outputs: tuple[str, ...], threshold_mode: str) -> list[str]:
-    """The paper's metric strings for a model: cosine with the sum ('mean') and harmonic-harmonic
-    combinations, plus MLS for PFE; for the fixed-threshold EDC, the pair quality is the worse image:
-    min of confidences, max of PFE uncertainties."""
-    pfe = "sigma_sq" in spec_outputs
-    if threshold_mode == "fixed":
-        return ["cosine_max" if pfe else "cosine_min"]
-    return ["cosine_mean", "cosine_harmonic-harmonic"] + (["MLS_harmonic-sum"] if pfe else [])
+    """The paper's metric strings for a model (its family policy, analyze.policy)."""
+    return policy_for(spec_outputs).metrics_for(threshold_mode)
 
 
 def default_fusions(spec_outputs: tuple[str, ...]) -> list[str]:
-    """Per family: PFE attention for PFE, confidence-weighted for ScaleFace, plain mean otherwise."""
-    if "sigma_sq" in spec_outputs:
-        return ["PFE"]
-    if "scale" in spec_outputs:
-        return ["weighted"]
-    return ["mean"]
-
-
-@dataclass
-class PairSet:
-    """What one (model, level, fusion) scores: row features and values, pair rows into them, labels."""
-
-    model: str
-    level: str
-    fusion: str
-    features: np.ndarray
-    values: np.ndarray
-    mode: str
-    i: np.ndarray
-    j: np.ndarray
-    labels: np.ndarray
-    n_pairs_total: int
-    n_pairs_dropped: int
-
-
-def select(store: FeatureStore, models: list[str] | None, protocol: str | None) -> tuple[list[str], Protocol]:
-    """The models to analyse (default: all, each checked to exist) and the protocol (default: the first)."""
-    models = models or list(store.models)
-    for m in models:
-        store.model(m)
-    name = protocol or next(iter(store.protocols_info), None)
-    if name is None:
-        raise StoreError(f"{store.path} has no protocol to verify")
-    return models, store.protocol(name)
-
-
-def build_pair_set(
-    store: FeatureStore,
-    model: str,
-    protocol: Protocol,
-    level: str,
-    fusion: str,
-    valid: ValidRows,
-    fusion_options: dict[str, Any] | None = None,
-) -> PairSet:
-    """Features and uncertainty values per image (image level) or per fused template (template level),
-    with the protocol's pairs mapped onto them; pairs touching an invalid image/template are dropped."""
-    spec = store.model(model)
-    src, mode = uncertainty_source(spec)
-    pairs, labels = protocol.pairs, protocol.label
-    if level != protocol.level:
-        raise StoreError(
-            f"protocol {protocol.name!r} pairs {protocol.level}s, so it is analysed at level {protocol.level!r}, "
-            f"not {level!r}"
-        )
-    if level == "image":
-        if pairs.size and (pairs.min() < 0 or pairs.max() >= store.n_images):
-            raise StoreError(f"protocol {protocol.name!r}: image rows outside 0..{store.n_images - 1}")
-        keep = valid.mask[pairs[:, 0]] & valid.mask[pairs[:, 1]]
-        rows = np.unique(pairs[keep])
-        features = store.read_rows(model, "embedding", rows)
-        values = store.read_rows(model, src, rows)
-        i = np.searchsorted(rows, pairs[keep, 0])
-        j = np.searchsorted(rows, pairs[keep, 1])
-    else:
-        fused = fuse_templates(store, model, fusion, valid.mask, options=fusion_options)
-        pos = np.searchsorted(fused.ids, pairs)
-        pos_c = np.minimum(pos, len(fused.ids) - 1)
-        found = fused.ids[pos_c] == pairs
-        keep = found.all(axis=1)
-        features, values = fused.features, fused.uncertainty
-        i, j = template_rows(fused.ids, pairs[keep, 0]), template_rows(fused.ids, pairs[keep, 1])
-        if fuses_pfe_confidence(src, fusion):
-            mode = "confidence"  # the fused value is then a PFE confidence 1/hm(sigma_sq)
-    labels = labels[keep]
-    finite = _finite_rows(features) & (True if values is None else _finite_rows(values))
-    if not finite.all():  # e.g. an inf sigma^2 from exp overflow: drop the pairs touching such rows
-        ok = finite[i] & finite[j]
-        i, j, labels = i[ok], j[ok], labels[ok]
-    level_fusion = fusion if level == "template" else "none"
-    n_total = len(protocol.label)
-    return PairSet(model, level, level_fusion, features, values, mode, i, j, labels, n_total, n_total - len(labels))
-
-
-def _finite_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
-    return np.isfinite(x) if x.ndim == 1 else np.isfinite(x).all(axis=1)
+    """The family's template fusions (analyze.policy): PFE attention, confidence-weighted, or the mean."""
+    return list(policy_for(spec_outputs).fusions)
 
 
 def score_pairs(ps: PairSet, metric: str, bias: float | None = None) -> tuple[np.ndarray, np.ndarray, str, str]:
     """(scores, pair uncertainty 'larger = reject first', distance, combination) for a metric string."""
-    distance, combo = parse_metric(metric)
-    needs_sigma = distance == "MLS" or distance.startswith("pfe-")
-    if needs_sigma and (ps.values is None or ps.values.ndim != 2):
+    distance_spec, combo_spec = metric_specs(metric)
+    distance, combo = distance_spec.name, combo_spec.name
+    if distance_spec.values == "sigma_sq" and (ps.values is None or ps.values.ndim != 2):
         raise StoreError(
             f"metric {metric!r} needs PFE sigma_sq, which model {ps.model!r} does not have "
             f"(or fusion {ps.fusion!r} reduced it to a scalar)"
@@ -175,48 +66,6 @@ def fractions_from(spec: tuple[float, float, int]) -> np.ndarray:
     """np.linspace(start, stop, num), the paper's way of listing rejected fractions."""
     start, stop, num = spec
     return np.linspace(start, stop, int(num))
-
-
-def _nearest_reject(scores, labels, unc, fractions, fars) -> dict[str, np.ndarray]:
-    """Reject verification with the nearest-FPR convention: one sort by uncertainty, then TAR@FAR on
-    each kept prefix (exact equality with re-running insightface's table per fraction)."""
-    perm = rejection_order(unc, "uncertainty")
-    s, lab = scores[perm], labels[perm]
-    kept = kept_counts(len(s), fractions)
-    rows: dict[str, list] = {
-        k: []
-        for k in (
-            "rejected_fraction",
-            "far",
-            "tar",
-            "threshold",
-            "far_achieved",
-            "kept_pairs",
-            "kept_genuine",
-            "kept_impostor",
-        )
-    }
-    for r, n in zip(fractions, kept):
-        lab_k = lab[:n]
-        n_gen = int(lab_k.sum())
-        if n == 0 or n_gen == n:
-            res_tar = res_thr = res_far = np.full(len(fars), np.nan)
-        else:
-            res = tar_at_far(s[:n], lab_k, fars, "nearest", allow_tiny_far=True)
-            res_tar, res_thr, res_far = res.tar, res.threshold, res.far_achieved
-        for k, f in enumerate(fars):
-            for key, v in (
-                ("rejected_fraction", r),
-                ("far", f),
-                ("tar", res_tar[k]),
-                ("threshold", res_thr[k]),
-                ("far_achieved", res_far[k]),
-                ("kept_pairs", n),
-                ("kept_genuine", n_gen),
-                ("kept_impostor", n - n_gen),
-            ):
-                rows[key].append(v)
-    return {k: np.asarray(v) for k, v in rows.items()}
 
 
 @dataclass
@@ -248,6 +97,19 @@ class RunReport:
             "scored": len(ps.labels),
             "genuine": int(ps.labels.sum()),
         }
+
+
+def _fars(fars: tuple[float, ...] | None, defaults: tuple[float, ...]) -> tuple[tuple[float, ...], bool]:
+    """The FARs to measure and whether the user gave them (explicit FARs are refused below the resolution,
+    defaults there are dropped with a note: `resolved_fars`)."""
+    return (tuple(fars), True) if fars is not None else (defaults, False)
+
+
+def _run_report(store: FeatureStore, valid: ValidRows, **params: Any) -> RunReport:
+    """The run's report with its parameters and which images were left out."""
+    report = RunReport(str(store.path), store.dataset, params)
+    report.exclude_images(valid)
+    return report
 
 
 def resolved_fars(
@@ -305,8 +167,7 @@ def run_reject(
     `fars` None: the paper's FARs, less those below a pair set's resolution (listed in the report); FARs
     given explicitly below 1/n_impostors are refused unless `allow_tiny_far`."""
     t0 = time.perf_counter()
-    explicit = fars is not None
-    fars = tuple(fars) if explicit else PAPER_FARS
+    fars, explicit = _fars(fars, PAPER_FARS)
     models, proto = select(store, models, protocol)
     proto_name = proto.name
     level = level or proto.level
@@ -317,31 +178,28 @@ def run_reject(
     if threshold_mode == "fixed" and convention != "exact":
         raise ValueError("the fixed-threshold EDC sets its thresholds with the exact convention only")
     for metric in metrics or []:
-        parse_metric(metric)
+        metric_specs(metric)
     for f in fusions or []:
-        parse_fusion(f)
+        fusion_spec(f)
     r = fractions_from(fractions)
     valid = valid_rows(store, models, partial)
-    report = RunReport(
-        str(store.path),
-        store.dataset,
-        {
-            "models": models,
-            "protocol": proto_name,
-            "level": level,
-            "fusions": fusions,
-            "metrics": metrics,
-            "fars": list(fars),
-            "fractions": list(fractions),
-            "threshold_mode": threshold_mode,
-            "convention": convention,
-            "partial": partial,
-            "bias": bias,
-            "discard_limit": discard_limit,
-            "allow_tiny_far": allow_tiny_far,
-        },
+    report = _run_report(
+        store,
+        valid,
+        models=models,
+        protocol=proto_name,
+        level=level,
+        fusions=fusions,
+        metrics=metrics,
+        fars=list(fars),
+        fractions=list(fractions),
+        threshold_mode=threshold_mode,
+        convention=convention,
+        partial=partial,
+        bias=bias,
+        discard_limit=discard_limit,
+        allow_tiny_far=allow_tiny_far,
     )
-    report.exclude_images(valid)
     curves, aucs = [], []
     for model in models:
         spec = store.model(model)
@@ -364,18 +222,7 @@ def run_reject(
                     "threshold_mode": threshold_mode,
                     "convention": convention,
                 }
-                if threshold_mode == "recompute" and convention == "exact":
-                    cols = reject_curve(scores, ps.labels, unc, r, ps_fars, allow_tiny_far=True).columns()
-                    cols["discarded_fraction"] = cols["rejected_fraction"]
-                elif threshold_mode == "recompute":
-                    cols = _nearest_reject(scores, ps.labels, unc, r, ps_fars)
-                    cols["discarded_fraction"] = cols["rejected_fraction"]
-                else:
-                    cols = _edc_columns(
-                        fixed_threshold_edc(
-                            scores, ps.labels, unc, r, ps_fars, order="uncertainty", allow_tiny_far=True
-                        )
-                    )
+                cols = reject_columns(scores, ps.labels, unc, r, ps_fars, threshold_mode, convention)
                 df = pd.DataFrame(cols)
                 for k, v in key.items():
                     df[k] = v
@@ -386,22 +233,6 @@ def run_reject(
     reject_df = pd.concat(curves, ignore_index=True)[REJECT_COLUMNS]
     report.seconds = time.perf_counter() - t0
     return reject_df, pd.DataFrame(aucs, columns=AUC_COLUMNS), report
-
-
-def _edc_columns(edc) -> dict[str, np.ndarray]:
-    n_r, n_f = edc.fnmr.shape
-    thr = np.tile(edc.threshold, n_r)
-    return {
-        "rejected_fraction": np.repeat(edc.fractions, n_f),
-        "far": np.tile(edc.fars, n_r),
-        "tar": 1.0 - edc.fnmr.ravel(),
-        "threshold": thr,
-        "far_achieved": edc.fmr.ravel(),
-        "kept_pairs": np.repeat(edc.kept_pairs, n_f),
-        "kept_genuine": np.repeat(edc.kept_genuine, n_f),
-        "kept_impostor": np.repeat(edc.kept_impostor, n_f),
-        "discarded_fraction": np.repeat(edc.discarded_fraction, n_f),
-    }
 
 
 def _auc_rows(df: pd.DataFrame, key: dict[str, Any], threshold_mode: str, discard_limit: float) -> list[dict]:
@@ -432,44 +263,37 @@ def run_fusion_table(
     """TAR@FAR of each fusion x distance over template pairs (the paper's fusion script); FARs as run_reject
     (None: insightface's 1e-6 ... 1e-1, less those below a pair set's resolution)."""
     t0 = time.perf_counter()
-    explicit = fars is not None
-    fars = tuple(fars) if explicit else ROC_FARS
+    fars, explicit = _fars(fars, ROC_FARS)
     models, proto = select(store, models, protocol)
     proto_name = proto.name
     if proto.level != "template":
         raise StoreError(f"protocol {proto_name!r} pairs images; fusion needs a template-level protocol")
     valid = valid_rows(store, models, partial)
-    report = RunReport(
-        str(store.path),
-        store.dataset,
-        {
-            "models": models,
-            "protocol": proto_name,
-            "fusions": fusions,
-            "distances": distances,
-            "fars": list(fars),
-            "convention": convention,
-            "partial": partial,
-            "allow_tiny_far": allow_tiny_far,
-        },
+    report = _run_report(
+        store,
+        valid,
+        models=models,
+        protocol=proto_name,
+        fusions=fusions,
+        distances=distances,
+        fars=list(fars),
+        convention=convention,
+        partial=partial,
+        allow_tiny_far=allow_tiny_far,
     )
-    report.exclude_images(valid)
     rows = []
     for model in models:
-        spec = store.model(model)
-        src, _ = uncertainty_source(spec)
-        model_fusions = fusions or (["mean", "first", "media"] + default_fusions(spec.outputs))
+        policy = policy_for(store.model(model).outputs)
+        model_fusions = fusions or policy.fusion_table_fusions()
         for fusion in dict.fromkeys(model_fusions):
             ps = build_pair_set(store, model, proto, "template", fusion, valid, fusion_options)
             report.count_pairs(ps)
             ps_fars = resolved_fars(fars, explicit, ps, allow_tiny_far, report)
             if not ps_fars.size:
                 continue
-            has_sigma = src == "sigma_sq" and ps.values is not None and ps.values.ndim == 2
-            for distance in distances or (["cosine", "MLS"] if has_sigma else ["cosine"]):
-                values = ps.values
-                if distance.startswith("scale-") and has_sigma:
-                    values = pfe_confidence(values)
+            values_of = ps.image_values
+            for distance in distances or (policy.fusion_distances if values_of.is_sigma_sq else ["cosine"]):
+                values = values_of.for_distance(DISTANCES.get(distance))
                 scores = pair_scores(distance, ps.features, ps.i, ps.j, uncertainty=values)
                 res = tar_at_far(scores, ps.labels, ps_fars, convention, allow_tiny_far=True)
                 for f, tar, thr, fa in zip(res.fars, res.tar, res.threshold, res.far_achieved):
@@ -509,24 +333,20 @@ def run_roc(
     curves and a report; template protocols use the `media` fusion unless told otherwise. FARs as
     run_reject (None: 1e-6 ... 1e-1 less those below a pair set's resolution, which stay NaN in the table)."""
     t0 = time.perf_counter()
-    explicit = fars is not None
-    fars = tuple(fars) if explicit else ROC_FARS
+    fars, explicit = _fars(fars, ROC_FARS)
     models, proto = select(store, models, protocol)
     valid = valid_rows(store, models, partial)
-    report = RunReport(
-        str(store.path),
-        store.dataset,
-        {
-            "models": models,
-            "protocol": proto.name,
-            "fusions": fusions,
-            "fars": list(fars),
-            "convention": convention,
-            "partial": partial,
-            "allow_tiny_far": allow_tiny_far,
-        },
+    report = _run_report(
+        store,
+        valid,
+        models=models,
+        protocol=proto.name,
+        fusions=fusions,
+        fars=list(fars),
+        convention=convention,
+        partial=partial,
+        allow_tiny_far=allow_tiny_far,
     )
-    report.exclude_images(valid)
     rows, curves = [], []
     for model in models:
         for fusion in (fusions or ["media"]) if proto.level == "template" else ["none"]:

@@ -23,7 +23,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analyze.curves import auc  # noqa: E402
-from analyze.experiments import REJECT_KEY_COLUMNS  # noqa: E402
+from analyze.tables import REJECT_KEY_COLUMNS, method_label  # noqa: E402
+from analyze.tables import present as _present  # noqa: E402
 
 __all__ = [
     "DPI",
@@ -43,7 +44,7 @@ __all__ = [
 
 DPI = 150
 REJECT_COLUMNS = REJECT_KEY_COLUMNS
-"""Columns a reject table must have (the engine's tidy table, analyze.experiments)."""
+"""Columns a reject table must have (the tidy table's contract, analyze.tables)."""
 ROC_COLUMNS = ("model", "level", "fusion", "distance", "fpr", "tpr")
 ROC_FPR_RANGE = (1e-6, 1.0)
 
@@ -90,21 +91,6 @@ def line_styles(n: int) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def method_label(model: str, distance: str, uncertainty: str | None = None, fusion: Any = None) -> str:
-    """Legend label of a method, e.g. ``scaleface: cosine_mean`` or ``pfe: MLS_harmonic-sum [fusion PFE]``."""
-    label = f"{model}: {distance}" if not _present(uncertainty) else f"{model}: {distance}_{uncertainty}"
-    return f"{label} [fusion {fusion}]" if _present(fusion) else label
-
-
-def _present(value: Any) -> bool:
-    """False for None, NaN and empty strings (e.g. the fusion of an image-level protocol)."""
-    if value is None:
-        return False
-    if isinstance(value, float) and math.isnan(value):
-        return False
-    return not (isinstance(value, str) and value.strip() in ("", "none", "None", "nan"))
 
 
 def _check_columns(df: pd.DataFrame, required: Sequence[str], what: str) -> None:
@@ -287,3 +273,33 @@ def roc_figures(roc_df: pd.DataFrame, dataset: str = "") -> Iterator[tuple[str, 
 def plot_roc(roc_df: pd.DataFrame, out_dir: str | Path, dataset: str = "") -> list[Path]:
     """Save `roc_figures` (PNG and PDF per level) under `out_dir`; returns the paths."""
     return [p for stem, fig in roc_figures(roc_df, dataset) for p in save_figure(fig, out_dir, stem)]
+
+
+# ---- template fusion -----------------------------------------------------------------------------------
+
+FUSION_COLUMNS = ("model", "fusion", "distance", "far", "tar")
+
+
+def fusion_figures(fusion_df: pd.DataFrame, dataset: str = "") -> Iterator[tuple[str, Figure]]:
+    """One figure per protocol and distance: TAR at each FAR (log x), one line per model and fusion."""
+    _check_columns(fusion_df, FUSION_COLUMNS, "fusion table")
+    for keys, sub in _groups(fusion_df, ["protocol", "distance", "convention"]):
+        methods = list(_groups(sub, ["model", "fusion"]))
+        fig, ax = plt.subplots(figsize=(7.0, 5.0) if len(methods) <= 8 else (9.5, 5.5))
+        for (mkeys, rows), style in zip(methods, line_styles(len(methods))):
+            rows = rows.sort_values("far", kind="stable")
+            label = method_label(mkeys["model"], keys["distance"], fusion=mkeys["fusion"])
+            ax.plot(rows["far"].to_numpy(float), rows["tar"].to_numpy(float), label=label, **style)
+        ax.set_xscale("log")
+        _style_axes(ax, "False accept rate (log scale)", "True accept rate at that FAR")
+        _pct_axis(ax, "y")
+        _method_legend(ax, len(methods))
+        head = f"{dataset}: " if dataset else ""
+        ax.set_title(f"{head}TAR@FAR per template fusion\n" + _context(keys, ["protocol", "distance", "convention"]),
+                     fontsize="medium")  # fmt: skip
+        yield safe_name("fusion", dataset, keys.get("protocol"), keys.get("distance"), keys.get("convention")), fig
+
+
+def plot_fusion(fusion_df: pd.DataFrame, out_dir: str | Path, dataset: str = "") -> list[Path]:
+    """Save `fusion_figures` (PNG and PDF per protocol and distance) under `out_dir`; returns the paths."""
+    return [p for stem, fig in fusion_figures(fusion_df, dataset) for p in save_figure(fig, out_dir, stem)]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyze.names import FUSIONS, parse_fusion
+from analyze.registry import FusionRegistry, FusionSpec
 from analyze.rows import l2_normalize
 
 __all__ = ["FUSIONS", "FusedTemplates", "fuse", "template_rows"]
@@ -108,6 +108,250 @@ def _check_inputs(
     return features, template, uncertainty, was_1d
 
 
+@dataclass
+class _Rows:
+    """What a fusion function reads: rows sorted by template (`f`, `u`), their segments, the raw inputs."""
+
+    seg: _Segments
+    f: np.ndarray  # features sorted by template, float64
+    u: np.ndarray | None  # per-image values sorted by template, (N, K), or None
+    features: np.ndarray  # as given (input order)
+    template: np.ndarray
+    unc: np.ndarray | None  # values in input order, (N, K)
+    media: dict
+
+
+def _needs_values(rows: _Rows, method: str, what: str = "PFE sigma_sq") -> np.ndarray:
+    if rows.u is None:
+        raise ValueError(f"fusion {method!r} needs {what} (uncertainty=)")
+    return rows.u
+
+
+def _fuse_first(r: _Rows, params: dict):
+    return l2_normalize(r.f[r.seg.starts]), None if r.u is None else r.u[r.seg.starts]
+
+
+def _fuse_mean(stat: bool):
+    def run(r: _Rows, params: dict):
+        sizes = r.seg.sizes
+        unc_out = None if r.u is None else r.seg.sum(r.u) / sizes[:, None]
+        if unc_out is not None and stat:
+            unc_out = unc_out * np.sqrt(sizes)[:, None]
+        return l2_normalize(r.seg.sum(r.f) / sizes[:, None]), unc_out
+
+    return run
+
+
+def _fuse_pfe(paper: bool):
+    def run(r: _Rows, params: dict):
+        base = "PFE-paper" if paper else "PFE"
+        u = _needs_values(r, base)
+        if u.shape[1] not in (1, r.f.shape[1]):
+            raise ValueError(f"fusion {base!r}: sigma_sq has {u.shape[1]} columns, features {r.f.shape[1]}")
+        if np.any(u <= 0):
+            raise ValueError(f"fusion {base!r} needs sigma_sq > 0")
+        with np.errstate(invalid="ignore", divide="ignore"):  # inf sigma^2 -> NaN template, dropped later
+            inv = 1.0 / u
+            inv_sum = r.seg.sum(inv)
+            attention = inv / inv_sum[r.seg.seg]
+        return l2_normalize(r.seg.sum(r.f * attention)), (1.0 / inv_sum if paper else r.seg.min(u))
+
+    return run
+
+
+def _fuse_min(r: _Rows, params: dict):
+    u = _needs_values(r, "min", "per-image uncertainties")
+    f, seg = r.f, r.seg
+    if u.shape[1] not in (1, f.shape[1]):
+        raise ValueError(f"fusion 'min': uncertainty has {u.shape[1]} columns, features {f.shape[1]}")
+    u_min = seg.min(u)
+    pos = seg.first_where(u == u_min[seg.seg])  # (T, K): first image with the min, per column
+    # K = 1: the whole feature of the least uncertain image; K = D: coordinate-wise choice.
+    fused = f[pos[:, 0]] if u.shape[1] == 1 else f[pos, np.arange(f.shape[1])]
+    return l2_normalize(fused), u_min
+
+
+def _fuse_argmax(r: _Rows, params: dict):
+    c = _scalar_confidence(r.u, "argmax")
+    pos = r.seg.first_where(c == r.seg.max(c)[r.seg.seg])
+    return l2_normalize(r.f[pos]), r.u[pos]  # type: ignore[index]
+
+
+def _fuse_softmax(stat: bool):
+    def run(r: _Rows, params: dict):
+        c = _scalar_confidence(r.u, "stat-softmax" if stat else "softmax")
+        w = r.seg.softmax(c, params.get("temperature", 1.0))
+        unc_out = r.seg.sum(r.u * w[:, None])  # type: ignore[operator]
+        if stat:
+            unc_out = unc_out * np.sqrt(r.seg.sizes)[:, None]
+        return l2_normalize(r.seg.sum(r.f * w[:, None])), unc_out
+
+    return run
+
+
+def _confidence_weights(r: _Rows, method: str) -> np.ndarray:
+    c = _scalar_confidence(r.u, method)
+    return c / r.seg.sum(c)[r.seg.seg]
+
+
+def _fuse_weighted(r: _Rows, params: dict):
+    w = _confidence_weights(r, "weighted")
+    return l2_normalize(r.seg.sum(l2_normalize(r.f) * w[:, None])), r.seg.sum(r.u * w[:, None])  # type: ignore[operator]
+
+
+def _fuse_weighted_scaleface(r: _Rows, params: dict):
+    """ScaleFace's `weighted` as coded: l2_normalize(t.features) with axis=None, one norm per template matrix."""
+    w = _confidence_weights(r, "weighted-scaleface")
+    frobenius = np.sqrt(r.seg.sum(np.einsum("nd,nd->n", r.f, r.f)))  # ||F|| of each template's (n, D) matrix
+    scaled = r.f / np.where(frobenius > 0, frobenius, 1.0)[r.seg.seg][:, None]
+    return l2_normalize(r.seg.sum(scaled * w[:, None])), r.seg.sum(r.u * w[:, None])  # type: ignore[operator]
+
+
+def _fuse_weighted_softmax(r: _Rows, params: dict):
+    w = _confidence_weights(r, "weighted-softmax")
+    s = r.seg.softmax(r.u[:, 0], params["temperature"])  # type: ignore[index]
+    return l2_normalize(r.seg.sum(r.f * w[:, None])), r.seg.sum(r.u * s[:, None])  # type: ignore[operator]
+
+
+def _fuse_media(r: _Rows, params: dict):
+    return _media(r.features, r.template, r.seg, r.unc, **r.media)
+
+
+_SCRIPT = "ScaleFace face_lib/evaluation/template_reject_verification.py aggregate_templates"
+_NO_PFE_COLUMNS = "the script reads t.sigmas[:, 0] (a PFE sigma_sq's first dimension only); we refuse (N, D) input"
+
+FUSIONS = FusionRegistry(
+    "fusion",
+    [
+        FusionSpec(
+            "first",
+            "the template's first image (input order): its L2-normalised feature and its value",
+            "its value",
+            _fuse_first,
+            source=_SCRIPT,
+            deviations=("first in the input (store) order; the script's is the first of the sorted image paths",),
+        ),
+        FusionSpec(
+            "mean",
+            "L2-normalised mean feature; value = mean of the images' values",
+            "mean",
+            _fuse_mean(stat=False),
+            source=_SCRIPT,
+        ),
+        FusionSpec(
+            "stat-mean",
+            "as mean, value = mean * sqrt(n_images)",
+            "mean * sqrt(n)",
+            _fuse_mean(stat=True),
+            source=_SCRIPT,
+        ),
+        FusionSpec(
+            "PFE",
+            "PFE code: attention 1/sigma^2 per dimension, L2-normalised; sigma^2 = per-dimension min",
+            "per-dimension min sigma^2",
+            _fuse_pfe(paper=False),
+            inputs=("sigma_sq",),
+            source="PFE aggregate_PFE; ScaleFace face_lib/evaluation/aggregation.py aggregate_PFE",
+            deviations=("the PFE paper's fused variance is PFE-paper; this follows the code (published numbers)",),
+        ),
+        FusionSpec(
+            "PFE-paper",
+            "as PFE, but sigma^2 = 1/sum(1/sigma^2) as in the PFE paper's formula",
+            "1/sum(1/sigma^2)",
+            _fuse_pfe(paper=True),
+            inputs=("sigma_sq",),
+            source="the PFE paper's formula (not in any code)",
+        ),
+        FusionSpec(
+            "softmax",
+            "softmax-T: weights softmax(c/T) over the template's images (T defaults to 1)",
+            "sum w u",
+            _fuse_softmax(stat=False),
+            inputs=("confidence",),
+            source=_SCRIPT,
+            deviations=(
+                "aggregation.aggregate_softmax (ScaleFace fusion.py) uses exp(sigma*T) over the feature axis; "
+                "we follow template_reject_verification.py's softmax(c/T) over the images",
+                _NO_PFE_COLUMNS,
+            ),
+            temperature=1.0,
+        ),
+        FusionSpec(
+            "stat-softmax",
+            "softmax with T=1, value = weighted mean * sqrt(n_images)",
+            "sum w u * sqrt(n)",
+            _fuse_softmax(stat=True),
+            inputs=("confidence",),
+            source=_SCRIPT,
+            deviations=(_NO_PFE_COLUMNS,),
+        ),
+        FusionSpec(
+            "weighted",
+            "weights c/sum(c) applied to per-image L2-normalised features",
+            "sum w u",
+            _fuse_weighted,
+            inputs=("confidence",),
+            source=_SCRIPT,
+            deviations=(
+                "the script's l2_normalize(t.features) has axis=None (one norm for the template's matrix); we "
+                "normalise each image (the method's intent); weighted-scaleface reproduces the script",
+                _NO_PFE_COLUMNS,
+            ),
+        ),
+        FusionSpec(
+            "weighted-scaleface",
+            "ScaleFace's weighted as coded: features / ||F|| (one norm per template matrix), weights c/sum(c)",
+            "sum w u",
+            _fuse_weighted_scaleface,
+            inputs=("confidence",),
+            source=_SCRIPT + " ('weighted', l2_normalize with its default axis=None)",
+            deviations=("||F|| instead of ||F|| + 1e-8", _NO_PFE_COLUMNS),
+        ),
+        FusionSpec(
+            "weighted-softmax",
+            "weighted-softmax-T: features weighted by c/sum(c), value by softmax(c/T)",
+            "sum softmax(c/T) u",
+            _fuse_weighted_softmax,
+            inputs=("confidence",),
+            source=_SCRIPT,
+            deviations=(_NO_PFE_COLUMNS,),
+            temperature=1.0,
+        ),
+        FusionSpec(
+            "argmax",
+            "the most confident image's feature (L2-normalised) and value",
+            "its value",
+            _fuse_argmax,
+            inputs=("confidence",),
+            source=_SCRIPT,
+            deviations=(
+                "np.argmax(t.sigmas) on the flattened array in the script; we take the largest scalar confidence "
+                "and L2-normalise its feature",
+            ),
+        ),
+        FusionSpec(
+            "min",
+            "per dimension, the coordinate of the image with the smallest uncertainty; value = that min",
+            "per-dimension min",
+            _fuse_min,
+            inputs=("values",),
+            source="ScaleFace face_lib/evaluation/aggregation.py aggregate_min",
+            deviations=("with one value per image (where the script fails) the whole least uncertain image",),
+        ),
+        FusionSpec(
+            "media",
+            "insightface IJB: optional flip add, norm drop, detector weighting; mean per media, "
+            "sum over medias, L2-normalise",
+            "mean of u, if given",
+            _fuse_media,
+            inputs=("media",),
+            source="insightface recognition/_evaluation_/ijb image2template_feature",
+        ),
+    ],
+)
+"""Every template fusion (c = per-image confidence, shape (N,)), in `analyze list` order."""
+
+
 def fuse(
     name: str,
     features: np.ndarray,
@@ -120,96 +364,39 @@ def fuse(
     keep_norm: bool = True,
     use_detector_score: bool = True,
     add_flip: bool = True,
+    registry: FusionRegistry | None = None,
 ) -> FusedTemplates:
     """Fuse per-image rows into one feature (and uncertainty) per template id.
 
-    `name` is a fusion from `analyze.names.FUSIONS` ('softmax-0.5' style temperatures allowed).
+    `name` is a fusion registered in `FUSIONS` (or `registry`; 'softmax-0.5' style temperatures allowed).
     `uncertainty` holds the per-image values the scripts call sigmas: a confidence (N,) for
     scale/norm or PFE sigma_sq (N, D). Templates come out sorted by id. Only 'media' uses
     `media`, `detector_score`, `features_flip` and the three switches (insightface's N/D/F
     test modes; defaults are its N1 D1 F2).
     """
-    base, params = parse_fusion(name)
+    spec, params = (registry or FUSIONS).resolve(name)
     features, template, unc, was_1d = _check_inputs(features, template, uncertainty)
     seg = _segments(template)
-    f = np.asarray(features[seg.order], dtype=np.float64)
-    u = None if unc is None else unc[seg.order]
-    sizes = seg.sizes
-
-    if base == "media":
-        fused, unc_out = _media(
-            features,
-            template,
-            seg,
-            unc,
-            media,
-            detector_score,
-            features_flip,
-            keep_norm,
-            use_detector_score,
-            add_flip,
-        )
-    elif base in ("mean", "stat-mean"):
-        fused = l2_normalize(seg.sum(f) / sizes[:, None])
-        unc_out = None if u is None else seg.sum(u) / sizes[:, None]
-        if unc_out is not None and base == "stat-mean":
-            unc_out = unc_out * np.sqrt(sizes)[:, None]
-    elif base == "first":
-        fused = l2_normalize(f[seg.starts])
-        unc_out = None if u is None else u[seg.starts]
-    elif base in ("PFE", "PFE-paper"):
-        if u is None:
-            raise ValueError(f"fusion {base!r} needs PFE sigma_sq (uncertainty=)")
-        if u.shape[1] not in (1, f.shape[1]):
-            raise ValueError(f"fusion {base!r}: sigma_sq has {u.shape[1]} columns, features {f.shape[1]}")
-        if np.any(u <= 0):
-            raise ValueError(f"fusion {base!r} needs sigma_sq > 0")
-        with np.errstate(invalid="ignore", divide="ignore"):  # inf sigma^2 -> NaN template, dropped later
-            inv = 1.0 / u
-            inv_sum = seg.sum(inv)
-            attention = inv / inv_sum[seg.seg]
-        fused = l2_normalize(seg.sum(f * attention))
-        unc_out = seg.min(u) if base == "PFE" else 1.0 / inv_sum
-    elif base == "min":
-        if u is None:
-            raise ValueError("fusion 'min' needs per-image uncertainties (uncertainty=)")
-        if u.shape[1] not in (1, f.shape[1]):
-            raise ValueError(f"fusion 'min': uncertainty has {u.shape[1]} columns, features {f.shape[1]}")
-        u_min = seg.min(u)
-        pos = seg.first_where(u == u_min[seg.seg])  # (T, K): first image with the min, per column
-        # K = 1: the whole feature of the least uncertain image; K = D: coordinate-wise choice.
-        fused = f[pos[:, 0]] if u.shape[1] == 1 else f[pos, np.arange(f.shape[1])]
-        fused = l2_normalize(fused)
-        unc_out = u_min
-    elif base == "argmax":
-        c = _scalar_confidence(u, base)
-        pos = seg.first_where(c == seg.max(c)[seg.seg])
-        fused = l2_normalize(f[pos])
-        unc_out = u[pos]  # type: ignore[index]
-    elif base in ("softmax", "stat-softmax"):
-        c = _scalar_confidence(u, base)
-        w = seg.softmax(c, params.get("temperature", 1.0))
-        fused = l2_normalize(seg.sum(f * w[:, None]))
-        unc_out = seg.sum(u * w[:, None])  # type: ignore[operator]
-        if base == "stat-softmax":
-            unc_out = unc_out * np.sqrt(sizes)[:, None]
-    elif base == "weighted":
-        c = _scalar_confidence(u, base)
-        w = c / seg.sum(c)[seg.seg]
-        fused = l2_normalize(seg.sum(l2_normalize(f) * w[:, None]))
-        unc_out = seg.sum(u * w[:, None])  # type: ignore[operator]
-    elif base == "weighted-softmax":
-        c = _scalar_confidence(u, base)
-        w = c / seg.sum(c)[seg.seg]
-        fused = l2_normalize(seg.sum(f * w[:, None]))
-        s = seg.softmax(c, params["temperature"])
-        unc_out = seg.sum(u * s[:, None])  # type: ignore[operator]
-    else:  # pragma: no cover - names.py and this table are kept in step by the tests
-        raise ValueError(f"fusion {base!r} is registered but not implemented; known: {list(FUSIONS)}")
-
+    rows = _Rows(
+        seg=seg,
+        f=np.asarray(features[seg.order], dtype=np.float64),
+        u=None if unc is None else unc[seg.order],
+        features=features,
+        template=template,
+        unc=unc,
+        media={
+            "media": media,
+            "detector_score": detector_score,
+            "features_flip": features_flip,
+            "keep_norm": keep_norm,
+            "use_detector_score": use_detector_score,
+            "add_flip": add_flip,
+        },
+    )
+    fused, unc_out = spec.fuse(rows, params)
     if unc_out is not None and was_1d:
         unc_out = unc_out[:, 0]
-    return FusedTemplates(ids=seg.ids, features=fused, uncertainty=unc_out, sizes=sizes)
+    return FusedTemplates(ids=seg.ids, features=fused, uncertainty=unc_out, sizes=seg.sizes)
 
 
 def _media(

@@ -13,11 +13,10 @@ from typing import Any
 import dask
 import numpy as np
 
-from analyze.fusion import FusedTemplates, fuse
-from analyze.names import parse_fusion
-from analyze.rows import pfe_confidence
+from analyze.fusion import FUSIONS, FusedTemplates, fuse, template_rows
+from analyze.policy import ImageValues, policy_for
 from featurestore.errors import StoreError
-from featurestore.schema import STATUS_OK, ModelSpec
+from featurestore.schema import STATUS_OK, ModelSpec, Protocol
 from featurestore.store import FeatureStore
 
 FUSION_BLOCK_IMAGES = 16384
@@ -25,13 +24,9 @@ FUSION_BLOCK_IMAGES = 16384
 
 
 def uncertainty_source(spec: ModelSpec) -> tuple[str, str]:
-    """(store output, mode) of a model's per-image uncertainty: ScaleFace scale and MagFace/ArcFace norm
-    are confidences, PFE sigma_sq an uncertainty."""
-    if "sigma_sq" in spec.outputs:
-        return "sigma_sq", "uncertainty"
-    if "scale" in spec.outputs:
-        return "scale", "confidence"
-    return "norm", "confidence"
+    """(store output, direction) of a model's per-image value (its family policy, analyze.policy)."""
+    policy = policy_for(spec.outputs)
+    return policy.value_output, policy.value_kind
 
 
 @dataclass
@@ -69,15 +64,6 @@ def valid_rows(store: FeatureStore, models: list[str], partial: bool) -> ValidRo
     return out
 
 
-CONFIDENCE_WEIGHTED_FUSIONS = ("softmax", "stat-softmax", "weighted", "weighted-softmax", "argmax")
-"""Fusions that weight images by one confidence each (a PFE sigma_sq is first reduced to 1/hm)."""
-
-
-def fuses_pfe_confidence(source: str, fusion: str) -> bool:
-    """True when `fusion` of a PFE model works on (and yields) the confidence 1/hm(sigma_sq), not sigma_sq."""
-    return source == "sigma_sq" and parse_fusion(fusion)[0] in CONFIDENCE_WEIGHTED_FUSIONS
-
-
 def template_blocks(template: np.ndarray, rows: np.ndarray, block_images: int) -> list[np.ndarray]:
     """Split `rows` into ascending row sets of whole templates, about `block_images` images each."""
     order = rows[np.argsort(template[rows], kind="stable")]
@@ -100,12 +86,12 @@ def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: d
     # the caller's open already checked every done chunk's storage objects: a task need not list them again
     with FeatureStore.open(path, check=False) as store:
         spec = store.model(model)
-        src, _ = uncertainty_source(spec)
+        policy = policy_for(spec.outputs)
+        fusion_spec = FUSIONS.get(fusion)
         feats = store.read_rows(model, "embedding", rows)
-        unc = store.read_rows(model, src, rows)
-        base, _ = parse_fusion(fusion)
+        values = policy.stored(store.read_rows(model, policy.value_output, rows)).for_fusion(fusion_spec)
         kwargs: dict[str, Any] = {}
-        if base == "media":
+        if "media" in fusion_spec.inputs:
             kwargs = {
                 "media": store.image_column("media", rows),
                 "detector_score": store.image_column("detector_score", rows),
@@ -115,9 +101,7 @@ def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: d
             }
             if kwargs["add_flip"]:
                 kwargs["features_flip"] = store.read_rows(model, "embedding_flip", rows)
-        if fuses_pfe_confidence(src, fusion):
-            unc = pfe_confidence(unc)
-        return fuse(fusion, feats, store.image_column("template", rows), uncertainty=unc, **kwargs)
+        return fuse(fusion, feats, store.image_column("template", rows), uncertainty=values.values, **kwargs)
 
 
 def fuse_templates(
@@ -146,3 +130,93 @@ def fuse_templates(
         uncertainty=None if parts[0].uncertainty is None else np.concatenate([p.uncertainty for p in parts]),
         sizes=np.concatenate([p.sizes for p in parts]),
     )
+
+
+# ---- pair assembly: what one (model, level, fusion) scores ------------------------------------------------
+
+
+@dataclass
+class PairSet:
+    """What one (model, level, fusion) scores: row features and values, pair rows into them, labels."""
+
+    model: str
+    level: str
+    fusion: str
+    features: np.ndarray
+    values: np.ndarray
+    mode: str
+    i: np.ndarray
+    j: np.ndarray
+    labels: np.ndarray
+    n_pairs_total: int
+    n_pairs_dropped: int
+    source: str = ""
+
+    @property
+    def image_values(self) -> ImageValues:
+        """`values` with what they mean and where they came from."""
+        return ImageValues(self.values, self.mode, self.source)
+
+
+def select(store: FeatureStore, models: list[str] | None, protocol: str | None) -> tuple[list[str], Protocol]:
+    """The models to analyse (default: all, each checked to exist) and the protocol (default: the first)."""
+    models = models or list(store.models)
+    for m in models:
+        store.model(m)
+    name = protocol or next(iter(store.protocols_info), None)
+    if name is None:
+        raise StoreError(f"{store.path} has no protocol to verify")
+    return models, store.protocol(name)
+
+
+def build_pair_set(
+    store: FeatureStore,
+    model: str,
+    protocol: Protocol,
+    level: str,
+    fusion: str,
+    valid: ValidRows,
+    fusion_options: dict[str, Any] | None = None,
+) -> PairSet:
+    """Features and uncertainty values per image (image level) or per fused template (template level),
+    with the protocol's pairs mapped onto them; pairs touching an invalid image/template are dropped."""
+    stored = policy_for(store.model(model).outputs).stored()
+    mode, src = stored.kind, stored.source
+    pairs, labels = protocol.pairs, protocol.label
+    if level != protocol.level:
+        raise StoreError(
+            f"protocol {protocol.name!r} pairs {protocol.level}s, so it is analysed at level {protocol.level!r}, "
+            f"not {level!r}"
+        )
+    if level == "image":
+        if pairs.size and (pairs.min() < 0 or pairs.max() >= store.n_images):
+            raise StoreError(f"protocol {protocol.name!r}: image rows outside 0..{store.n_images - 1}")
+        keep = valid.mask[pairs[:, 0]] & valid.mask[pairs[:, 1]]
+        rows = np.unique(pairs[keep])
+        features = store.read_rows(model, "embedding", rows)
+        values = store.read_rows(model, src, rows)
+        i = np.searchsorted(rows, pairs[keep, 0])
+        j = np.searchsorted(rows, pairs[keep, 1])
+    else:
+        fused = fuse_templates(store, model, fusion, valid.mask, options=fusion_options)
+        pos = np.searchsorted(fused.ids, pairs)
+        pos_c = np.minimum(pos, len(fused.ids) - 1)
+        found = fused.ids[pos_c] == pairs
+        keep = found.all(axis=1)
+        features, values = fused.features, fused.uncertainty
+        i, j = template_rows(fused.ids, pairs[keep, 0]), template_rows(fused.ids, pairs[keep, 1])
+        mode, src = stored.fused_by(FUSIONS.get(fusion))
+    labels = labels[keep]
+    finite = _finite_rows(features) & (True if values is None else _finite_rows(values))
+    if not finite.all():  # e.g. an inf sigma^2 from exp overflow: drop the pairs touching such rows
+        ok = finite[i] & finite[j]
+        i, j, labels = i[ok], j[ok], labels[ok]
+    level_fusion = fusion if level == "template" else "none"
+    n_total = len(protocol.label)
+    n_dropped = n_total - len(labels)
+    return PairSet(model, level, level_fusion, features, values, mode, i, j, labels, n_total, n_dropped, src)
+
+
+def _finite_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    return np.isfinite(x) if x.ndim == 1 else np.isfinite(x).all(axis=1)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analyze.tables import far_pivot, method_labels
 from featurestore.interrupts import Interrupted
 
 OWNER_FILE = ".scaleface-output.json"
@@ -291,19 +292,7 @@ def auc_table_text(auc_df: pd.DataFrame) -> str:
     """AUCs as a method x FAR table for the terminal."""
     if auc_df.empty:
         return "(no AUC rows)"
-    df = auc_df.copy()
-    df["method"] = (
-        df["model"]
-        + " "
-        + df["fusion"].where(df["fusion"] != "none", "")
-        + " "
-        + df["distance"]
-        + "_"
-        + df["uncertainty"]
-    )
-    df["method"] = df["method"].str.replace("  ", " ")
-    table = df.pivot_table(index="method", columns="far", values="auc", sort=False)
-    table.columns = [f"FAR={c:g}" for c in table.columns]
+    table = far_pivot(auc_df.assign(method=method_labels(auc_df, "terminal")), "method", "auc")
     return table.to_string(float_format=lambda v: f"{v:.4f}")
 
 

@@ -158,7 +158,8 @@ class _PrefixOrderStats:
 
 @dataclass(frozen=True)
 class RejectCurve:
-    """TAR@FAR (exact convention) recomputed on the kept pairs, per rejected fraction (rows) and FAR."""
+    """TAR@FAR recomputed on the kept pairs, per rejected fraction (rows) and FAR (the exact convention, or
+    insightface's nearest with `nearest_reject_curve`)."""
 
     fractions: np.ndarray  # (R,) requested rejected fractions
     fars: np.ndarray  # (F,)
@@ -186,6 +187,7 @@ class RejectCurve:
             "kept_pairs": np.repeat(self.kept_pairs, n_f),
             "kept_genuine": np.repeat(self.kept_genuine, n_f),
             "kept_impostor": np.repeat(self.kept_impostor, n_f),
+            "discarded_fraction": np.repeat(self.fractions, n_f),
         }
 
 
@@ -274,6 +276,21 @@ class EDCCurve:
     fnmr: np.ndarray  # (R, F) = 1 - TAR on the kept pairs; NaN when no genuine is kept
     fmr: np.ndarray  # (R, F) on the kept pairs; NaN when no impostor is kept
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """The same tidy columns as `RejectCurve.columns` (tar = 1 - FNMR, far_achieved = FMR on the kept pairs)."""
+        n_r, n_f = self.fnmr.shape
+        return {
+            "rejected_fraction": np.repeat(self.fractions, n_f),
+            "far": np.tile(self.fars, n_r),
+            "tar": 1.0 - self.fnmr.ravel(),
+            "threshold": np.tile(self.threshold, n_r),
+            "far_achieved": self.fmr.ravel(),
+            "kept_pairs": np.repeat(self.kept_pairs, n_f),
+            "kept_genuine": np.repeat(self.kept_genuine, n_f),
+            "kept_impostor": np.repeat(self.kept_impostor, n_f),
+            "discarded_fraction": np.repeat(self.discarded_fraction, n_f),
+        }
+
     def partial_auc(self, discard_limit: float) -> np.ndarray:
         """Area under FNMR over the actually discarded fraction on [0, discard_limit], one per FAR."""
         return np.array([auc(self.discarded_fraction, self.fnmr[:, i], discard_limit) for i in range(self.fars.size)])
@@ -285,13 +302,13 @@ def fixed_threshold_edc(
     quality: ArrayLike,
     fractions: ArrayLike,
     fars: ArrayLike,
-    order: Literal["quality", "uncertainty"] = "quality",
+    order: Literal["confidence", "uncertainty"] = "confidence",
     allow_tiny_far: bool = False,
 ) -> EDCCurve:
     """EDC: thresholds at each FAR fixed on all pairs; FNMR/FMR on the pairs left after discarding.
 
-    ``quality`` is the pair quality (lowest discarded first; e.g. min of the two images'), or a pair
-    uncertainty with order="uncertainty" (highest discarded first). For fraction r the
+    ``quality`` is a pair confidence (order="confidence", the default: lowest discarded first; e.g. min of the
+    two images'), or a pair uncertainty with order="uncertainty" (highest discarded first). For fraction r the
     n - int(n(1-r)) lowest are discarded, plus every pair tied with the last of them.
     """
     s, lab = check_scores_labels(scores, labels)
@@ -303,8 +320,8 @@ def fixed_threshold_edc(
         raise ValueError(f"{order} contains {int(np.isnan(q).sum())} NaN values; drop or fill them first")
     if order == "uncertainty":
         q = -q
-    elif order != "quality":
-        raise ValueError(f"unknown order {order!r}; use 'quality' or 'uncertainty'")
+    elif order != "confidence":
+        raise ValueError(f"unknown order {order!r}; use 'confidence' or 'uncertainty'")
     f = check_fars(fars)
     r = check_fractions(fractions)
     n = s.size
@@ -336,3 +353,53 @@ def fixed_threshold_edc(
 def partial_auc(x: ArrayLike, y: ArrayLike, limit: float) -> float:
     """Area under y(x) for x in [x[0], limit]: the name this module always offered for ``auc(x, y, limit)``."""
     return auc(x, y, limit=limit)
+
+
+def nearest_reject_curve(
+    scores: ArrayLike, labels: ArrayLike, uncertainty: ArrayLike, fractions: ArrayLike, fars: ArrayLike
+) -> RejectCurve:
+    """Reject verification with insightface's nearest-FPR convention: one sort by uncertainty, then TAR@FAR on
+    each kept prefix (exactly re-running insightface's table per fraction); NaN where a prefix is empty or
+    holds no impostor."""
+    s, lab = check_scores_labels(scores, labels)
+    r = np.asarray(fractions, dtype=np.float64)
+    f = np.asarray(fars, dtype=np.float64)
+    perm = rejection_order(uncertainty, "uncertainty")
+    s, lab = s[perm], lab[perm]
+    kept = kept_counts(len(s), r)
+    tar, thr, far_achieved = (np.full((r.size, f.size), np.nan) for _ in range(3))
+    genuine = np.zeros(r.size, dtype=np.int64)
+    for row, n in enumerate(kept):
+        genuine[row] = int(lab[:n].sum())
+        if n == 0 or genuine[row] == n:
+            continue
+        res = tar_at_far(s[:n], lab[:n], f, "nearest", allow_tiny_far=True)
+        tar[row], thr[row], far_achieved[row] = res.tar, res.threshold, res.far_achieved
+    return RejectCurve(r, f, kept, genuine, kept - genuine, tar, thr, far_achieved, "uncertainty")
+
+
+REJECT_METHODS = {
+    ("recompute", "exact"): lambda s, lab, u, r, f: reject_curve(s, lab, u, r, f, allow_tiny_far=True),
+    ("recompute", "nearest"): nearest_reject_curve,
+    ("fixed", "exact"): lambda s, lab, u, r, f: fixed_threshold_edc(
+        s, lab, u, r, f, order="uncertainty", allow_tiny_far=True
+    ),
+}
+"""Every reject-like curve by (threshold mode, TAR@FAR convention); each `.columns()` has the same tidy shape."""
+
+
+def reject_columns(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    uncertainty: ArrayLike,
+    fractions: ArrayLike,
+    fars: ArrayLike,
+    threshold_mode: str = "recompute",
+    convention: str = "exact",
+) -> dict[str, np.ndarray]:
+    """The tidy columns of the reject curve of one (threshold mode, convention), pairs rejected by `uncertainty`
+    (larger first): the paper's recompute (exact or nearest TAR@FAR) or the fixed-threshold EDC."""
+    method = REJECT_METHODS.get((threshold_mode, convention))
+    if method is None:
+        raise ValueError(f"no reject curve for threshold mode {threshold_mode!r} with the {convention!r} convention")
+    return method(scores, labels, uncertainty, fractions, fars).columns()

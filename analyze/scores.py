@@ -8,11 +8,11 @@ in blocks of ``block`` pairs, so at most ``2 * block * D`` gathered values are i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from analyze.names import check_distance
+from analyze.registry import VALUE_INPUTS, DistanceSpec, Registry
 from analyze.rows import check_pairs, l2_normalize, pfe_confidence
 
 DEFAULT_BLOCK = 16384
@@ -182,6 +182,123 @@ def weighted_cosine_scores(
     return cos * weight
 
 
+def _centred_cosine(features, i, j, *, center, block, **_) -> np.ndarray:
+    mean, std = center
+    if not std > 0:
+        raise ValueError(f"cannot centre the cosine: std of the scores is {std}")
+    return (cosine_scores(features, i, j, block=block) - mean) / std
+
+
+def _weighted(source: str, combine: str, sqrt: bool, flavour: str) -> Callable[..., np.ndarray]:
+    """The score function of one confidence-weighted cosine ({scale|pfe}-[sqrt-]{mul|harmonic}-<flavour>)."""
+
+    def score(features, i, j, *, uncertainty, bias, center, block) -> np.ndarray:
+        confidence = pfe_confidence(uncertainty) if source == "pfe" else uncertainty
+        return weighted_cosine_scores(
+            features,
+            confidence,
+            i,
+            j,
+            combine=combine,
+            sqrt=sqrt,
+            center=center if flavour == "centered-cosine" else None,
+            bias=bias if flavour == "biased-cosine" else None,
+            block=block,
+        )
+
+    return score
+
+
+_SCRIPTS = "ScaleFace face_lib/evaluation/distance_uncertainty_funcs.py"
+_FLAVOURS = {
+    "cosine": ("cosine", ()),
+    "centered-cosine": ("centred cosine", ("center",)),
+    "biased-cosine": ("biased cosine", ("bias",)),
+}
+_WEIGHT_SOURCES = {
+    "scale": ("the per-image confidence as stored (ScaleFace scale or feature norm)", "confidence"),
+    "pfe": ("the PFE confidence 1/harmonic_mean(sigma_sq)", "sigma_sq"),
+}
+_WEIGHTS = {
+    ("mul", False): "c1*c2",
+    ("harmonic", False): "c1*c2/(c1+c2)",
+    ("mul", True): "sqrt(c1)*sqrt(c2)",
+    ("harmonic", True): "sqrt(c1)*sqrt(c2)/(sqrt(c1)+sqrt(c2))",
+}
+
+
+def _weighted_specs() -> list[DistanceSpec]:
+    """The 24 confidence-weighted cosines: every source x sqrt x weight x cosine flavour (one spec each)."""
+    out = []
+    for source, (source_meaning, value_input) in _WEIGHT_SOURCES.items():
+        for sqrt in (False, True):
+            for combine in ("mul", "harmonic"):
+                for flavour, (flavour_meaning, extra) in _FLAVOURS.items():
+                    deviations = (
+                        ("the scripts register only the biased flavour for pfe-*; offered for symmetry",)
+                        if source == "pfe" and flavour != "biased-cosine"
+                        else ()
+                    )
+                    out.append(
+                        DistanceSpec(
+                            f"{source}-{'sqrt-' if sqrt else ''}{combine}-{flavour}",
+                            f"{flavour_meaning} times {_WEIGHTS[combine, sqrt]}, c = {source_meaning}",
+                            _weighted(source, combine, sqrt, flavour),
+                            inputs=("features", value_input, *extra),
+                            source=_SCRIPTS,
+                            deviations=deviations,
+                            params={"weight_source": source, "weight": combine, "sqrt": sqrt, "cosine": flavour},
+                        )
+                    )
+    return out
+
+
+DISTANCES: Registry[DistanceSpec] = Registry(
+    "distance",
+    [
+        DistanceSpec(
+            "cosine",
+            "cosine similarity of the L2-normalised features",
+            lambda features, i, j, *, block, **_: cosine_scores(features, i, j, block=block),
+            source=_SCRIPTS + " (cosine); insightface IJB eval",
+            deviations=("rows divided by ||x|| (a zero row stays zero), the scripts by ||x|| + 1e-8",),
+        ),
+        DistanceSpec(
+            "centered-cosine",
+            "cosine standardised by the mean and std of all scored pairs",
+            _centred_cosine,
+            inputs=("features", "center"),
+            source=_SCRIPTS,
+        ),
+        DistanceSpec(
+            "biased-cosine",
+            "cosine minus a bias (mean cosine of a validation split)",
+            lambda features, i, j, *, bias, block, **_: cosine_scores(features, i, j, block=block) - bias,
+            inputs=("features", "bias"),
+            source=_SCRIPTS,
+            deviations=("no default bias (the template script hard-codes 0.26)",),
+        ),
+        DistanceSpec(
+            "euc",
+            "minus the squared euclidean distance of the features as given",
+            lambda features, i, j, *, block, **_: euclidean_scores(features, i, j, block=block),
+            source=_SCRIPTS,
+            aliases=("euclidean",),
+        ),
+        DistanceSpec(
+            "MLS",
+            "PFE mutual likelihood score -sum((mu1-mu2)^2/(s1+s2) + log(s1+s2)), mu L2-normalised",
+            lambda features, i, j, *, uncertainty, block, **_: mls_scores(features, uncertainty, i, j, block=block),
+            inputs=("features", "sigma_sq"),
+            source="PFE utils.pair_MLS_score; " + _SCRIPTS,
+            aliases=("mls",),
+        ),
+        *_weighted_specs(),
+    ],
+)
+"""Every pair distance (higher = same person), in `analyze list` order."""
+
+
 def pair_scores(
     name: str,
     features: np.ndarray,
@@ -192,55 +309,21 @@ def pair_scores(
     bias: float | None = None,
     center: tuple[float, float] | None = None,
     block: int = DEFAULT_BLOCK,
+    registry: Registry[DistanceSpec] | None = None,
 ) -> np.ndarray:
-    """Scores of pairs (i, j) for a distance name from `analyze.names.DISTANCES` (higher = same).
+    """Scores of pairs (i, j) for a distance registered in `DISTANCES` (or `registry`; higher = same).
 
-    `uncertainty`: MLS and pfe-* take PFE sigma_sq (N, D); scale-* take a per-row confidence (N,).
-    `bias` is required by *biased-cosine names (mean validation cosine, see `cosine_stats`).
-    Centred names standardise by `center` = (mean, std) when given, else by the mean and
-    std of the scored pairs themselves (the scripts' behaviour; pass `center` when scoring
-    a protocol in several calls so every chunk uses the same statistics).
+    `uncertainty`: specs needing 'sigma_sq' take PFE sigma_sq (N, D), those needing 'confidence' a per-row
+    confidence (N,). `bias` is required by specs needing 'bias' (mean validation cosine, see `cosine_stats`).
+    Specs needing 'center' standardise by `center` = (mean, std) when given, else by the mean and std of
+    the scored pairs themselves (the scripts' behaviour; pass `center` when scoring a protocol in several
+    calls so every chunk uses the same statistics).
     """
-    name = check_distance(name)
-    if name == "cosine":
-        return cosine_scores(features, i, j, block=block)
-    if name == "euc":
-        return euclidean_scores(features, i, j, block=block)
-    if name == "MLS":
-        if uncertainty is None:
-            raise ValueError("distance 'MLS' needs uncertainty= PFE sigma_sq (N, D)")
-        return mls_scores(features, uncertainty, i, j, block=block)
-    flavour = "biased" if name.endswith("biased-cosine") else "centered" if "centered" in name else "plain"
-    if flavour == "biased" and bias is None:
-        raise ValueError(f"distance {name!r} needs bias= (mean cosine on a validation split; see cosine_stats)")
-    if flavour == "centered" and center is None:
+    spec = (registry or DISTANCES).get(name)
+    if "bias" in spec.inputs and bias is None:
+        raise ValueError(f"distance {spec.name!r} needs bias= (mean cosine on a validation split; see cosine_stats)")
+    if "center" in spec.inputs and center is None:
         center = cosine_stats(features, i, j, block=block)
-    base_center = center if flavour == "centered" else None
-    base_bias = bias if flavour == "biased" else None
-    if name in ("centered-cosine", "biased-cosine"):
-        cos = cosine_scores(features, i, j, block=block)
-        if base_bias is not None:
-            return cos - base_bias
-        mean, std = base_center  # type: ignore[misc]
-        if not std > 0:
-            raise ValueError(f"cannot centre the cosine: std of the scores is {std}")
-        return (cos - mean) / std
-    # {scale|pfe}-[sqrt-]{mul|harmonic}-<flavour>
-    parts = name.split("-")
-    source, sqrt = parts[0], parts[1] == "sqrt"
-    combine = parts[2] if sqrt else parts[1]
-    if uncertainty is None:
-        need = "PFE sigma_sq (N, D)" if source == "pfe" else "the per-row confidence (scale or norm)"
-        raise ValueError(f"distance {name!r} needs uncertainty= {need}")
-    confidence = pfe_confidence(uncertainty) if source == "pfe" else uncertainty
-    return weighted_cosine_scores(
-        features,
-        confidence,
-        i,
-        j,
-        combine=combine,
-        sqrt=sqrt,
-        center=base_center,
-        bias=base_bias,
-        block=block,
-    )
+    if spec.values is not None and uncertainty is None:
+        raise ValueError(f"distance {spec.name!r} needs uncertainty= {VALUE_INPUTS[spec.values]}")
+    return spec.score(features, i, j, uncertainty=uncertainty, bias=bias, center=center, block=block)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyze.names import check_uncertainty, parse_metric
+from analyze.registry import DIRECTIONS, CombinationSpec, Registry
 from analyze.rows import check_pairs, harmonic_mean, image_scalar, l2_normalize, pfe_confidence
 from analyze.scores import DEFAULT_BLOCK, blocks, cosine_scores
 
 __all__ = [
+    "COMBINATIONS",
     "MODES",
     "as_uncertainty",
     "combination_mode",
@@ -24,20 +25,135 @@ __all__ = [
     "harmonic_mean",
     "image_scalar",
     "pair_uncertainty",
-    "parse_metric",
     "pfe_confidence",
 ]
 
-MODES = ("uncertainty", "confidence")
+MODES = DIRECTIONS
 """'uncertainty': larger = less reliable (PFE sigma_sq); 'confidence': larger = more reliable (scale, norm)."""
-
-NEEDS_FEATURES = ("cosine-analytic", "similarity", "perfect")
-NEEDS_LABELS = ("perfect",)
 
 
 def _two_d(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x[:, None] if x.ndim == 1 else x
+
+
+def _reciprocal_sum(v: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return (1.0 / v).sum(axis=1)
+
+
+def _concatenated_hm(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    """Harmonic mean of the 2K concatenated values from each row's sum of reciprocals."""
+    return 2.0 * k / (a + b)
+
+
+def _cosine_analytic(u1, u2, mu1, mu2, labels, center) -> np.ndarray:
+    if u1.shape[1] not in (1, mu1.shape[1]):
+        raise ValueError(f"cosine-analytic: values have {u1.shape[1]} columns, features {mu1.shape[1]}")
+    return np.sum(u1 * u2 + mu1 * mu1 * u2 + mu2 * mu2 * u1, axis=1)
+
+
+def _cos(mu1: np.ndarray, mu2: np.ndarray) -> np.ndarray:
+    return np.einsum("md,md->m", l2_normalize(mu1), l2_normalize(mu2))
+
+
+def _perfect(u1, u2, mu1, mu2, labels, center) -> np.ndarray:
+    return (labels.astype(np.float64) * 2 - 1) * (_cos(mu1, mu2) - center)
+
+
+_SCRIPTS = "ScaleFace face_lib/evaluation/distance_uncertainty_funcs.py"
+
+COMBINATIONS: Registry[CombinationSpec] = Registry(
+    "uncertainty combination",
+    [
+        CombinationSpec(
+            "mean",
+            "u1.sum() + u2.sum() (the scripts call the sum 'mean')",
+            row=lambda v: v.sum(axis=1),
+            pair=lambda a, b, k: a + b,
+            source=_SCRIPTS,
+        ),
+        CombinationSpec(
+            "squared-sum",
+            "u1.sum()^2 + u2.sum()^2",
+            row=lambda v: v.sum(axis=1),
+            pair=lambda a, b, k: a**2 + b**2,
+            source=_SCRIPTS,
+        ),
+        CombinationSpec(
+            "mul",
+            "prod(u1) * prod(u2) over all dimensions",
+            row=lambda v: v.prod(axis=1),
+            pair=lambda a, b, k: a * b,
+            source=_SCRIPTS,
+        ),
+        CombinationSpec(
+            "harmonic-sum",
+            "hm(u1) + hm(u2), hm = harmonic mean over dimensions",
+            row=lambda v: harmonic_mean(v, axis=1),
+            pair=lambda a, b, k: a + b,
+            source=_SCRIPTS,
+        ),
+        CombinationSpec(
+            "harmonic-mul",
+            "hm(u1) * hm(u2)",
+            row=lambda v: harmonic_mean(v, axis=1),
+            pair=lambda a, b, k: a * b,
+            source=_SCRIPTS,
+        ),
+        CombinationSpec(
+            "harmonic-harmonic",
+            "harmonic mean of the concatenation [u1, u2]",
+            row=_reciprocal_sum,
+            pair=_concatenated_hm,
+            source=_SCRIPTS,
+        ),
+        CombinationSpec(
+            "squared-harmonic",
+            "harmonic mean of the concatenation [u1^2, u2^2]",
+            row=lambda v: _reciprocal_sum(v * v),
+            pair=_concatenated_hm,
+            source=_SCRIPTS,
+        ),
+        CombinationSpec(
+            "cosine-analytic",
+            "sum(u1*u2 + mu1^2*u2 + mu2^2*u1): variance of the dot product of two Gaussians",
+            gathered=_cosine_analytic,
+            inputs=("values", "features"),
+            source=_SCRIPTS,
+        ),
+        CombinationSpec(
+            "min",
+            "min(u1.sum(), u2.sum())",
+            row=lambda v: v.sum(axis=1),
+            pair=lambda a, b, k: np.minimum(a, b),
+            source=_SCRIPTS,
+        ),
+        CombinationSpec(
+            "max",
+            "max(u1.sum(), u2.sum()) (not in the scripts)",
+            row=lambda v: v.sum(axis=1),
+            pair=lambda a, b, k: np.maximum(a, b),
+            deviations=("ours: the scripts have no max",),
+        ),
+        CombinationSpec(
+            "similarity",
+            "cosine similarity of the pair's features used as the pair's value",
+            gathered=lambda u1, u2, mu1, mu2, labels, center: _cos(mu1, mu2),
+            inputs=("features",),
+            source=_SCRIPTS,
+        ),
+        CombinationSpec(
+            "perfect",
+            "oracle margin (2*label-1)*(cos - mean cos): uses the labels, an upper bound",
+            gathered=_perfect,
+            inputs=("features", "labels"),
+            direction="confidence",
+            source=_SCRIPTS,
+        ),
+    ],
+)
+"""Every pair-uncertainty combination (u = per-image values, as (N, K) rows), in `analyze list` order."""
 
 
 def combine(
@@ -56,47 +172,24 @@ def combine(
     needs the pair labels and `center`, the mean cosine over all pairs (taken over these
     pairs when None, as the script does).
     """
-    name = check_uncertainty(name)
+    spec = COMBINATIONS.get(name)
     a, b = _two_d(u1), _two_d(u2)
     if a.shape != b.shape:
         raise ValueError(f"u1 and u2 differ in shape: {a.shape} vs {b.shape}")
-    if name in NEEDS_FEATURES and (mu1 is None or mu2 is None):
-        raise ValueError(f"uncertainty combination {name!r} needs the pair's features (mu1, mu2)")
-    if name == "mean":
-        return a.sum(axis=1) + b.sum(axis=1)
-    if name == "squared-sum":
-        return a.sum(axis=1) ** 2 + b.sum(axis=1) ** 2
-    if name == "mul":
-        return a.prod(axis=1) * b.prod(axis=1)
-    if name == "harmonic-sum":
-        return harmonic_mean(a, axis=1) + harmonic_mean(b, axis=1)
-    if name == "harmonic-mul":
-        return harmonic_mean(a, axis=1) * harmonic_mean(b, axis=1)
-    if name == "harmonic-harmonic":
-        return harmonic_mean(np.concatenate([a, b], axis=1), axis=1)
-    if name == "squared-harmonic":
-        return harmonic_mean(np.concatenate([a * a, b * b], axis=1), axis=1)
-    if name == "min":
-        return np.minimum(a.sum(axis=1), b.sum(axis=1))
-    if name == "max":
-        return np.maximum(a.sum(axis=1), b.sum(axis=1))
-    m1, m2 = _two_d(mu1), _two_d(mu2)  # type: ignore[arg-type]
-    if name == "cosine-analytic":
-        if a.shape[1] not in (1, m1.shape[1]):
-            raise ValueError(f"cosine-analytic: values have {a.shape[1]} columns, features {m1.shape[1]}")
-        return np.sum(a * b + m1 * m1 * b + m2 * m2 * a, axis=1)
-    cos = np.einsum("md,md->m", l2_normalize(m1), l2_normalize(m2))
-    if name == "similarity":
-        return cos
-    # perfect
-    if labels is None:
-        raise ValueError("uncertainty combination 'perfect' is an oracle and needs the pair labels")
-    labels = np.asarray(labels).reshape(-1)
-    if labels.shape[0] != cos.shape[0]:
-        raise ValueError(f"perfect: {labels.shape[0]} labels for {cos.shape[0]} pairs")
-    if center is None:
-        center = float(cos.mean())
-    return (labels.astype(np.float64) * 2 - 1) * (cos - center)
+    if spec.gathered is None:
+        return spec.pair(spec.row(a), spec.row(b), a.shape[1])
+    if mu1 is None or mu2 is None:
+        raise ValueError(f"uncertainty combination {spec.name!r} needs the pair's features (mu1, mu2)")
+    m1, m2 = _two_d(mu1), _two_d(mu2)
+    if "labels" in spec.inputs:
+        if labels is None:
+            raise ValueError("uncertainty combination 'perfect' is an oracle and needs the pair labels")
+        labels = np.asarray(labels).reshape(-1)
+        if labels.shape[0] != m1.shape[0]:
+            raise ValueError(f"perfect: {labels.shape[0]} labels for {m1.shape[0]} pairs")
+        if center is None:
+            center = float(_cos(m1, m2).mean())
+    return spec.gathered(a, b, m1, m2, labels, center)
 
 
 def pair_uncertainty(
@@ -114,18 +207,20 @@ def pair_uncertainty(
 
     `features` (N, D) is needed by cosine-analytic (used as given), similarity and perfect;
     `labels` (M,) by perfect, whose `center` defaults to the mean cosine of all M pairs.
+    Row-reducible combinations take their per-row statistic once per row (O(N K + M) instead of
+    O(M K): 15.7 M IJB-C pairs x 512-d sigma), then combine the two rows' scalars per pair.
     """
-    name = check_uncertainty(name)
+    spec = COMBINATIONS.get(name)
     values = np.asarray(values)
     n = len(values)
     i, j = check_pairs(i, j, n, what="uncertainty values")
-    if name in NEEDS_FEATURES:
+    if "features" in spec.inputs:
         if features is None:
-            raise ValueError(f"uncertainty combination {name!r} needs features=")
+            raise ValueError(f"uncertainty combination {spec.name!r} needs features=")
         features = np.asarray(features)
         if len(features) != n:
             raise ValueError(f"features have {len(features)} rows, uncertainty values {n}")
-    if name in NEEDS_LABELS:
+    if "labels" in spec.inputs:
         if labels is None:
             raise ValueError("uncertainty combination 'perfect' is an oracle and needs labels=")
         labels = np.asarray(labels).reshape(-1)
@@ -133,74 +228,24 @@ def pair_uncertainty(
             raise ValueError(f"perfect: {labels.shape[0]} labels for {i.shape[0]} pairs")
         if center is None:
             center = float(cosine_scores(features, i, j, block=block).mean()) if i.size else 0.0
-    if name in ROW_REDUCIBLE:
-        return _from_row_stats(name, values, i, j, block)
+    if spec.gathered is None:
+        stats = np.empty(n, dtype=np.float64)
+        for s in blocks(n, max(1, block // 4)):
+            stats[s] = spec.row(_two_d(values[s]))
+        k = 1 if values.ndim == 1 else values.shape[1]
+        return spec.pair(stats[i], stats[j], k)
     out = np.empty(i.size, dtype=np.float64)
     for s in blocks(i.size, block):
-        mu1 = mu2 = None
-        if features is not None and name in NEEDS_FEATURES:
-            mu1 = np.asarray(features[i[s]], dtype=np.float64)
-            mu2 = np.asarray(features[j[s]], dtype=np.float64)
         out[s] = combine(
-            name,
+            spec.name,
             values[i[s]],
             values[j[s]],
-            mu1=mu1,
-            mu2=mu2,
+            mu1=np.asarray(features[i[s]], dtype=np.float64),
+            mu2=np.asarray(features[j[s]], dtype=np.float64),
             labels=None if labels is None else labels[s],
             center=center,
         )
     return out
-
-
-ROW_REDUCIBLE = (
-    "mean",
-    "squared-sum",
-    "mul",
-    "harmonic-sum",
-    "harmonic-mul",
-    "harmonic-harmonic",
-    "squared-harmonic",
-    "min",
-    "max",
-)
-"""Combinations that depend on each row only through a few per-row sums: computed once per row,
-then gathered as scalars per pair (O(N K + M) instead of O(M K): 15.7 M IJB-C pairs x 512-d sigma)."""
-
-
-def _row_stats(name: str, values: np.ndarray, block: int) -> np.ndarray:
-    """The per-row scalar a combination needs, in float64, computed in row blocks."""
-    out = np.empty(len(values), dtype=np.float64)
-    for s in blocks(len(values), max(1, block // 4)):
-        v = _two_d(values[s])
-        if name in ("mean", "squared-sum", "min", "max"):
-            out[s] = v.sum(axis=1)
-        elif name == "mul":
-            out[s] = v.prod(axis=1)
-        elif name in ("harmonic-sum", "harmonic-mul"):
-            out[s] = harmonic_mean(v, axis=1)
-        else:  # harmonic of the concatenation: sum of reciprocals (of squares)
-            with np.errstate(divide="ignore"):
-                out[s] = (1.0 / (v * v if name == "squared-harmonic" else v)).sum(axis=1)
-    return out
-
-
-def _from_row_stats(name: str, values: np.ndarray, i: np.ndarray, j: np.ndarray, block: int) -> np.ndarray:
-    """`combine(name, ...)` for every pair from per-row statistics (same formulas, see ROW_REDUCIBLE)."""
-    r = _row_stats(name, values, block)
-    a, b = r[i], r[j]
-    if name in ("mean", "harmonic-sum"):
-        return a + b
-    if name == "squared-sum":
-        return a**2 + b**2
-    if name in ("mul", "harmonic-mul"):
-        return a * b
-    if name == "min":
-        return np.minimum(a, b)
-    if name == "max":
-        return np.maximum(a, b)
-    k = 1 if values.ndim == 1 else values.shape[1]
-    return 2.0 * k / (a + b)  # harmonic mean of the 2K concatenated values
 
 
 def combination_mode(name: str, input_mode: str) -> str:
@@ -208,10 +253,10 @@ def combination_mode(name: str, input_mode: str) -> str:
 
     'similarity' keeps the input's mode as the scripts do (it ignores the per-image values).
     """
-    name = check_uncertainty(name)
+    spec = COMBINATIONS.get(name)
     if input_mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {input_mode!r}")
-    return "confidence" if name == "perfect" else input_mode
+    return input_mode if spec.direction == "input" else spec.direction
 
 
 def as_uncertainty(pair_values: np.ndarray, mode: str) -> np.ndarray:

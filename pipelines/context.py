@@ -3,11 +3,17 @@ which both take it, import it downward instead of from each other."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelines.spec import ResolvedStep
+
+
+def _echo(text: str, err: bool = False) -> None:
+    print(text, file=sys.stderr if err else sys.stdout)
 
 
 @dataclass
@@ -21,3 +27,7 @@ class StepContext:
     params: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     overwrite: bool = False
+    say: Callable[..., None] = field(
+        default=lambda text, err=False: print(text, file=sys.stderr if err else sys.stdout)
+    )
+    """How a step reports what it did: `say(text, err=False)`; the runner logs it to pipeline.log too."""

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analyze.tables import far_pivot, method_labels
 from pipelines.context import StepContext
 from pipelines.spec import ResolvedStep
 
@@ -155,12 +156,6 @@ def provenance_section(stores: list[Path]) -> tuple[Section, Section]:
     return prov, failed
 
 
-def _method(df: pd.DataFrame) -> pd.Series:
-    fusion = df["fusion"].astype(str).where(~df["fusion"].astype(str).isin(["none", "nan", ""]), "")
-    label = df["model"].astype(str) + ": " + df["distance"].astype(str) + "_" + df["uncertainty"].astype(str)
-    return label + fusion.map(lambda f: f" [{f}]" if f else "")
-
-
 def reject_section(step: ResolvedStep) -> Section:
     """AUC table (methods x FARs, best per FAR in bold) and the comparison figure per FAR of a reject step."""
     from analyze.figures import reject_comparison_figures
@@ -180,9 +175,7 @@ def reject_section(step: ResolvedStep) -> Section:
         f"{first['convention']} TAR@FAR convention; area under TAR over the rejected fraction "
         f"({', '.join(sorted(auc['auc_kind'].astype(str).unique()))})."
     )
-    auc = auc.assign(method=_method(auc))
-    table = auc.pivot_table(index="method", columns="far", values="auc", sort=False)
-    table.columns = [f"FAR={c:g}" for c in table.columns]
+    table = far_pivot(auc.assign(method=method_labels(auc, "report")), "method", "auc")
     sec.table(
         "AUC of TAR@FAR over the rejected fraction (higher is better; best in bold)", table.reset_index(), best="max"
     )
@@ -213,8 +206,7 @@ def fusion_section(step: ResolvedStep) -> Section:
     if step.description:
         sec.text(step.description)
     conv = ", ".join(sorted(df["convention"].astype(str).unique())) if "convention" in df else "?"
-    table = df.pivot_table(index=["model", "fusion", "distance"], columns="far", values="tar", sort=False)
-    table.columns = [f"FAR={c:g}" for c in table.columns]
+    table = far_pivot(df, ["model", "fusion", "distance"], "tar")
     sec.table(f"TAR@FAR per fusion and distance ({conv} convention; best in bold)", table.reset_index(), best="max")
     _pair_notes(sec, _json(step.dir / "summary.json"))
     return sec

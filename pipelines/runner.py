@@ -4,13 +4,12 @@ rerun after a crash continues where it stopped. Logs to <out>/pipeline.log and t
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import signal
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,27 +62,6 @@ def read_marker(step: ResolvedStep) -> dict[str, Any] | None:
         return None
 
 
-def _outputs_complete(step: ResolvedStep, marker: dict[str, Any]) -> str | None:
-    """None when the outputs the marker lists are all there with their sizes; else what is missing."""
-    if step.kind == "extract":
-        from featurestore.errors import StoreError
-        from featurestore.store import FeatureStore
-
-        try:
-            with FeatureStore.open(step.store) as store:
-                done = store.chunk_done()
-        except StoreError as exc:
-            return f"store unreadable ({exc})"
-        return None if done.all() else f"store {step.store} has {int(done.sum())}/{len(done)} chunks done"
-    have = output_files(step.dir)
-    for name, size in (marker.get("outputs") or {}).items():
-        if name not in have:
-            return f"output {name} is missing"
-        if have[name] != size:
-            return f"output {name} changed size ({size} -> {have[name]} bytes)"
-    return None
-
-
 def _logger(out_dir: Path) -> logging.Logger:
     """A logger writing to <out>/pipeline.log (appending: one log across reruns) and the terminal."""
     log = logging.getLogger(f"pipelines.run.{out_dir.resolve()}")
@@ -102,33 +80,17 @@ def _logger(out_dir: Path) -> logging.Logger:
     return log
 
 
-class _LogStream(io.TextIOBase):
-    """A text stream that echoes what a step prints to the terminal and copies its lines into the log file."""
+def _sayer(log: logging.Logger, step: str) -> Callable[..., None]:
+    """What a step says: the line on the terminal as it is, and `  <step> | line` in pipeline.log (the terminal
+    streams are taken now, so a step redirecting sys.stdout into `say` does not loop)."""
+    terminal_out, terminal_err = sys.stdout, sys.stderr
 
-    def __init__(self, terminal: Any, log: logging.Logger, step: str) -> None:
-        self.terminal, self.log, self.step, self.buf = terminal, log, step, ""
+    def say(text: str, err: bool = False) -> None:
+        for line in str(text).splitlines() or [""]:
+            print(line, file=terminal_err if err else terminal_out, flush=True)
+            _file_only(log, f"  {step} | {line}")
 
-    def write(self, s: str) -> int:
-        self.terminal.write(s)
-        self.buf += s
-        while "\n" in self.buf:
-            line, self.buf = self.buf.split("\n", 1)
-            self._file_only(line)
-        return len(s)
-
-    def flush(self) -> None:
-        self.terminal.flush()
-
-    def close_line(self) -> None:
-        if self.buf:
-            self._file_only(self.buf)
-            self.buf = ""
-
-    def _file_only(self, line: str) -> None:
-        record = self.log.makeRecord(self.log.name, logging.INFO, __file__, 0, f"  {self.step} | {line}", None, None)
-        for h in self.log.handlers:
-            if isinstance(h, logging.FileHandler):
-                h.handle(record)
+    return say
 
 
 def run_pipeline(
@@ -204,7 +166,7 @@ def _interrupted(exc: Interrupted, step: ResolvedStep, log: logging.Logger, summ
     done = [k for k in summary.actions if k != step.id]
     _file_only(log, f"interrupted during step {step.id} ({step.kind}) by {exc.signal_name}; no step.json written")
     # an extract step's own line says how many chunks are done; an analysis step's advice (--force) is not the user's
-    inner = f" ({exc.message})" if exc.message and step.kind == "extract" else ""
+    inner = f" ({exc.message})" if exc.message and KINDS[step.kind].writes_store else ""
     exc.message = (
         f"steps {', '.join(done) or 'none'} done; step {step.id} interrupted{inner}; rerun the same command to "
         f"continue (log: {summary.out_dir / LOG_NAME})"
@@ -228,18 +190,18 @@ def _run_step(step: ResolvedStep, ctx: StepContext, log: logging.Logger, summary
     ctx.overwrite = False
     if marker is None:
         reason = "no step.json (never finished)"
-        if step.kind == "extract" and step.store.exists():
+        if kind.writes_store and step.store.exists():
             reason += f"; resuming the existing store {step.store} (finished chunks are kept)"
     elif marker.get("fingerprint") != fp:
         changed = changed_keys(marker.get("payload") or {}, payload)
         reason = "inputs or parameters changed: " + (", ".join(changed) or "fingerprint format")
-        if step.kind == "extract":
+        if kind.writes_store:
             arg_changes = {c.split(".", 1)[1] for c in changed if c.startswith("args.")}
             resumable = set(changed) <= {f"args.{k}" for k in kind.resume_keys} and arg_changes
             ctx.overwrite = not resumable
             reason += "; resuming the store" if resumable else "; starting the store again"
     else:
-        missing = _outputs_complete(step, marker)
+        missing = kind.incomplete(step, marker)
         if missing is None:
             log.info(
                 "skipped %s (%s): outputs complete, fingerprint %s unchanged (finished %s)",
@@ -253,36 +215,27 @@ def _run_step(step: ResolvedStep, ctx: StepContext, log: logging.Logger, summary
             return
         reason = f"outputs incomplete: {missing}"
     log.info("running %s (%s): %s", step.id, step.kind, reason)
-    if step.kind == "extract" and marker is not None and marker.get("id") == step.id:
+    if kind.writes_store and marker is not None and marker.get("id") == step.id:
         (step.dir / MARKER).unlink(missing_ok=True)  # analyses and the report: _fresh_dir removes it with the rest
     t0 = time.perf_counter()
-    terminal_out, terminal_err = sys.stdout, sys.stderr
-    out_stream = _LogStream(terminal_out, log, step.id)
-    err_stream = _LogStream(terminal_err, log, step.id)
+    ctx.say = _sayer(log, step.id)
     try:
-        with redirect_stdout(out_stream), redirect_stderr(err_stream):
-            written = kind.run(step, ctx)
+        written = kind.run(step, ctx)
     except StepError as exc:
         log.info("FAILED %s after %.1f s: %s", step.id, time.perf_counter() - t0, exc)
         raise
     except Exception as exc:
         log.info("FAILED %s after %.1f s: %s: %s", step.id, time.perf_counter() - t0, type(exc).__name__, exc)
         raise StepError(f"step {step.id!r} ({step.kind}) failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        out_stream.close_line()
-        err_stream.close_line()
     seconds = time.perf_counter() - t0
-    if step.kind == "extract":  # the store's digest now that it is complete: what later steps read
-        payload_out = {"store": str(step.store)}
-    else:
-        payload_out = {}
+    payload_out = {"store": str(step.store)} if kind.writes_store else {}
     record = {
         "id": step.id,
         "kind": step.kind,
         "fingerprint": fp,
         "payload": payload,
         "args": step.args,
-        "outputs": {} if step.kind == "extract" else output_files(step.dir),
+        "outputs": {} if kind.writes_store else output_files(step.dir),
         "written": [str(p) for p in written],
         "seconds": round(seconds, 3),
         "finished": _now(),

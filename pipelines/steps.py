@@ -1,12 +1,20 @@
-"""Step kinds: how each step runs (the `extract` and `analyze` click commands in-process, or the report),
-which of its arguments are inputs to its fingerprint, and which stores and files it reads."""
+"""Step kinds: how each step runs, which of its arguments are inputs to its fingerprint, which stores and files
+it reads, and how the runner tells its outputs are complete.
+
+Analysis steps build the command's options dataclass from the step's YAML (`analyze.commands.options_from_args`)
+and call the same Python function the `analyze` click command calls (`analyze.commands.reject` ...); their
+runtime-only fields (force, scheduler, cluster) are the kind's `runtime_keys`. The `extract` step still runs
+the `extract` click command in-process (extract has no options dataclass yet)."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import signal
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +22,17 @@ from typing import Any
 import click
 import numpy as np
 
+from analyze import commands
+from analyze.commands import (
+    CommandError,
+    CommandResult,
+    DistributionOptions,
+    FusionOptions,
+    RejectOptions,
+    RocOptions,
+    options_from_args,
+    runtime_keys,
+)
 from analyze.outputs import OWNER_FILE, OutputExistsError, check_out_dir, claim_out_dir, clear_owned
 from featurestore.interrupts import Interrupted
 from pipelines.context import StepContext
@@ -34,10 +53,25 @@ class StepError(Exception):
     """A step failed; the message names the step and the cause."""
 
 
+def _listed_outputs(step: ResolvedStep, marker: dict[str, Any]) -> str | None:
+    """None when the outputs the marker lists are all there with their sizes; else what is missing."""
+    have = output_files(step.dir)
+    for name, size in (marker.get("outputs") or {}).items():
+        if name not in have:
+            return f"output {name} is missing"
+        if have[name] != size:
+            return f"output {name} changed size ({size} -> {have[name]} bytes)"
+    return None
+
+
 @dataclass
 class StepKind:
     """One kind of step: its runner (returns the files it wrote), the arguments that do not change its
-    outputs (left out of the fingerprint), and the stores and files its outputs depend on."""
+    outputs (left out of the fingerprint), the stores and files its outputs depend on, and how a finished
+    step's outputs are checked (`incomplete`: None when complete, else what is missing).
+
+    `writes_store`: the step's output is a feature store (extract), resumable: a run with changed
+    `resume_keys` only continues it, any other change starts it again; its marker lists no files."""
 
     name: str
     run: Callable[[ResolvedStep, StepContext], list[Path]]
@@ -45,14 +79,16 @@ class StepKind:
     resume_keys: frozenset[str] = frozenset()
     store_inputs: Callable[[ResolvedStep], list[Path]] = lambda step: []
     file_inputs: Callable[[ResolvedStep], list[Path]] = lambda step: []
+    incomplete: Callable[[ResolvedStep, dict[str, Any]], str | None] = _listed_outputs
+    writes_store: bool = False
 
 
 # ---- helpers --------------------------------------------------------------------------------------
 
 
 def to_cli_args(args: dict[str, Any], negatable: tuple[str, ...] = ()) -> list[str]:
-    """Step arguments -> command-line options: key `a_b` -> `--a-b`; True -> flag; False -> left out (or
-    `--no-KEY` for negatable options); None -> left out; a list -> the option repeated."""
+    """Step arguments -> command-line options (the extract step only): key `a_b` -> `--a-b`; True -> flag;
+    False -> left out (or `--no-KEY` for negatable options); None -> left out; a list -> the option repeated."""
     argv: list[str] = []
     for key, value in args.items():
         opt = "--" + key.replace("_", "-")
@@ -85,6 +121,44 @@ def invoke(command: click.Command, argv: list[str], step: ResolvedStep) -> None:
         raise
     except click.ClickException as exc:
         raise StepError(f"step {step.id!r} ({step.kind}): {exc.format_message()}") from exc
+
+
+class _Lines(io.TextIOBase):
+    """A text stream handing each complete line to `say` (the extract command prints its progress)."""
+
+    def __init__(self, say: Callable[..., None], err: bool) -> None:
+        self.say, self.err, self.buf, self.busy = say, err, "", False
+        self.terminal = sys.stderr if err else sys.stdout  # taken before the redirect
+
+    def write(self, s: str) -> int:
+        if self.busy:  # `say` itself printed to sys.stdout (which is this stream): straight to the terminal
+            return self.terminal.write(s)
+        self.buf += s
+        *lines, self.buf = self.buf.split("\n")
+        self.busy = True
+        try:
+            for line in lines:
+                self.say(line, err=self.err)
+        finally:
+            self.busy = False
+        return len(s)
+
+    def close_line(self) -> None:
+        if self.buf:
+            line, self.buf = self.buf, ""
+            self.write(line + "\n")
+
+
+@contextmanager
+def _said(ctx: StepContext) -> Iterator[None]:
+    """What a click command prints while it runs in-process goes through `ctx.say` (terminal and log)."""
+    out, err = _Lines(ctx.say, False), _Lines(ctx.say, True)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            yield
+    finally:
+        out.close_line()
+        err.close_line()
 
 
 def store_digest(path: str | Path) -> str:
@@ -165,7 +239,8 @@ def run_extract(step: ResolvedStep, ctx: StepContext) -> list[Path]:
     argv = to_cli_args(args, negatable=("flip",)) + ["--out", str(step.store)]
     if ctx.overwrite:
         argv.append("--overwrite")
-    invoke(extract_cli, argv, step)
+    with _said(ctx):
+        invoke(extract_cli, argv, step)
     with FeatureStore.open(step.store) as store:
         done = store.chunk_done()
     if not done.all():
@@ -189,30 +264,47 @@ def _extract_files(step: ResolvedStep) -> list[Path]:
 # ---- analyze commands -------------------------------------------------------------------------------
 
 
-def _analyze_command(name: str) -> click.Command:
-    """An `analyze` subcommand; `distribution` also from its own module while it is not yet registered."""
-    from analyze.cli import cli as analyze_cli
-
-    cmd = analyze_cli.commands.get(name)
-    if cmd is None and name == "distribution":
-        from analyze.distribution_cli import distribution
-
-        cmd = distribution
-    if cmd is None:
-        raise StepError(f"analyze has no command {name!r}")
-    return cmd
-
-
 def _analysis_runner(command: str) -> Callable[[ResolvedStep, StepContext], list[Path]]:
+    """A step running `analyze.commands.<command>` with options from the step's YAML, into the step's folder."""
+    options_cls, function = ANALYSES[command]
+
     def run(step: ResolvedStep, ctx: StepContext) -> list[Path]:
-        out = _fresh_dir(step, ctx)
+        where = f"step {step.id!r} ({step.kind})"
         if "cache" not in step.args:
-            raise StepError(f"step {step.id!r} ({step.kind}): needs 'cache' (a store, e.g. ${{steps.extract.store}})")
-        invoke(_analyze_command(command), to_cli_args(step.args) + ["--out", str(out)], step)
+            raise StepError(f"{where}: needs 'cache' (a store, e.g. ${{steps.extract.store}})")
+        caches = _as_list(step.args["cache"])
+        if command != "distribution" and len(caches) != 1:
+            raise StepError(f"{where}: 'cache' is one store, got {len(caches)}")
+        try:
+            options = options_from_args(options_cls, {k: v for k, v in step.args.items() if k != "cache"}, where)
+        except ValueError as exc:
+            raise StepError(str(exc)) from None
+        out = _fresh_dir(step, ctx)
+        try:
+            result = function([str(c) for c in caches] if command == "distribution" else str(caches[0]), out, options)
+        except CommandError as exc:
+            raise StepError(f"{where}: {exc}") from None
+        for note in result.notes:
+            ctx.say(note, err=True)
+        ctx.say(result.text)
+        ctx.say(result.footer)
         return [out / f for f in output_files(out)]
 
-    run.__doc__ = f"`analyze {command}` into the step's folder (emptied first of what this tool wrote there)."
+    run.__doc__ = f"`analyze.commands.{command}` into the step's folder (emptied first of what this tool wrote there)."
     return run
+
+
+def _store_incomplete(step: ResolvedStep, marker: dict[str, Any]) -> str | None:
+    """An extract step's outputs are complete when its store opens and every chunk is done."""
+    from featurestore.errors import StoreError
+    from featurestore.store import FeatureStore
+
+    try:
+        with FeatureStore.open(step.store) as store:
+            done = store.chunk_done()
+    except StoreError as exc:
+        return f"store unreadable ({exc})"
+    return None if done.all() else f"store {step.store} has {int(done.sum())}/{len(done)} chunks done"
 
 
 def _caches(step: ResolvedStep) -> list[Path]:
@@ -231,7 +323,19 @@ def run_report(step: ResolvedStep, ctx: StepContext) -> list[Path]:
     return written
 
 
-_ANALYSIS_RUNTIME = frozenset({"scheduler", "cluster", "partial_ok"})
+ANALYSES: dict[str, tuple[type, Callable[..., CommandResult]]] = {
+    "reject": (RejectOptions, commands.reject),
+    "fusion": (FusionOptions, commands.fusion),
+    "roc": (RocOptions, commands.roc),
+    "distribution": (DistributionOptions, commands.distribution),
+}
+"""The analysis step kinds: the options dataclass a step's YAML fills and the function it calls."""
+
+
+def _analysis(command: str) -> StepKind:
+    options_cls, _ = ANALYSES[command]
+    return StepKind(command, _analysis_runner(command), runtime_keys(options_cls), store_inputs=_caches)
+
 
 KINDS: dict[str, StepKind] = {
     "extract": StepKind(
@@ -240,11 +344,10 @@ KINDS: dict[str, StepKind] = {
         runtime_keys=frozenset({"device", "batch_size", "workers", "quiet", "shard", "overwrite"}),
         resume_keys=frozenset({"data_root"}),
         file_inputs=_extract_files,
+        incomplete=_store_incomplete,
+        writes_store=True,
     ),
-    "reject": StepKind("reject", _analysis_runner("reject"), _ANALYSIS_RUNTIME, store_inputs=_caches),
-    "fusion": StepKind("fusion", _analysis_runner("fusion"), _ANALYSIS_RUNTIME, store_inputs=_caches),
-    "roc": StepKind("roc", _analysis_runner("roc"), _ANALYSIS_RUNTIME, store_inputs=_caches),
-    "distribution": StepKind("distribution", _analysis_runner("distribution"), _ANALYSIS_RUNTIME, store_inputs=_caches),
+    **{command: _analysis(command) for command in ANALYSES},
     "report": StepKind("report", run_report),
 }
 """Every step kind by name (pipelines.spec.KINDS lists the same names)."""

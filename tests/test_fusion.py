@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyze import names
+from analyze import vocabulary as names
 from analyze.fusion import fuse, template_rows
 
 D = 4

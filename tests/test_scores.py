@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyze import names
-from analyze.scores import cosine_stats, l2_normalize, pair_scores
+from analyze.scores import DISTANCES, cosine_stats, l2_normalize, pair_scores
 
 N, D = 9, 6
 rng = np.random.default_rng(0)
@@ -64,16 +63,15 @@ def test_mls_known_value_without_constants() -> None:
 
 
 def _direct_weighted(name: str, bias: float) -> list[float]:
-    parts = name.split("-")
-    source, sqrt = parts[0], parts[1] == "sqrt"
-    comb = parts[2] if sqrt else parts[1]
+    p = DISTANCES.get(name).params
+    source, sqrt, comb, flavour = p["weight_source"], p["sqrt"], p["weight"], p["cosine"]
     cos_all = [_cos(FEATS[a], FEATS[b]) for a, b in zip(PI, PJ)]
     mean, std = np.mean(cos_all), np.std(cos_all)
     out = []
     for (a, b), c in zip(zip(PI, PJ), cos_all):
-        if name.endswith("centered-cosine"):
+        if flavour == "centered-cosine":
             c = (c - mean) / std
-        elif name.endswith("biased-cosine"):
+        elif flavour == "biased-cosine":
             c = c - bias
         if source == "scale":
             c1, c2 = SCALE[a], SCALE[b]
@@ -85,12 +83,12 @@ def _direct_weighted(name: str, bias: float) -> list[float]:
     return out
 
 
-WEIGHTED = [n for n in names.DISTANCES if n.startswith(("scale-", "pfe-"))]
+WEIGHTED = [s.name for s in DISTANCES.specs() if "weight" in s.params]
 
 
 @pytest.mark.parametrize("name", WEIGHTED)
 def test_weighted_cosines_match_formula(name: str) -> None:
-    unc = SCALE if name.startswith("scale") else SIGMA
+    unc = SIGMA if DISTANCES.get(name).values == "sigma_sq" else SCALE
     got = pair_scores(name, FEATS, PI, PJ, uncertainty=unc, bias=0.26)
     np.testing.assert_allclose(got, _direct_weighted(name, 0.26), rtol=1e-10, atol=1e-12)
 
@@ -104,9 +102,9 @@ def test_centered_and_biased_cosine() -> None:
     assert cosine_stats(FEATS, PI, PJ) == pytest.approx((cos.mean(), cos.std()))
 
 
-@pytest.mark.parametrize("name", list(names.DISTANCES))
+@pytest.mark.parametrize("name", DISTANCES.names())
 def test_blockwise_equals_one_shot(name: str) -> None:
-    unc = SIGMA if name.startswith(("pfe", "MLS")) else SCALE
+    unc = SIGMA if DISTANCES.get(name).values == "sigma_sq" else SCALE
     one = pair_scores(name, FEATS, PI, PJ, uncertainty=unc, bias=0.1, block=10_000)
     for block in (1, 3, 7):
         np.testing.assert_allclose(pair_scores(name, FEATS, PI, PJ, uncertainty=unc, bias=0.1, block=block), one)

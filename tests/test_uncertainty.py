@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyze import names
 from analyze.uncertainty import (
     as_uncertainty,
     combination_mode,
     harmonic_mean,
     image_scalar,
     pair_uncertainty,
-    parse_metric,
     pfe_confidence,
 )
+from analyze.vocabulary import COMBINATIONS, DISTANCES, parse_metric
 
 N, D = 8, 5
 rng = np.random.default_rng(1)
@@ -53,7 +52,7 @@ def _direct(name: str, u: np.ndarray, a: int, b: int, center: float) -> float:
     }[name]()
 
 
-COMBOS = [n for n in names.UNCERTAINTIES if n != "perfect"]
+COMBOS = [n for n in COMBINATIONS if n != "perfect"]
 
 
 @pytest.mark.parametrize("values", [SCALE, SCALE[:, None], SIGMA], ids=["scalar", "column", "pfe"])
@@ -72,7 +71,7 @@ def test_perfect_is_label_signed_margin_around_mean_cosine() -> None:
     np.testing.assert_allclose(got_c, np.where(LABELS, 1.0, -1.0) * (cos - 0.2), rtol=1e-10)
 
 
-@pytest.mark.parametrize("name", list(names.UNCERTAINTIES))
+@pytest.mark.parametrize("name", list(COMBINATIONS))
 def test_blockwise_equals_one_shot(name: str) -> None:
     kw = {"features": FEATS, "labels": LABELS}
     one = pair_uncertainty(name, SIGMA, PI, PJ, block=1000, **kw)
@@ -99,7 +98,7 @@ SCRIPT_METRICS = [
 def test_parse_script_metric_strings(text: str) -> None:
     distance, unc = parse_metric(text)
     assert f"{distance}_{unc}" == text
-    assert distance in names.DISTANCES and unc in names.UNCERTAINTIES
+    assert distance in DISTANCES and unc in COMBINATIONS
 
 
 def test_parse_errors_list_valid_names() -> None:

@@ -1,0 +1,83 @@
+"""Table contracts and presentation: the tidy tables' columns, the one method label and the one FAR pivot.
+
+Orchestrators (`experiments`) write tables with these columns; figures, the terminal text and the pipelines
+report read them through the same contract and label methods and pivot FARs the same way. pandas only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["AUC_COLUMNS", "REJECT_COLUMNS", "REJECT_KEY_COLUMNS", "far_pivot", "method_label", "method_labels"]
+
+REJECT_KEY_COLUMNS = (
+    "model", "level", "protocol", "fusion", "distance", "uncertainty", "threshold_mode", "convention",
+    "far", "rejected_fraction", "tar", "threshold", "kept_pairs",
+)  # fmt: skip
+"""The tidy reject table's contract (what figures and reports may rely on)."""
+
+REJECT_COLUMNS = [*REJECT_KEY_COLUMNS, "far_achieved", "kept_genuine", "kept_impostor", "discarded_fraction"]
+AUC_COLUMNS = [
+    "model",
+    "level",
+    "protocol",
+    "fusion",
+    "distance",
+    "uncertainty",
+    "threshold_mode",
+    "convention",
+    "far",
+    "auc",
+    "auc_kind",
+]
+
+
+def present(value: Any) -> bool:
+    """False for None, NaN and empty strings or 'none' (e.g. the fusion of an image-level protocol)."""
+    if value is None:
+        return False
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return not (isinstance(value, str) and value.strip() in ("", "none", "None", "nan"))
+
+
+LABEL_STYLES = ("legend", "report", "terminal")
+"""How a method is written: legend `pfe: MLS_harmonic-sum [fusion PFE]`, report `pfe: MLS_harmonic-sum [PFE]`,
+terminal `pfe PFE MLS_harmonic-sum`."""
+
+
+def method_label(
+    model: str, distance: str, uncertainty: str | None = None, fusion: Any = None, style: str = "legend"
+) -> str:
+    """The label of one method (model, distance, pair uncertainty, fusion) in one of `LABEL_STYLES`."""
+    metric = f"{distance}_{uncertainty}" if present(uncertainty) else f"{distance}"
+    if style == "terminal":
+        return " ".join(p for p in (str(model), str(fusion) if present(fusion) else "", metric) if p)
+    if style not in LABEL_STYLES:
+        raise ValueError(f"label style must be one of {LABEL_STYLES}, got {style!r}")
+    label = f"{model}: {metric}"
+    if not present(fusion):
+        return label
+    return f"{label} [fusion {fusion}]" if style == "legend" else f"{label} [{fusion}]"
+
+
+def method_labels(df: pd.DataFrame, style: str) -> pd.Series:
+    """`method_label` of every row of a table with model, distance, uncertainty and fusion columns."""
+    return pd.Series(
+        [
+            method_label(r.model, r.distance, r.uncertainty, r.fusion, style)
+            for r in df[["model", "distance", "uncertainty", "fusion"]].itertuples()
+        ],
+        index=df.index,
+        dtype=object,
+    )
+
+
+def far_pivot(df: pd.DataFrame, index: str | list[str], values: str) -> pd.DataFrame:
+    """`values` as an index x FAR table, columns named `FAR=<far:g>`, rows in first-appearance order."""
+    table = df.pivot_table(index=index, columns="far", values=values, sort=False)
+    table.columns = [f"FAR={c:g}" for c in table.columns]
+    return table
