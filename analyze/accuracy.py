@@ -163,10 +163,11 @@ def kfold_accuracy(
 def facenet_threshold(far_train: np.ndarray, thresholds: np.ndarray, far_target: float) -> float:
     """The threshold FaceNet's `calculate_val` reads off the training FARs at `far_target`.
 
-    FaceNet interpolates thresholds over FAR with scipy interp1d(kind='slinear'), a degree-1 B-spline on the
-    FARs (non-decreasing, with repeats) as knots; this is that spline's value, written out: at a FAR equal to
-    the target, the last threshold with that FAR (at the top FAR, repeated: 0.0, the spline's degenerate end); strictly between two FARs a < target < b, the line from
-    (a, last threshold with FAR a) to (b, first threshold with FAR b). Caller checks max(far_train) >= target.
+    FaceNet interpolates thresholds over FAR with scipy interp1d(kind='slinear'), a degree-1 B-spline with
+    the FARs (non-decreasing, with repeats) as knots; this is that spline's value, written out. At a FAR
+    equal to the target: the last threshold with that FAR (at the top FAR, when repeated: 0.0, the spline's
+    degenerate end). Strictly between two FARs a < target < b: the line from (a, last threshold with FAR a)
+    to (b, first threshold with FAR b). The caller checks max(far_train) >= target.
     """
     x, y = np.asarray(far_train, np.float64), np.asarray(thresholds, np.float64)
     if far_target == x[-1]:
