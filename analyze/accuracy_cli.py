@@ -12,22 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import pandas as pd
 
 from analyze.accuracy import (
     VAL_FAR,
     accuracy_under_rejection,
     check_folds,
-    flip_features,
     kfold_accuracy,
     squared_distances,
     val_at_far,
 )
-from analyze.experiments import PairSet, build_pair_set, default_metrics, score_pairs
-from analyze.loading import ValidRows, uncertainty_source, valid_rows
+from analyze.experiments import default_metrics, score_pairs
+from analyze.loading import valid_rows
 from analyze.outputs import check_out_dir, claim_out_dir, default_out_dir, resume_hint, write_json, write_table
-from analyze.rows import l2_normalize
+from analyze.pair_ids import image_pairs, template_pairs
 from featurestore.errors import StoreError
 from featurestore.store import FeatureStore
 
@@ -73,57 +71,6 @@ class AccuracyRun:
     out: Path | None = None
 
 
-@dataclass
-class _Pairs:
-    """One (model, protocol)'s scored pairs: the PairSet (features L2-normalised) and each side's ids/subjects."""
-
-    ps: PairSet
-    flip: bool
-    ids: tuple[np.ndarray, np.ndarray]
-    subjects: tuple[np.ndarray, np.ndarray]
-    id_kind: str
-
-
-def _image_pairs(store: FeatureStore, model: str, proto, valid: ValidRows, use_flip: bool) -> _Pairs:
-    """Image-level pairs: (embedding + embedding_flip when stored) L2-normalised, insightface's test()."""
-    spec = store.model(model)
-    src, mode = uncertainty_source(spec)
-    pairs, labels = proto.pairs, proto.label
-    if pairs.size and (pairs.min() < 0 or pairs.max() >= store.n_images):
-        raise StoreError(f"protocol {proto.name!r}: image rows outside 0..{store.n_images - 1}")
-    keep = valid.mask[pairs[:, 0]] & valid.mask[pairs[:, 1]]
-    rows = np.unique(pairs[keep])
-    flip = use_flip and "embedding_flip" in spec.outputs
-    emb = store.read_rows(model, "embedding", rows)
-    features = flip_features(emb, store.read_rows(model, "embedding_flip", rows) if flip else None)
-    values = store.read_rows(model, src, rows)
-    finite = np.isfinite(features).all(axis=1) & np.isfinite(values).reshape(len(rows), -1).all(axis=1)
-    keep[keep] = finite[np.searchsorted(rows, pairs[keep, 0])] & finite[np.searchsorted(rows, pairs[keep, 1])]
-    kept = pairs[keep]
-    i, j = np.searchsorted(rows, kept[:, 0]), np.searchsorted(rows, kept[:, 1])
-    n = len(labels)
-    ps = PairSet(model, "image", "none", features, values, mode, i, j, labels[keep], n, n - int(keep.sum()))
-    subject = store.image_column("subject")
-    return _Pairs(ps, flip, (kept[:, 0], kept[:, 1]), (subject[kept[:, 0]], subject[kept[:, 1]]), "image")
-
-
-def _template_pairs(store: FeatureStore, model: str, proto, valid: ValidRows, fusion: str) -> _Pairs:
-    """Template-level pairs: the fused templates (build_pair_set), L2-normalised; flip as the fusion uses it."""
-    ps = build_pair_set(store, model, proto, "template", fusion, valid)
-    ps.features = l2_normalize(ps.features)
-    template, subject = store.image_column("template"), store.image_column("subject")
-    have = np.unique(template[valid.mask & (template >= 0)])
-    keep = np.isin(proto.pairs, have).all(axis=1)
-    kept = proto.pairs[keep]
-    if len(kept) != len(ps.labels):  # a fused template with non-finite values was dropped too
-        raise StoreError(f"protocol {proto.name!r}: templates with non-finite fused features; rerun without them")
-    rows = np.flatnonzero(template >= 0)
-    first = rows[np.unique(template[rows], return_index=True)[1]]
-    t_ids, t_subj = template[first], subject[first]
-    subj = [t_subj[np.searchsorted(t_ids, kept[:, k])] for k in (0, 1)]
-    return _Pairs(ps, False, (kept[:, 0], kept[:, 1]), (subj[0], subj[1]), "template")
-
-
 def _rejection_metrics(spec_outputs: tuple[str, ...], wanted: tuple[str, ...]) -> list[str]:
     return list(wanted) or default_metrics(spec_outputs, "recompute")
 
@@ -164,9 +111,9 @@ def run_accuracy(store: FeatureStore, out: str | Path | None, options: AccuracyO
         spec = store.model(model)
         for proto in loaded:
             if proto.level == "image":
-                pp = _image_pairs(store, model, proto, valid, options.flip)
+                pp = image_pairs(store, model, proto, valid, flip=options.flip, normalize=True)
             else:
-                pp = _template_pairs(store, model, proto, valid, options.fusion)
+                pp = template_pairs(store, model, proto, valid, options.fusion, normalize=True)
             ps = pp.ps
             check_folds(len(ps.labels), options.folds, what=f"scored pairs in protocol {proto.name!r}")
             summary["pairs"][f"{model}/{proto.name}"] = {
