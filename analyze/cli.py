@@ -355,6 +355,8 @@ def _register_distribution() -> None:
 
 
 _register_distribution()
+cli.add_command(__import__("analyze.accuracy_cli", fromlist=["accuracy"]).accuracy)
+cli.add_command(__import__("analyze.scores_cli", fromlist=["scores"]).scores)
 
 
 def main() -> None:

@@ -1,0 +1,97 @@
+"""EER, DET points (FNMR vs FMR) and the tidy long ROC table, all on analyze.curves.binary_counts.
+
+Operating points: accepting every pair with score >= t gives FMR(t) = accepted impostors / impostors and
+FNMR(t) = 1 - accepted genuine / genuine; one point per distinct score (ties cannot be split), plus the
+accept-nothing point (threshold inf, FMR 0, FNMR 1). The EER's interpolation rule is named in `eer`; the
+`analyze roc` command calls `roc_long_table`, `det_table` and `eer_table` per (model, fusion). numpy/pandas only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+
+from analyze.curves import binary_counts, roc_curve_points
+from analyze.tarfar import check_scores_labels
+
+__all__ = ["EER_RULE", "EerResult", "det_points", "det_table", "eer", "eer_table", "roc_long_table"]
+
+EER_RULE = "linear-between-operating-points"
+"""The EER convention: where the straight segment between the two operating points whose FNMR - FMR changes
+sign crosses FNMR = FMR; the same number as brentq(1 - x - interp1d(fpr, tpr)(x)) on the full ROC polyline."""
+
+
+def _counts(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    s, lab = check_scores_labels(scores, labels)
+    n_gen = int(lab.sum())
+    n_imp = int(lab.size - n_gen)
+    if n_gen == 0 or n_imp == 0:
+        raise ValueError(f"EER/DET need genuine and impostor pairs, got {n_gen} genuine and {n_imp} impostor")
+    fps, tps, thr = binary_counts(lab, s)
+    return fps, tps, thr, n_gen, n_imp
+
+
+def det_points(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fmr, fnmr, threshold) at every operating point, thresholds descending, starting at (0, 1, inf)."""
+    fps, tps, thr, n_gen, n_imp = _counts(scores, labels)
+    fmr = np.r_[0.0, fps / n_imp]
+    fnmr = np.r_[1.0, 1.0 - tps / n_gen]
+    return fmr, fnmr, np.r_[np.inf, thr]
+
+
+@dataclass(frozen=True)
+class EerResult:
+    """The EER, the operating point nearest the crossing (threshold, its FMR and FNMR) and the rule."""
+
+    eer: float
+    threshold: float
+    fmr: float
+    fnmr: float
+    rule: str = EER_RULE
+
+
+def eer(scores: ArrayLike, labels: ArrayLike) -> EerResult:
+    """Equal error rate under `EER_RULE`: between the last operating point with FNMR >= FMR and the next one
+    (FNMR <= FMR), EER = FMR + t (FMR' - FMR) with t = d / (d - d'), d = FNMR - FMR; `threshold` is that of
+    the segment end with the smaller |FNMR - FMR| (the higher-threshold end on ties)."""
+    fmr, fnmr, thr = det_points(scores, labels)
+    d = fnmr - fmr
+    k = int(np.argmax(d <= 0))  # first point at or past the crossing; d[0] = 1 > 0 and d[-1] = -1
+    d0, d1 = d[k - 1], d[k]
+    t = d0 / (d0 - d1)
+    value = float(fmr[k - 1] + t * (fmr[k] - fmr[k - 1]))
+    near = k if abs(d1) < abs(d0) else k - 1
+    return EerResult(value, float(thr[near]), float(fmr[near]), float(fnmr[near]))
+
+
+def det_table(scores: ArrayLike, labels: ArrayLike, key: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Tidy DET points (fmr, fnmr, threshold) with `key`'s columns in front; plot both axes log (or probit)."""
+    fmr, fnmr, thr = det_points(scores, labels)
+    return _with_key(pd.DataFrame({"fmr": fmr, "fnmr": fnmr, "threshold": thr}), key)
+
+
+def roc_long_table(scores: ArrayLike, labels: ArrayLike, key: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The tidy long ROC table (far, tar, threshold): sklearn roc_curve's points (`roc_curve_points`), one row
+    each, `key`'s columns in front, beside the wide TAR@FAR table."""
+    s, lab = check_scores_labels(scores, labels)
+    far, tar, thr = roc_curve_points(lab, s)
+    return _with_key(pd.DataFrame({"far": far, "tar": tar, "threshold": thr}), key)
+
+
+def eer_table(scores: ArrayLike, labels: ArrayLike, key: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One row (key..., eer, threshold, fmr, fnmr, eer_rule)."""
+    r = eer(scores, labels)
+    row = {**(key or {}), "eer": r.eer, "threshold": r.threshold, "fmr": r.fmr, "fnmr": r.fnmr, "eer_rule": r.rule}
+    return pd.DataFrame([row])
+
+
+def _with_key(df: pd.DataFrame, key: dict[str, Any] | None) -> pd.DataFrame:
+    if not key:
+        return df
+    for k, v in reversed(list(key.items())):
+        df.insert(0, k, v)
+    return df
