@@ -470,6 +470,7 @@ def _register_distribution() -> None:
 
 
 _register_distribution()
+cli.add_command(__import__("analyze.identify_cli", fromlist=["identify"]).identify)
 
 
 def main() -> None:
