@@ -149,3 +149,26 @@ def test_command_line_without_torch(store, tmp_path):
     bad = code.replace("'--rank','1'", "'--fpir','2'")
     res = run_without_torch(bad)
     assert res.returncode == 2 and "--fpir" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_templates_without_usable_images_are_dropped_and_named(store, tmp_path):
+    from featurestore.schema import STATUS_OK, STATUS_UNREADABLE
+
+    path = tmp_path / "failed.zarr"
+    shutil.copytree(store, path)
+    with FeatureStore.open(path, mode="r+") as s:
+        idp = s.identification(IDENTIFICATION)
+        tmpl = s.image_column("template")
+        a, b = s.chunk_rows_range(0)
+        inside = [t for t in np.unique(tmpl[a:b]) if (np.flatnonzero(tmpl == t) < b).all()]
+        g1 = next(t for t in idp.galleries["G1"].template if t in inside)
+        pr = next(t for t in idp.probe.template if t in inside)
+        status = np.where(np.isin(tmpl[a:b], [g1, pr]), STATUS_UNREADABLE, STATUS_OK).astype(np.uint8)
+        outputs = {m: {o: s.read(m, o, slice(a, b)) for o in spec.outputs} for m, spec in s.models.items()}
+        with s.writer([0]) as w:
+            w.write_chunk(0, status, outputs)
+    res = run_identify(path, tmp_path / "out", IdentifyOptions(models=("scaleface",), figures=False, reject=False))
+    assert res.summary["templates_dropped"] == {"scaleface/media": {"probe": 1, "G1": 1, "G2": 0}}
+    assert res.summary["excluded"]["images_failed"] == int((status != STATUS_OK).sum())
+    t = res.tpir.set_index(["gallery", "fpir"])
+    assert t.loc[("G1", 0.1), "n_mated"] + t.loc[("G1", 0.1), "n_nonmated"] == 159
