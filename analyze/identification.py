@@ -99,14 +99,22 @@ def search(
     mate_score = np.full(n, np.nan)
     mate_rank = np.zeros(n, dtype=np.int64)
     top1 = np.full(n, np.nan)
+    one_each = len(np.unique(gs)) == len(gs)  # one template per subject (IJB-C): the mate is one column
+    if one_each:
+        order = np.argsort(gs, kind="stable")
+        mate_col = order[np.minimum(np.searchsorted(gs[order], ps), max(len(gs) - 1, 0))]
     for a in range(0, n, block):
         b = min(a + block, n)
         s = p[a:b] @ g.T
         top1[a:b] = s.max(axis=1)
-        same = ps[a:b, None] == gs[None, :]
-        ms = np.where(same, s, -np.inf).max(axis=1)
-        ahead = ((s >= ms[:, None]) & ~same).sum(axis=1)
         m = mated[a:b]
+        if one_each:
+            ms = np.where(m, s[np.arange(b - a), mate_col[a:b]], -np.inf)
+            ahead = (s >= ms[:, None]).sum(axis=1) - 1  # less the mate itself
+        else:
+            same = ps[a:b, None] == gs[None, :]
+            ms = np.where(same, s, -np.inf).max(axis=1)
+            ahead = ((s >= ms[:, None]) & ~same).sum(axis=1)
         mate_score[a:b] = np.where(m, ms, np.nan)
         mate_rank[a:b] = np.where(m, 1 + ahead, 0)
     return Search(gallery, mated, mate_score, mate_rank, top1, len(g))

@@ -98,11 +98,13 @@ def test_threshold_at_tied_nonmated_scores_accepts_all_ties():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("block", [1, 7, 4096])
-def test_matches_brute_force_with_ties(seed, block):
+@pytest.mark.parametrize("repeated", [True, False])
+def test_matches_brute_force_with_ties(seed, block, repeated):
     rng = np.random.default_rng(seed)
     n_sub, dim = 12, 4
-    gs = np.arange(n_sub)
-    gs = np.concatenate([gs, rng.choice(n_sub, 4)])  # some subjects with two gallery templates
+    gs = rng.permutation(n_sub)  # one template per subject (the one-column path) ...
+    if repeated:  # ... or some subjects with two gallery templates (the general path)
+        gs = np.concatenate([gs, rng.choice(n_sub, 4)])
 
     def exact(n):
         # entries +-1 times a power of two: normalised entries are +-0.5 and every cosine is a sum of
