@@ -348,15 +348,18 @@ def info(cache: str, verify: bool) -> None:
         sys.exit(1)
 
 
-def _register_distribution() -> None:
+def _register_commands() -> None:
+    """The commands defined in their own modules (each a thin click wrapper over a Python entry)."""
+    from analyze.accuracy_cli import accuracy
     from analyze.distribution_cli import distribution
+    from analyze.identify_cli import identify
+    from analyze.scores_cli import scores
 
-    cli.add_command(distribution)
+    for command in (distribution, accuracy, scores, identify):
+        cli.add_command(command)
 
 
-_register_distribution()
-cli.add_command(__import__("analyze.accuracy_cli", fromlist=["accuracy"]).accuracy)
-cli.add_command(__import__("analyze.scores_cli", fromlist=["scores"]).scores)
+_register_commands()
 
 
 def main() -> None:

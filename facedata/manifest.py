@@ -47,7 +47,11 @@ _TOP_KEYS = {
     "expected",
     "expected_source",
     "options",
+    "identification",
 }
+
+IDENTIFICATION_LAYOUTS = ("insightface_ijb", "nist_ijbc")
+"""Layouts whose images carry template ids, so 1:N template CSVs can refer to them."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,18 @@ class ProtocolSpec:
     level: str
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IdentificationSpec:
+    """One 1:N identification protocol of a manifest: a template CSV per gallery (name -> path, in
+    order) and the probe CSV; `optional`: the protocol is left out (and named) when a file is absent."""
+
+    name: str
+    galleries: dict[str, str]
+    probes: str
+    description: str = ""
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,7 @@ class Manifest:
     options: dict[str, Any] = field(default_factory=dict)
     source: str = "<dict>"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    identification: dict[str, IdentificationSpec] = field(default_factory=dict)
 
     def file(self, key: str) -> str:
         """The manifest's relative path for file `key`; DataError naming the YAML and key if absent."""
@@ -210,6 +227,7 @@ def manifest_from_dict(raw: Any, source: str = "<dict>") -> Manifest:
             raise DataError(f"key 'expected.{key}' must be a non-negative integer, got {value!r}", path=source)
         expected[key] = value
 
+    identification = _identification_specs(raw.get("identification"), layout, source)
     root_dir = raw.get("root_dir", name)
     _check_rel(root_dir, "root_dir", source)
     options = raw.get("options") or {}
@@ -228,7 +246,48 @@ def manifest_from_dict(raw: Any, source: str = "<dict>") -> Manifest:
         options=dict(options),
         source=source,
         raw=raw,
+        identification=identification,
     )
+
+
+def _identification_specs(raw: Any, layout: str, source: str) -> dict[str, IdentificationSpec]:
+    """`identification: {NAME: {galleries: {G1: csv, G2: csv}, probes: csv, description, optional}}`."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise DataError("key 'identification' must be a mapping of protocol name to settings", path=source)
+    if raw and layout not in IDENTIFICATION_LAYOUTS:
+        raise DataError(
+            f"key 'identification': layout {layout} has no template ids (1:N protocols need one of "
+            f"{', '.join(IDENTIFICATION_LAYOUTS)})",
+            path=source,
+        )
+    out: dict[str, IdentificationSpec] = {}
+    for pname, spec in raw.items():
+        where = f"identification.{pname}."
+        if not isinstance(spec, dict):
+            raise DataError(f"key 'identification.{pname}' must be a mapping", path=source)
+        unknown = sorted(set(spec) - {"galleries", "probes", "description", "optional"})
+        if unknown:
+            raise DataError(
+                f"unknown key '{where}{unknown[0]}' (known: description, galleries, optional, probes)", path=source
+            )
+        galleries = _req(spec, "galleries", source, dict, where)
+        if not galleries:
+            raise DataError(f"key '{where}galleries' names no gallery", path=source)
+        for g, rel in galleries.items():
+            if not isinstance(g, str) or not g or "/" in g or g == "probe":
+                raise DataError(f"key '{where}galleries': bad gallery name {g!r} (no '/', not 'probe')", path=source)
+            _check_rel(rel, f"{where}galleries.{g}", source)
+        probes = _req(spec, "probes", source, str, where)
+        _check_rel(probes, f"{where}probes", source)
+        optional = spec.get("optional", False)
+        if not isinstance(optional, bool):
+            raise DataError(f"key '{where}optional' must be true or false, got {optional!r}", path=source)
+        out[str(pname)] = IdentificationSpec(
+            str(pname), dict(galleries), probes, str(spec.get("description", "")), optional
+        )
+    return out
 
 
 def _default_level(layout: str) -> str:

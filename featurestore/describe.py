@@ -39,6 +39,13 @@ def describe(store: FeatureStore, max_failed: int = 5) -> str:
             f"  {name:<16} level {info['level']:<8} pairs {info['n_pairs']:,}  genuine {info['n_genuine']:,}"
             + (f"  ({info['description']})" if info.get("description") else "")
         )
+    for name, info in store.identification_info.items():
+        counts = info.get("n_templates", {})
+        sets = ", ".join(f"{g} {counts.get(g, 0):,}" for g in info.get("galleries", []))
+        lines.append(
+            f"  {name:<16} level 1:N      galleries {sets}; probes {counts.get('probe', 0):,} templates"
+            + (f"  ({info['description']})" if info.get("description") else "")
+        )
     lines.append("models")
     for name, spec in store.models.items():
         origin = "random init" if spec.random_init else (spec.checkpoint or "?")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import StoreError
-from .schema import PROTOCOL_LEVELS, STATUS_OK, STATUS_PENDING, ModelSpec
+from .schema import PROBE_SET, PROTOCOL_LEVELS, STATUS_OK, STATUS_PENDING, ModelSpec
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -74,12 +74,21 @@ def chunk_columns(models: dict[str, ModelSpec]) -> list[str]:
     return [f"models/{name}/{out}" for name, spec in models.items() for out in spec.outputs] + ["images/status"]
 
 
-def creation_keys(protocol_names: list[str]) -> list[str]:
-    """The arrays written once, when the store is created."""
+def creation_keys(protocol_names: list[str], identification: dict[str, Any] | None = None) -> list[str]:
+    """The arrays written once, when the store is created (`identification`: the root attribute of that
+    name, whose galleries plus the probe set each have a template and a subject array)."""
     keys = [f"images/{k}" for k in CREATION_IMAGE_KEYS]
     for name in protocol_names:
         keys += [f"protocols/{name}/pairs", f"protocols/{name}/label"]
+    for name, info in (identification or {}).items():
+        for set_name in [*info["galleries"], PROBE_SET]:
+            keys += [f"identification/{name}/{set_name}/template", f"identification/{name}/{set_name}/subject"]
     return keys
+
+
+def store_creation_keys(store: FeatureStore) -> list[str]:
+    """`creation_keys` of an open store."""
+    return creation_keys(list(store.protocols_info), store.identification_info)
 
 
 def chunk_crcs(values: Any, rows_per_chunk: int) -> list[int]:
@@ -100,7 +109,8 @@ class Damage:
     @property
     def creation(self) -> bool:
         """Written at creation (images table, protocols), so repaired from the dataset, not by a rerun."""
-        return self.key.startswith("protocols/") or self.key[len("images/") :] in CREATION_IMAGE_KEYS
+        keys = self.key
+        return keys.startswith(("protocols/", "identification/")) or keys[len("images/") :] in CREATION_IMAGE_KEYS
 
     def format(self) -> str:
         return f"{self.key} chunk {self.chunk} (rows {self.rows[0]}-{self.rows[1] - 1}): {self.why}"
@@ -151,6 +161,8 @@ def validate_attrs(path: Any, attrs: dict[str, Any], backend: Backend) -> None:
                 f"{PROTOCOL_LEVELS} and integer n_pairs, n_genuine"
             )
 
+    _validate_identification(path, attrs, backend)
+
     def shape_of(key: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return backend.shape_chunks(key)
 
@@ -191,7 +203,7 @@ def validate_attrs(path: Any, attrs: dict[str, Any], backend: Backend) -> None:
                 f"{path}: {CHECKSUM_KEY} has shape {shape_of(CHECKSUM_KEY)[0]}, expected {(n_chunks, len(want))}"
             )
         creation = attrs.get(ATTR_CREATION)
-        keys = creation_keys(list(attrs["protocols"]))
+        keys = creation_keys(list(attrs["protocols"]), attrs.get("identification"))
         if not isinstance(creation, dict) or sorted(creation) != sorted(keys):
             raise StoreError(f"{path}: root attribute {ATTR_CREATION!r} is missing or lists other arrays than {keys}")
         for key in keys:
@@ -200,6 +212,41 @@ def validate_attrs(path: Any, attrs: dict[str, Any], backend: Backend) -> None:
             v = creation[key]
             if not isinstance(v, list) or len(v) != n or not all(isinstance(x, int) for x in v):
                 raise StoreError(f"{path}: root attribute '{ATTR_CREATION}.{key}' is not a list of {n} checksums")
+
+
+def _validate_identification(path: Any, attrs: dict[str, Any], backend: Backend) -> None:
+    """The `identification` root attribute (schema 2; absent in schema 1): per protocol a list of gallery
+    names and a template count per set that matches its arrays."""
+    ident = attrs.get("identification", {})
+    if not isinstance(ident, dict):
+        raise StoreError(f"{path}: root attribute 'identification' is {type(ident).__name__}, expected a mapping")
+    for name, info in ident.items():
+        galleries = info.get("galleries") if isinstance(info, dict) else None
+        counts = info.get("n_templates") if isinstance(info, dict) else None
+        ok = (
+            isinstance(galleries, list)
+            and len(galleries) > 0
+            and all(isinstance(g, str) and g and g != PROBE_SET for g in galleries)
+            and isinstance(counts, dict)
+            and sorted(counts) == sorted([*galleries, PROBE_SET])
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values())
+        )
+        if not ok:
+            raise StoreError(
+                f"{path}: root attribute 'identification.{name}' is malformed ({info!r}); expected a list of "
+                f"gallery names and integer n_templates for each and for {PROBE_SET!r}"
+            )
+        for set_name, n in counts.items():
+            for k in ("template", "subject"):
+                key = f"identification/{name}/{set_name}/{k}"
+                if not backend.has(key):
+                    raise StoreError(f"{path}: root attribute 'identification.{name}' names {key}, which is missing")
+                rows = backend.shape_chunks(key)[0][0]
+                if rows != n:
+                    raise StoreError(
+                        f"{path}: root attribute 'identification.{name}.n_templates.{set_name}' is {n}, "
+                        f"{key} has {rows} rows"
+                    )
 
 
 # ---- cheap existence check ------------------------------------------------------------------------
@@ -226,7 +273,7 @@ def missing_objects(store: FeatureStore) -> list[Damage]:
     b = store._b
     damages: list[Damage] = []
     new = has_checksums(store)
-    for key in creation_keys(list(store.protocols_info)):
+    for key in store_creation_keys(store):
         if not new and (key in _LEGACY_FILL_IS_DATA or key.endswith("/label")):
             continue
         present = b.stored_row_chunks(key)
@@ -314,7 +361,7 @@ def verify(store: FeatureStore) -> list[Damage]:
     missing = {(d.key, d.chunk) for d in damages}
     new = has_checksums(store)
     creation = store.attrs.get(ATTR_CREATION, {}) if new else {}
-    for key in creation_keys(list(store.protocols_info)):
+    for key in store_creation_keys(store):
         for c in range(_n_storage_chunks(store, key)):
             if (key, c) in missing:
                 continue

@@ -1,4 +1,4 @@
-"""Schema 1 of the feature store: the contract between `extract` and `analyze`.
+"""Schema 2 of the feature store: the contract between `extract` and `analyze`.
 
 Everything here is plain numpy/pandas so both stages (and machines without
 torch) can import it. Paths, dtypes and status codes are the ones in
@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SCHEMA_VERSION = 1
-"""Written into every store's attributes; readers refuse versions they do not know."""
+SCHEMA_VERSION = 2
+"""Written into every store's attributes; readers refuse versions they do not know. Schema 2 added
+identification (1:N) protocols; a schema-1 store reads as one without any."""
 
-KNOWN_SCHEMAS = (1,)
+KNOWN_SCHEMAS = (1, 2)
 
 # images/status codes
 STATUS_PENDING = 0
@@ -132,14 +133,66 @@ class Protocol:
         return len(self.label)
 
 
+PROBE_SET = "probe"
+"""The set name of an identification protocol's probe templates (a gallery may not be called so)."""
+
+
+@dataclass
+class TemplateSet:
+    """Distinct template ids with the subject of each: one gallery, or the probe set, of a 1:N protocol."""
+
+    template: np.ndarray
+    subject: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.template = np.asarray(self.template, dtype=np.int64).reshape(-1)
+        self.subject = np.asarray(self.subject, dtype=np.int64).reshape(-1)
+        if len(self.template) != len(self.subject):
+            raise ValueError(f"{len(self.template)} templates but {len(self.subject)} subjects")
+
+    def __len__(self) -> int:
+        return len(self.template)
+
+    def keep(self, mask: np.ndarray) -> TemplateSet:
+        return TemplateSet(self.template[mask], self.subject[mask])
+
+
+@dataclass
+class Identification:
+    """A 1:N identification protocol: galleries (name -> templates and subjects, e.g. IJB-C's G1, G2) and
+    the probe set searched against each gallery separately. Template ids are those of images/template."""
+
+    name: str
+    galleries: dict[str, TemplateSet]
+    probe: TemplateSet
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.galleries:
+            raise ValueError(f"identification protocol {self.name!r}: no gallery")
+        for g, ts in [*self.galleries.items(), (PROBE_SET, self.probe)]:
+            if g == PROBE_SET and ts is not self.probe:
+                raise ValueError(f"identification protocol {self.name!r}: a gallery may not be called {PROBE_SET!r}")
+            if not g or "/" in g:
+                raise ValueError(f"identification protocol {self.name!r}: bad set name {g!r}")
+            if len(np.unique(ts.template)) != len(ts):
+                raise ValueError(f"identification protocol {self.name!r}: set {g!r} lists a template twice")
+
+    def sets(self) -> dict[str, TemplateSet]:
+        """Every set by its stored name: the galleries in order, then the probe set."""
+        return {**self.galleries, PROBE_SET: self.probe}
+
+
 @dataclass
 class DatasetTables:
-    """What a dataset reader returns: the images and the protocols over them."""
+    """What a dataset reader returns: the images, the verification protocols and the identification
+    (1:N) protocols over them."""
 
     name: str
     images: ImageTable
     protocols: dict[str, Protocol] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    identification: dict[str, Identification] = field(default_factory=dict)
 
     def head(self, n: int) -> DatasetTables:
         """The first `n` images, with each protocol cut to the pairs whose two sides lie in them
@@ -153,7 +206,16 @@ class DatasetTables:
             else:
                 keep = np.isin(p.pairs, kept_templates).all(axis=1)
             protocols[name] = Protocol(name, p.pairs[keep], p.label[keep], p.level, p.description)
-        return DatasetTables(self.name, images, protocols, dict(self.extra))
+        ident = {
+            name: Identification(
+                name,
+                {g: ts.keep(np.isin(ts.template, kept_templates)) for g, ts in idp.galleries.items()},
+                idp.probe.keep(np.isin(idp.probe.template, kept_templates)),
+                idp.description,
+            )
+            for name, idp in self.identification.items()
+        }
+        return DatasetTables(self.name, images, protocols, dict(self.extra), ident)
 
 
 FINGERPRINT_FIELDS = (

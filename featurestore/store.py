@@ -1,4 +1,4 @@
-"""Create, fill and read a feature store (schema 1), the same API over Zarr v3 and HDF5.
+"""Create, fill and read a feature store (schema 2; schema-1 stores are read too), the same API over Zarr v3 and HDF5.
 
 Rows are grouped in chunks of `chunk_rows` images. A writer writes every array's rows
 of a chunk, flushes, and only then sets the chunk's done flag, so an interrupted run
@@ -27,12 +27,15 @@ from .integrity import DONE_KEY
 from .locks import FileLock, LockSet
 from .schema import (
     KNOWN_SCHEMAS,
+    PROBE_SET,
     SCHEMA_VERSION,
     STATUS_PENDING,
     DatasetTables,
+    Identification,
     ImageTable,
     ModelSpec,
     Protocol,
+    TemplateSet,
     fingerprint_differences,
 )
 
@@ -248,6 +251,23 @@ def _fill_new_store(
                 "n_genuine": int(proto.label.sum()),
                 "description": proto.description,
             }
+        identification = {}
+        for name, idp in tables.identification.items():
+            counts = {}
+            for set_name, ts in idp.sets().items():
+                m = len(ts)
+                for k in ("template", "subject"):
+                    key = f"identification/{name}/{set_name}/{k}"
+                    b.create_array(key, (m,), np.int64, (max(1, min(PAIR_CHUNK_ROWS, m)),), -1)
+                    creation_crc[key] = []
+                    if m:
+                        put(key, getattr(ts, k), max(1, min(PAIR_CHUNK_ROWS, m)))
+                counts[set_name] = m
+            identification[name] = {
+                "galleries": list(idp.galleries),
+                "n_templates": counts,
+                "description": idp.description,
+            }
         for spec in models:
             for out in spec.outputs:
                 shape = (n, *spec.row_shape(out))
@@ -271,6 +291,7 @@ def _fill_new_store(
                 "n_images": n,
                 "n_chunks": n_chunks,
                 "protocols": protocols,
+                "identification": identification,
                 "models": {s.name: s.to_attrs() for s in models},
                 "extra": extra_attrs,
             }
@@ -316,6 +337,8 @@ class FeatureStore:
         self.n_chunks = int(self.attrs["n_chunks"])
         self.models = {name: ModelSpec.from_attrs(name, a) for name, a in self.attrs["models"].items()}
         self.protocols_info: dict[str, dict[str, Any]] = self.attrs.get("protocols", {})
+        self.identification_info: dict[str, dict[str, Any]] = self.attrs.get("identification", {})
+        """1:N protocols by name: galleries (in order), n_templates per set, description ({} in schema 1)."""
         if check:
             integrity.check_present(self)
 
@@ -411,6 +434,24 @@ class FeatureStore:
             label=self._b.array(f"protocols/{name}/label")[:],
             level=info["level"],
             description=info.get("description", ""),
+        )
+
+    def identification(self, name: str) -> Identification:
+        """An identification (1:N) protocol: its galleries' and probe set's template ids and subjects."""
+        if name not in self.identification_info:
+            have = ", ".join(self.identification_info) or "none"
+            raise StoreError(f"{self.path}: no identification protocol {name!r}; it has: {have}")
+        info = self.identification_info[name]
+
+        def read_set(set_name: str) -> TemplateSet:
+            base = f"identification/{name}/{set_name}"
+            return TemplateSet(self._b.array(f"{base}/template")[:], self._b.array(f"{base}/subject")[:])
+
+        return Identification(
+            name,
+            {g: read_set(g) for g in info["galleries"]},
+            read_set(PROBE_SET),
+            info.get("description", ""),
         )
 
     def model(self, name: str) -> ModelSpec:
@@ -650,6 +691,10 @@ class ChunkWriter:
         for name, proto in tables.protocols.items():
             source[f"protocols/{name}/pairs"] = np.asarray(proto.pairs, dtype=np.int64)
             source[f"protocols/{name}/label"] = np.asarray(proto.label, dtype=np.bool_)
+        for name, idp in tables.identification.items():
+            for set_name, ts in idp.sets().items():
+                source[f"identification/{name}/{set_name}/template"] = ts.template
+                source[f"identification/{name}/{set_name}/subject"] = ts.subject
         recorded = s.attrs.get(integrity.ATTR_CREATION, {})
         done = []
         for d in damages:

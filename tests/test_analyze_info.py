@@ -36,7 +36,7 @@ def test_info_without_torch_and_on_bad_store(tmp_path, tables, models):
         f"import sys; from analyze.cli import main; sys.argv=['analyze','info','--cache',{str(path)!r}]; main()"
     )
     assert res.returncode == 0, res.stderr
-    assert "toy.h5 (hdf5, schema 1)" in res.stdout
+    assert "toy.h5 (hdf5, schema 2)" in res.stdout  # schema 2 since identification protocols
     res = run_without_torch(
         "import sys; from analyze.cli import main; "
         f"sys.argv=['analyze','info','--cache',{str(tmp_path / 'none.zarr')!r}]; main()"

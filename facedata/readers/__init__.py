@@ -11,6 +11,7 @@ from facedata.manifest import Manifest
 from facedata.paths import resolve_under
 from facedata.readers.bin_pack import read_bin
 from facedata.readers.folder import read_folder
+from facedata.readers.identification import absent_identification, read_identification
 from facedata.readers.insightface_ijb import read_insightface_ijb
 from facedata.readers.lfw import read_lfw
 from facedata.readers.nist_ijbc import read_nist_ijbc
@@ -42,6 +43,11 @@ def read_dataset(manifest: Manifest, root: str | Path) -> DatasetTables:
     tables.extra.setdefault("layout", manifest.layout)
     if skipped:
         tables.extra["skipped_protocols"] = skipped
+    if manifest.identification:
+        skip = absent_identification(manifest, root)
+        tables.identification = read_identification(root, manifest, tables.images, skip)
+        if skip:
+            tables.extra["skipped_identification"] = skip
     return tables
 
 

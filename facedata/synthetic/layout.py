@@ -7,6 +7,10 @@ Files under the output folder (names as insightface's recognition/_evaluation_/i
 - ``meta/ijbc_name_5pts_score.txt``: ``<n>.jpg x1 y1 ... x5 y5 score``, true landmarks, detector score
 - ``meta/ijbc_template_pair_label.txt``: ``template1 template2 label``
 - ``meta/ijbc_template_subjects.csv``: ``TEMPLATE_ID,SUBJECT_ID`` (the truth insightface's 1:N CSVs carry)
+- ``meta/ijbc_1N_gallery_G1.csv``, ``meta/ijbc_1N_gallery_G2.csv``, ``meta/ijbc_1N_probe_mixed.csv``: the 1:N
+  protocol as insightface's updated meta holds it, ``TEMPLATE_ID,SUBJECT_ID,FILENAME`` per image; the
+  enrolment templates split into two galleries in IJB-C's proportion (structure.plan_galleries), every
+  other template a probe
 - ``meta/ijbc_degradations.csv``: true degradation strengths and severity per image
 - ``synthetic.json``: preset, seed and counts
 
@@ -32,7 +36,7 @@ from facedata.errors import DataError
 from . import degrade
 from .faces import View, W, make_identity, render_crop
 from .presets import DATASET_NAME, DatasetPreset, dataset_preset
-from .structure import Structure, child_rng, make_pairs, plan_structure
+from .structure import Structure, child_rng, make_pairs, plan_galleries, plan_structure
 
 JPEG_QUALITY = 92
 FORMAT_VERSION = 2
@@ -282,6 +286,7 @@ def _write_meta(out: Path, plan: DatasetPlan, rows: list[tuple[np.ndarray, degra
         meta / f"{DATASET_NAME}_template_subjects.csv",
         ["TEMPLATE_ID,SUBJECT_ID", *(f"{t + 1},{s}" for t, s in enumerate(subj.tolist()))],
     )
+    _write_identification(meta, plan, names)
     _write_lines(
         meta / f"{DATASET_NAME}_degradations.csv",
         [
@@ -292,6 +297,23 @@ def _write_meta(out: Path, plan: DatasetPlan, rows: list[tuple[np.ndarray, degra
             ),
         ],
     )
+
+
+def _write_identification(meta: Path, plan: DatasetPlan, names: list[str]) -> None:
+    """The 1:N CSVs: one line per image of each gallery's templates, and of the probe templates."""
+    s = plan.structure
+    galleries = plan_galleries(s.n_enrol, plan.seed)
+    probes = np.arange(s.n_enrol, len(s.template_subject))
+    sets = {**{f"gallery_{g}": t for g, t in galleries.items()}, "probe_mixed": probes}
+    for set_name, templates in sets.items():
+        rows = np.flatnonzero(np.isin(plan.image_template, templates))
+        _write_lines(
+            meta / f"{DATASET_NAME}_1N_{set_name}.csv",
+            [
+                "TEMPLATE_ID,SUBJECT_ID,FILENAME",
+                *(f"{plan.image_template[i] + 1},{plan.image_subject[i] + 1},{names[i]}" for i in rows.tolist()),
+            ],
+        )
 
 
 def image_pairs(plan: DatasetPlan, names: list[str]) -> list[tuple[str, str, bool]]:

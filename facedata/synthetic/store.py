@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from facedata.errors import DataError
-from featurestore.schema import STATUS_OK, DatasetTables, ImageTable, ModelSpec, Protocol
+from featurestore.schema import STATUS_OK, DatasetTables, Identification, ImageTable, ModelSpec, Protocol, TemplateSet
 from featurestore.store import DEFAULT_CHUNK_ROWS, FeatureStore, create_store
 
 from .presets import StorePreset, store_preset
-from .structure import Structure, child_rng, make_pairs, plan_structure
+from .structure import Structure, child_rng, make_pairs, plan_galleries, plan_structure
 
 PROTOCOL = "verification_11"
 """Protocol name, as in data_manifests/ijbc.yaml."""
+IDENTIFICATION = "identification_1N"
+"""1:N protocol name, as in data_manifests/ijbc.yaml."""
 
 MODEL_FAMILIES = {"scaleface": "scaleface", "pfe": "pfe", "magface": "magface", "arcface": "arcface"}
 MODEL_OUTPUTS = {
@@ -115,6 +117,22 @@ def _image_table(plan: StorePlan) -> ImageTable:
         media=plan.image_media + 1,
         detector_score=score.astype(np.float32),
         landmarks=lm,
+    )
+
+
+def identification_protocol(plan: StorePlan, preset: str) -> Identification:
+    """Galleries G1, G2 (IJB-C's 1,772 and 1,759 enrolment templates for the ijbc preset, in that
+    proportion otherwise) and the probe set (every other template), with 1-based ids as in the store."""
+    s = plan.structure
+    galleries = {
+        g: TemplateSet(t + 1, s.template_subject[t] + 1) for g, t in plan_galleries(s.n_enrol, plan.seed).items()
+    }
+    probes = np.arange(s.n_enrol, len(s.template_subject))
+    return Identification(
+        IDENTIFICATION,
+        galleries,
+        TemplateSet(probes + 1, s.template_subject[probes] + 1),
+        description=f"synthetic {preset} 1:N identification (galleries G1, G2; mixed probes)",
     )
 
 
@@ -233,7 +251,10 @@ def synthesize_store(
         description=f"synthetic {preset} 1:1 template verification",
     )
     tables = DatasetTables(
-        name="ijbc" if preset == "ijbc" else f"synthetic-{preset}", images=images, protocols={PROTOCOL: protocol}
+        name="ijbc" if preset == "ijbc" else f"synthetic-{preset}",
+        images=images,
+        protocols={PROTOCOL: protocol},
+        identification={IDENTIFICATION: identification_protocol(plan, preset)},
     )
     specs = _model_specs(tuple(models), p.embedding_dim, embedding_dtype)
     refuse_foreign_store(Path(out_path))

@@ -158,3 +158,23 @@ def make_pairs(
     all_keys, label = all_keys[order], label[order]
     pairs = np.stack([all_keys // n_p, n_enrol + all_keys % n_p], axis=1)
     return pairs, label
+
+
+IJBC_GALLERIES = {"G1": 1_772, "G2": 1_759}
+"""IJB-C's official 1:N gallery sizes (templates = subjects: one gallery template per subject); 19,593 probes."""
+
+IDENTIFICATION_RNG_KEY = 30
+"""The 1:N assignment's own random stream: drawing it leaves every 1:1 output unchanged."""
+
+
+def plan_galleries(n_enrol: int, seed: int) -> dict[str, np.ndarray]:
+    """Split the enrolment templates (template index s = subject s) into IJB-C's two galleries, in
+    IJB-C's proportion (exactly 1,772 and 1,759 for its 3,531 subjects), disjoint in subjects; each
+    gallery's template indices ascending. The probes are every other template: each is mated in the
+    gallery holding its subject and non-mated in the other."""
+    if n_enrol < 2:
+        raise ValueError(f"two galleries need at least 2 subjects, got {n_enrol}")
+    total = sum(IJBC_GALLERIES.values())
+    n_g1 = min(max(round(n_enrol * IJBC_GALLERIES["G1"] / total), 1), n_enrol - 1)
+    perm = child_rng(seed, IDENTIFICATION_RNG_KEY).permutation(n_enrol)
+    return {"G1": np.sort(perm[:n_g1]), "G2": np.sort(perm[n_g1:])}
