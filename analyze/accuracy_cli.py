@@ -217,7 +217,7 @@ def accuracy(
       analyze accuracy --cache ms1mv2-val.zarr
       analyze accuracy --cache ms1mv2-val.zarr --protocol lfw --bootstrap 100 --seed 1
     """
-    from analyze.names import parse_fusion, parse_metric
+    from analyze.vocabulary import parse_fusion, parse_metric
 
     parse_fusion(fusion)
     for m in metrics:

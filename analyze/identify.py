@@ -25,10 +25,11 @@ from analyze.identification import (
     search,
     tpir_at_fpir,
 )
-from analyze.loading import fuse_templates, fuses_pfe_confidence, uncertainty_source, valid_rows
-from analyze.names import parse_fusion
+from analyze.loading import fuse_templates, valid_rows
 from analyze.outputs import claim_out_dir, default_out_dir, write_json, write_table
+from analyze.policy import PFE_CONFIDENCE, policy_for
 from analyze.rows import check_unit_interval, image_scalar
+from analyze.vocabulary import fusion_spec, parse_fusion
 from featurestore.errors import StoreError
 from featurestore.store import FeatureStore
 
@@ -84,11 +85,11 @@ class IdentifyResult:
 def _probe_uncertainty(store: FeatureStore, model: str, fusion: str, unc: np.ndarray | None) -> tuple[str, Any]:
     """(name, one value per template, higher = more uncertain) from a fusion's template uncertainty, or
     (name, None) when the fusion gives none. Confidences (scale, norm, PFE 1/hm) are negated."""
-    src, mode = uncertainty_source(store.model(model))
     if unc is None:
-        return src, None
-    if fuses_pfe_confidence(src, fusion):
-        src, mode = "pfe_confidence", "confidence"
+        return policy_for(store.model(model).outputs).value_output, None
+    mode, src = policy_for(store.model(model).outputs).stored().fused_by(fusion_spec(fusion))
+    if src == PFE_CONFIDENCE:
+        src = "pfe_confidence"
     u = image_scalar(unc)
     return src, (-u if mode == "confidence" else u)
 

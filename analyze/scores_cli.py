@@ -76,7 +76,7 @@ def check_out_file(path: Path, force: bool, store_path: Path) -> None:
 
 def run_scores(store: FeatureStore, out: str | Path, options: ScoresOptions) -> dict:
     """Write the per-pair table to `out`; return a summary (pairs, columns, scored pairs per method)."""
-    from analyze.names import parse_fusion, parse_metric
+    from analyze.vocabulary import parse_fusion, parse_metric
 
     out = Path(out)
     check_out_file(out, options.force, store.path)
