@@ -67,7 +67,11 @@ def _images(name: str) -> tuple[tuple[str, ...], dict[str, Any]]:
         ),
         "status": (
             ("image",),
-            {"long_name": "extraction status", "meaning": "outcome of reading and aligning the image", **_flags(STATUS_NAMES)},
+            {
+                "long_name": "extraction status",
+                "meaning": "outcome of reading and aligning the image",
+                **_flags(STATUS_NAMES),
+            },
         ),
     }
     if name in table:
@@ -107,7 +111,10 @@ def describe_array(key: str, *, levels: dict[str, str], families: dict[str, str]
                 "kind": "template_id" if level == "template" else "row_index",
             }
         if what == "label":
-            return ("pair",), {"long_name": f"{name} labels", "meaning": "true: genuine (same subject), false: impostor"}
+            return ("pair",), {
+                "long_name": f"{name} labels",
+                "meaning": "true: genuine (same subject), false: impostor",
+            }
         return ("pair",), {"long_name": f"{name} {what}"}
     if key == "progress/chunk_done":
         return ("chunk",), {

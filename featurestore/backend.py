@@ -242,9 +242,9 @@ class HDF5Backend(Backend):
             ds = self.file.create_dataset(key, shape=shape, dtype=self._h5py.string_dtype(), chunks=chunks)
         else:
             ds = self._create_numeric(key, shape, dtype, chunks, fill_value)
+        encode_h5_attrs(ds.attrs, attributes or {})  # first: an object with attributes but no list is an old one
         for i, name in enumerate(dimension_names or ()):
             ds.dims[i].label = name  # HDF5 dimension labels (DIMENSION_LABELS), what netCDF-aware tools show
-        encode_h5_attrs(ds.attrs, attributes or {})
 
     def _create_numeric(self, key, shape, dtype, chunks, fill_value) -> Any:
         return self.file.create_dataset(
