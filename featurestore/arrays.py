@@ -115,7 +115,7 @@ def describe_array(key: str, *, levels: dict[str, str], families: dict[str, str]
                 "long_name": f"{name} labels",
                 "meaning": "true: genuine (same subject), false: impostor",
             }
-        return ("pair",), {"long_name": f"{name} {what}"}
+        return (), {"long_name": f"{name} {what}"}  # an array of a kind this module does not know: named per array
     if key == "progress/chunk_done":
         return ("chunk",), {
             "long_name": "chunk done flags",
