@@ -323,3 +323,30 @@ def test_docs_xarray_example_runs(tmp_path):
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     keep = np.arange(10) != 4
     assert got["mean_norm"] == pytest.approx(float(unit[keep].mean(axis=0).mean()), rel=1e-5)
+
+
+def test_a_waiter_on_a_lock_its_holder_deletes_locks_the_file_at_the_path(tmp_path):
+    """Lock files are deleted on release; a process that was waiting on the deleted file must notice and
+    lock the file now at the path, so two holders never coexist."""
+    import threading
+
+    from featurestore.errors import StoreLockedError
+    from featurestore.locks import FileLock
+
+    path = tmp_path / "x.lock"
+    holder = FileLock(path, "x")
+    holder.acquire()
+    waiter = FileLock(path, "x", wait=True)
+    got = threading.Event()
+    thread = threading.Thread(target=lambda: (waiter.acquire(), got.set()))
+    thread.start()
+    assert not got.wait(0.3)  # blocked behind the holder
+    holder.release()
+    assert got.wait(10)
+    thread.join()
+    assert path.is_file() and os.stat(path).st_ino == os.fstat(waiter._fd).st_ino  # it holds the file at the path
+    with pytest.raises(StoreLockedError, match="being written by another process"):
+        FileLock(path, "x").acquire()
+    waiter.release()
+    assert not path.exists()
+    FileLock(path, "x").acquire()  # free again
