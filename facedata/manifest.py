@@ -17,9 +17,11 @@ import yaml
 
 from facedata.errors import DataError
 from facedata.paths import _escape_reason
+from featurestore.resources import package_data_dir
 
-MANIFEST_DIR = Path(__file__).resolve().parent.parent / "data_manifests"
-"""Where the built-in manifests live (the repository's data_manifests/)."""
+MANIFEST_DIR = package_data_dir("facedata", "data_manifests")
+"""Where the built-in manifests live: package data `facedata/data_manifests/` (the repository's
+data_manifests/ links to it)."""
 
 ENV_DATA_ROOT = "SCALEFACE_DATA_ROOT"
 

@@ -49,9 +49,27 @@ class Backend:
         raise NotImplementedError
 
     def create_array(
-        self, key: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...], fill_value: Any
+        self,
+        key: str,
+        shape: tuple[int, ...],
+        dtype: Any,
+        chunks: tuple[int, ...],
+        fill_value: Any,
+        dimension_names: tuple[str, ...] | None = None,
+        attributes: dict[str, Any] | None = None,
     ) -> None:
+        """Create (or replace) an array; `dimension_names` and `attributes` describe it to other tools."""
         raise NotImplementedError
+
+    def consolidate(self) -> None:
+        """Record every array's metadata in one place for readers (Zarr consolidated metadata; HDF5: nothing)."""
+
+    def all_set(self, key: str) -> bool:
+        """Whether every value of the flag array `key` is set, read afresh from disk (False if unreadable)."""
+        try:
+            return bool(np.asarray(self.array(key)[:]).all())
+        except Exception:  # a damaged flag: not complete
+            return False
 
     def array(self, key: str) -> Any:
         """The array at `key`, sliceable with numpy semantics (reads and writes)."""
@@ -96,7 +114,8 @@ class ZarrBackend(Backend):
             if mode == "w":
                 self.root = zarr.open_group(str(self.path), mode=mode, attributes=attrs or {})
             else:
-                self.root = zarr.open_group(str(self.path), mode=mode)
+                # the arrays' own zarr.json files, never the consolidated copy: they are what a check must see
+                self.root = zarr.open_group(str(self.path), mode=mode, use_consolidated=False)
         except Exception as exc:  # zarr raises several types for a non-store directory
             raise StoreError(f"{self.path} is not a Zarr v3 store: {exc}") from exc
 
@@ -106,7 +125,7 @@ class ZarrBackend(Backend):
     def write_attrs(self, attrs: dict[str, Any]) -> None:
         self.root.attrs.update(attrs)
 
-    def create_array(self, key, shape, dtype, chunks, fill_value) -> None:
+    def create_array(self, key, shape, dtype, chunks, fill_value, dimension_names=None, attributes=None) -> None:
         from zarr.codecs import BloscCodec
 
         is_str = dtype is str
@@ -122,8 +141,23 @@ class ZarrBackend(Backend):
             fill_value=fill_value,
             overwrite=True,
             config=_ZARR_CONFIG,
+            dimension_names=dimension_names,
+            attributes=attributes or {},
             **kwargs,
         )
+
+    def all_set(self, key: str) -> bool:
+        try:  # a fresh handle on the array (other shards write it too), not the cached writing one
+            return bool(np.asarray(self._zarr.open_array(str(self.path / key), mode="r")[:]).all())
+        except Exception:  # missing or damaged flags: not complete
+            return False
+
+    def consolidate(self) -> None:
+        import warnings
+
+        with warnings.catch_warnings():  # "not part of the Zarr v3 specification": known, and only an index
+            warnings.simplefilter("ignore")
+            self._zarr.consolidate_metadata(str(self.path))
 
     def array(self, key: str) -> Any:
         if key not in self._arrays:
@@ -192,26 +226,28 @@ class HDF5Backend(Backend):
             raise StoreError(f"{self.path} could not be opened as an HDF5 store ({h5mode}): {exc}") from exc
 
     def read_attrs(self) -> dict[str, Any]:
-        out = {}
-        for k, v in self.file.attrs.items():
-            try:
-                out[k] = json.loads(v)
-            except (TypeError, ValueError) as exc:
-                raise StoreError(f"{self.path}: root attribute {k!r} is not JSON text ({exc})") from None
-        return out
+        try:
+            return decode_h5_attrs(self.file.attrs)
+        except ValueError as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
 
     def write_attrs(self, attrs: dict[str, Any]) -> None:
-        for k, v in attrs.items():
-            self.file.attrs[k] = json.dumps(v)
+        encode_h5_attrs(self.file.attrs, attrs)
 
-    def create_array(self, key, shape, dtype, chunks, fill_value) -> None:
+    def create_array(self, key, shape, dtype, chunks, fill_value, dimension_names=None, attributes=None) -> None:
         if key in self.file:
             del self.file[key]
         chunks = tuple(max(1, min(c, n)) for c, n in zip(chunks, shape))  # HDF5 chunks may not exceed the shape
         if dtype is str:
-            self.file.create_dataset(key, shape=shape, dtype=self._h5py.string_dtype(), chunks=chunks)
-            return
-        self.file.create_dataset(
+            ds = self.file.create_dataset(key, shape=shape, dtype=self._h5py.string_dtype(), chunks=chunks)
+        else:
+            ds = self._create_numeric(key, shape, dtype, chunks, fill_value)
+        encode_h5_attrs(ds.attrs, attributes or {})  # first: an object with attributes but no list is an old one
+        for i, name in enumerate(dimension_names or ()):
+            ds.dims[i].label = name  # HDF5 dimension labels (DIMENSION_LABELS), what netCDF-aware tools show
+
+    def _create_numeric(self, key, shape, dtype, chunks, fill_value) -> Any:
+        return self.file.create_dataset(
             key,
             shape=shape,
             dtype=dtype,
@@ -312,6 +348,78 @@ def read_root_attrs(path: str | Path) -> dict[str, Any] | None:
         import h5py
 
         with h5py.File(path, "r", locking=False) as f:
-            return {k: json.loads(v) for k, v in f.attrs.items()}
+            return decode_h5_attrs(f.attrs)
     except Exception:  # not a store, unreadable, or not JSON: not provably ours
         return None
+
+
+JSON_ATTRS = "json_attributes"
+"""HDF5 root attribute listing the attributes stored as JSON text (mappings, mixed or empty lists, None);
+every other attribute has its native HDF5 type. A file without it (a store written before) holds only
+JSON text attributes."""
+
+
+def _h5_native(value: Any) -> Any:
+    """`value` as a native HDF5 attribute value, or None where it needs JSON text."""
+    import h5py
+
+    if isinstance(value, bool | str | float) or (isinstance(value, int) and -(2**63) <= value < 2**63):
+        return value
+    if isinstance(value, list | tuple) and value:
+        if all(isinstance(v, str) for v in value):
+            return np.array(value, dtype=h5py.string_dtype())
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            arr = np.array(value)
+            return arr if arr.dtype.kind == "i" else None
+        if all(isinstance(v, float) for v in value):
+            return np.array(value, dtype=np.float64)
+    return None
+
+
+def encode_h5_attrs(target: Any, attrs: dict[str, Any]) -> None:
+    """Write `attrs` on an HDF5 object: native types where HDF5 has them, JSON text (listed in
+    `json_attributes`) for the rest. An object that already holds attributes without that list is a store
+    written before native attributes, and keeps JSON text throughout."""
+    legacy = JSON_ATTRS not in target and len(target) > 0
+    as_json = set() if legacy else {str(v) for v in np.atleast_1d(target.get(JSON_ATTRS, []))}
+    for k, v in attrs.items():
+        native = None if legacy else _h5_native(v)
+        if native is None:
+            target[k] = json.dumps(v)
+            as_json.add(k)
+        else:
+            target[k] = native
+            as_json.discard(k)
+    if not legacy:
+        import h5py
+
+        target[JSON_ATTRS] = np.array(sorted(as_json), dtype=h5py.string_dtype())
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def decode_h5_attrs(attrs: Any) -> dict[str, Any]:
+    """The attributes of an HDF5 object as Python values (native ones as they are, JSON text decoded);
+    ValueError naming an attribute that should be JSON text and is not."""
+    legacy = JSON_ATTRS not in attrs
+    as_json = set() if legacy else {_plain(v) for v in np.atleast_1d(attrs[JSON_ATTRS])}
+    out: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if k == JSON_ATTRS:
+            continue
+        if legacy or k in as_json:
+            try:
+                out[k] = json.loads(v)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"root attribute {k!r} is not JSON text ({exc})") from None
+        else:
+            out[k] = _plain(v)
+    return out

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import integrity
+from .arrays import describe_array
 from .backend import CREATED_BY, Backend, open_backend, read_root_attrs, store_format
 from .errors import StoreError, StoreWriteError
 from .integrity import DONE_KEY
@@ -88,10 +89,23 @@ def _creation_lock(path: Path) -> FileLock:
     return FileLock(path.parent / f".{path.name}.create.lock", f"creation of store {path}", wait=True)
 
 
+def _lock_dir(path: Path) -> Path:
+    """The Zarr chunk locks' folder: beside the store, never inside its hierarchy (zarr would warn about it)."""
+    return path.parent / f".{path.name}.locks"
+
+
 def _chunk_lock_path(path: Path, fmt: str, chunk: int) -> Path:
     if fmt == "zarr":
-        return path / ".locks" / f"chunk-{chunk:07d}.lock"
+        return _lock_dir(path) / f"chunk-{chunk:07d}.lock"
     return path.parent / f".{path.name}.write.lock"
+
+
+def _remove_lock_dir(path: Path) -> None:
+    """Remove the chunk locks' folder once no lock is in it (a writer may be creating one: then it stays)."""
+    try:
+        _lock_dir(path).rmdir()
+    except OSError:
+        pass
 
 
 def create_store(
@@ -154,7 +168,9 @@ def _remove_store(path: Path, fmt: str) -> None:
     """Delete a store, refusing anything that is not one, and while any writer still holds one of its locks."""
     _refuse_foreign(path, "--overwrite")
     if fmt == "zarr":
-        held = LockSet([FileLock(p, f"store {path}") for p in sorted((path / ".locks").glob("*.lock"))])
+        # stores written before locks moved out of the hierarchy kept them in .locks/ inside
+        found = sorted([*_lock_dir(path).glob("*.lock"), *(path / ".locks").glob("*.lock")])
+        held = LockSet([FileLock(p, f"store {path}") for p in found])
     else:
         held = LockSet([FileLock(_chunk_lock_path(path, fmt, 0), f"store {path}")])
     held.acquire()
@@ -162,6 +178,8 @@ def _remove_store(path: Path, fmt: str) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     finally:
         held.release()
+        if fmt == "zarr":
+            _remove_lock_dir(path)
 
 
 def _write_new_store(
@@ -212,6 +230,15 @@ def _fill_new_store(
 ) -> None:
     images = tables.images
     b = open_backend(tmp, "w", attrs={"created_by": CREATED_BY})
+    levels = {name: p.level for name, p in tables.protocols.items()}
+    families = {m.name: m.family for m in models}
+
+    def create(key: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...], fill: Any) -> None:
+        dims, attrs = describe_array(key, levels=levels, families=families)
+        if len(dims) != len(shape):  # an array arrays.py does not know yet: still named, per array
+            dims = tuple(f"{key.rsplit('/', 1)[-1]}_{i}" for i in range(len(shape)))
+        b.create_array(key, shape, dtype, chunks, fill, dimension_names=dims, attributes=attrs)
+
     try:
         creation_crc: dict[str, list[int]] = {}
 
@@ -221,7 +248,7 @@ def _fill_new_store(
             creation_crc[key] = integrity.chunk_crcs(values, rows_per_chunk)
 
         rc = (chunk_rows,)
-        b.create_array("images/path", (n,), str, rc, "")
+        create("images/path", (n,), str, rc, "")
         put("images/path", np.asarray(images.path, dtype=str), chunk_rows)
         for key, arr, fill in (
             ("subject", images.subject, -1),
@@ -229,18 +256,18 @@ def _fill_new_store(
             ("media", images.media, -1),
             ("detector_score", images.detector_score, np.nan),
         ):
-            b.create_array(f"images/{key}", (n,), arr.dtype, rc, fill)
+            create(f"images/{key}", (n,), arr.dtype, rc, fill)
             put(f"images/{key}", arr, chunk_rows)
-        b.create_array("images/landmarks", (n, 5, 2), np.float32, (chunk_rows, 5, 2), np.nan)
+        create("images/landmarks", (n, 5, 2), np.float32, (chunk_rows, 5, 2), np.nan)
         put("images/landmarks", np.asarray(images.landmarks, dtype=np.float32), chunk_rows)
-        b.create_array("images/status", (n,), np.uint8, rc, STATUS_PENDING)
-        b.create_array(DONE_KEY, (n_chunks,), np.uint8, (1,), 0)
+        create("images/status", (n,), np.uint8, rc, STATUS_PENDING)
+        create(DONE_KEY, (n_chunks,), np.uint8, (1,), 0)
         protocols = {}
         for name, proto in tables.protocols.items():
             m = len(proto)
             pc = max(1, min(PAIR_CHUNK_ROWS, m))
-            b.create_array(f"protocols/{name}/pairs", (m, 2), np.int64, (pc, 2), -1)
-            b.create_array(f"protocols/{name}/label", (m,), np.bool_, (pc,), False)
+            create(f"protocols/{name}/pairs", (m, 2), np.int64, (pc, 2), -1)
+            create(f"protocols/{name}/label", (m,), np.bool_, (pc,), False)
             creation_crc[f"protocols/{name}/pairs"] = creation_crc[f"protocols/{name}/label"] = []
             if m:
                 put(f"protocols/{name}/pairs", np.asarray(proto.pairs, dtype=np.int64), pc)
@@ -272,9 +299,9 @@ def _fill_new_store(
             for out in spec.outputs:
                 shape = (n, *spec.row_shape(out))
                 chunks = (chunk_rows, *spec.row_shape(out))
-                b.create_array(f"models/{spec.name}/{out}", shape, spec.output_dtype(out), chunks, np.nan)
+                create(f"models/{spec.name}/{out}", shape, spec.output_dtype(out), chunks, np.nan)
         columns = integrity.chunk_columns({s.name: s for s in models})
-        b.create_array(CRC_KEY, (n_chunks, len(columns)), np.uint32, (1, len(columns)), 0)
+        create(CRC_KEY, (n_chunks, len(columns)), np.uint32, (1, len(columns)), 0)
         b.write_attrs(
             {
                 "schema": SCHEMA_VERSION,
@@ -569,6 +596,19 @@ class FeatureStore:
             yield ChunkWriter(self, chunk_list)
         finally:
             locks.release()
+            if self.format == "zarr":
+                _remove_lock_dir(self.path)
+        self.consolidate_if_complete()
+
+    def consolidate_if_complete(self) -> bool:
+        """Once every chunk is done, write Zarr consolidated metadata (the whole hierarchy's metadata in the
+        root's zarr.json, what xarray and zarr read first), from the arrays' metadata as it is now, so it is
+        rewritten after each --repair or resume that completes the store. Returns whether it wrote it."""
+        if self.format != "zarr" or self._b.mode == "r" or not self._b.all_set(DONE_KEY):
+            return False
+        with _creation_lock(self.path):  # one writer of the root zarr.json at a time
+            self._b.consolidate()
+        return True
 
 
 class ChunkWriter:

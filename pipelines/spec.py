@@ -15,8 +15,11 @@ from typing import Any
 
 import yaml
 
-PIPELINE_DIR = Path(__file__).resolve().parents[1] / "configs" / "pipelines"
-"""Where `load_pipeline('demo')` looks for built-in pipelines."""
+from featurestore.resources import package_data_dir
+
+PIPELINE_DIR = package_data_dir("pipelines", "configs", "pipelines")
+"""Where `load_pipeline('demo')` looks for built-in pipelines: package data `pipelines/configs/pipelines/`
+(the repository's configs/pipelines/ links to it)."""
 
 KINDS = ("extract", "reject", "fusion", "roc", "distribution", "report")
 """Step kinds a pipeline may use (implemented in pipelines.steps)."""

@@ -17,6 +17,7 @@ from conftest import chunk_outputs, make_models, make_tables, store_snapshot
 
 from analyze.cli import cli as analyze_cli
 from featurestore import integrity
+from featurestore.backend import decode_h5_attrs, encode_h5_attrs
 from featurestore.errors import StoreError, StoreWriteError
 from featurestore.schema import STATUS_MISSING, STATUS_OK
 from featurestore.store import CRC_KEY, DONE_KEY, FeatureStore, create_store
@@ -187,13 +188,12 @@ def _edit_attrs(path: Path, edit) -> None:
         edit(meta["attributes"])
         (path / "zarr.json").write_text(json.dumps(meta))
     else:
-        with h5py.File(path, "r+") as f:
-            attrs = {k: json.loads(v) for k, v in f.attrs.items()}
+        with h5py.File(path, "r+") as f:  # native HDF5 attributes, mappings as JSON text
+            attrs = decode_h5_attrs(f.attrs)
             edit(attrs)
             for k in list(f.attrs):
                 del f.attrs[k]
-            for k, v in attrs.items():
-                f.attrs[k] = json.dumps(v)
+            encode_h5_attrs(f.attrs, attrs)
 
 
 def _set(key, value):

@@ -17,9 +17,11 @@ import yaml
 
 from extract.models.heads import SCALE_ACTIVATIONS
 from extract.models.iresnet import ARCH_LAYERS
+from featurestore.resources import package_data_dir
 from featurestore.schema import MODEL_FAMILIES, ModelSpec
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "models"
+CONFIG_DIR = package_data_dir("extract", "configs", "models")
+"""The named configs: package data `extract/configs/models/` (the repository's configs/models/ links to it)."""
 """Where `load_model_config('arcface_r50')` looks for named configs."""
 
 FAMILY_OUTPUTS: dict[str, tuple[str, ...]] = {
