@@ -21,7 +21,7 @@ from conftest import chunk_outputs, make_models, make_tables
 from featurestore import integrity
 from featurestore.arrays import DIMENSIONS
 from featurestore.backend import decode_h5_attrs, encode_h5_attrs
-from featurestore.schema import STATUS_MISSING, STATUS_NAMES, STATUS_OK
+from featurestore.schema import SCHEMA_VERSION, STATUS_MISSING, STATUS_NAMES, STATUS_OK
 from featurestore.store import FeatureStore, create_store
 
 pytest.importorskip("xarray")
@@ -196,11 +196,11 @@ print(json.dumps(out))
 def test_hdf5_store_has_native_attributes_and_dimension_labels(tmp_path):
     complete_store(tmp_path / "toy.h5")
     got = run_foreign(H5_SCRIPT, tmp_path)
-    assert got["schema"] == 1 and got["dataset"] == "toy"
+    assert got["schema"] == SCHEMA_VERSION and got["dataset"] == "toy"
     assert got["root_types"]["schema"] == "int64" and got["root_types"]["dataset"] == "str"
     assert got["root_types"]["checksum_arrays"] == "ndarray"
     assert got["checksum_arrays"][-1] == "images/status"
-    assert set(got["json_attributes"]) == {"models", "protocols", "creation_crc32", "package_versions", "extra"}
+    assert set(got["json_attributes"]) == {"models", "protocols", "identification", "creation_crc32", "package_versions", "extra"}
     assert got["models"]["pfe"]["family"] == "pfe"
     assert got["labels"] == {
         "images/landmarks": ["image", "point", "xy"],
