@@ -339,7 +339,9 @@ def train(options: TrainOptions) -> TrainResult:
             raise TrainError(
                 f"--resume: {out / STATE_FILE} was made by a different run (differs in: {', '.join(diff)})"
             )
-        net.load_state_dict(state["net"])
+        missing, unexpected = net.load_state_dict(state["net"], strict=False)
+        if unexpected or any(not k.startswith("backbone.") for k in missing):
+            raise TrainError(f"--resume: {out / STATE_FILE} does not hold this run's networks")
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -358,7 +360,7 @@ def train(options: TrainOptions) -> TrainResult:
             save_shards(net.centres, out / "centres")
         state = {
             "fingerprint": fp,
-            "net": net.state_dict(),
+            "net": _state_net(net),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict(),
@@ -454,6 +456,14 @@ def train(options: TrainOptions) -> TrainResult:
             dist.destroy_process_group()
     return TrainResult(out / CHECKPOINT_NAMES[config.task], out / STATE_FILE, out / METRICS_FILE,
                        plot if rank == 0 else None, summary if rank == 0 else {})  # fmt: skip
+
+
+def _state_net(net: TrainNet) -> dict[str, torch.Tensor]:
+    """The trainable networks' state for a resume: a frozen backbone is left out (the fingerprint names it)."""
+    sd = net.state_dict()
+    if net.mode == "end2end":
+        return sd
+    return {k: v for k, v in sd.items() if not k.startswith("backbone.")}
 
 
 def _decode(path: str):
