@@ -77,7 +77,7 @@ def load_centres(path: str | Path, n_classes: int, dim: int | None = None) -> to
 def estimate_centres(embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Normalised mean of the L2-normalised embeddings of each identity, shape (n_classes, dim); an identity
     without images keeps a zero row (its cosines are 0)."""
-    e = F.normalize(embeddings.float(), dim=1)
+    e = F.normalize(embeddings if embeddings.dtype == torch.float64 else embeddings.float(), dim=1)
     sums = torch.zeros(n_classes, e.shape[1], dtype=e.dtype).index_add_(0, labels.long(), e)
     return F.normalize(sums, dim=1)
 

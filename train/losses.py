@@ -14,9 +14,14 @@ COS_EPS = 1e-6
 """Cosines are clamped to [-1 + COS_EPS, 1 - COS_EPS]: acos' gradient is infinite at +-1."""
 
 
+def _at_least_f32(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32; float64 stays (gradient checks run in double)."""
+    return x.double() if x.dtype == torch.float64 else x.float()
+
+
 def margin_cosines(cos: torch.Tensor, labels: torch.Tensor, margin: float = 0.5) -> torch.Tensor:
     """ArcFace's z: cos(theta_y + m) in the target column, cos(theta_j) elsewhere, computed in float32."""
-    cos = cos.float().clamp(-1.0 + COS_EPS, 1.0 - COS_EPS)
+    cos = _at_least_f32(cos).clamp(-1.0 + COS_EPS, 1.0 - COS_EPS)
     target = cos.gather(1, labels.view(-1, 1))
     shifted = torch.cos(torch.acos(target) + margin)
     return cos.scatter(1, labels.view(-1, 1), shifted)
@@ -27,13 +32,13 @@ def arcface_logits(
 ) -> torch.Tensor:
     """Logits s_i * z_ij: `scale` a float (plain ArcFace(s, m)) or a (B,) tensor (ScaleFace's predicted s_i)."""
     z = margin_cosines(cos, labels, margin)
-    s = scale.float().view(-1, 1) if isinstance(scale, torch.Tensor) else float(scale)
+    s = _at_least_f32(scale).view(-1, 1) if isinstance(scale, torch.Tensor) else float(scale)
     return s * z
 
 
 def class_cosines(embedding: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """(B, C) cosines between L2-normalised embeddings and L2-normalised class centres."""
-    return F.linear(F.normalize(embedding.float(), dim=1), F.normalize(centres.float(), dim=1))
+    return F.linear(F.normalize(_at_least_f32(embedding), dim=1), F.normalize(_at_least_f32(centres), dim=1))
 
 
 def scaleface_loss(
@@ -48,8 +53,8 @@ def mls_loss(mu: torch.Tensor, log_sigma_sq: torch.Tensor, labels: torch.Tensor)
     """PFE's negative mutual likelihood score, mean over genuine pairs i < j (same label) of
     sum_k (mu_ik - mu_jk)^2 / (s_ik + s_jk) + log(s_ik + s_jk), with mu L2-normalised and s = sigma^2.
     A batch without a genuine pair gives 0 (with a graph, so backward still works)."""
-    mu = F.normalize(mu.float(), dim=1)
-    sigma_sq = torch.exp(log_sigma_sq.float())
+    mu = F.normalize(_at_least_f32(mu), dim=1)
+    sigma_sq = torch.exp(_at_least_f32(log_sigma_sq))
     i, j = torch.triu_indices(len(labels), len(labels), offset=1, device=labels.device)
     genuine = labels[i] == labels[j]
     i, j = i[genuine], j[genuine]

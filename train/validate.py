@@ -16,7 +16,8 @@ from extract.preprocess import preprocess_batch
 
 def ten_fold_accuracy(scores: np.ndarray, issame: np.ndarray, folds: int = 10) -> float:
     """Mean over `folds` contiguous folds of the held-out accuracy at the threshold that is best on the
-    other folds (thresholds: every distinct score; a pair is 'same' when its score >= threshold)."""
+    other folds (thresholds: midpoints between their distinct scores and +-inf, the first best one;
+    a pair is 'same' when its score >= threshold)."""
     scores, issame = np.asarray(scores, dtype=np.float64), np.asarray(issame, dtype=bool)
     parts = np.array_split(np.arange(len(scores)), folds)
     accs = []
@@ -24,7 +25,8 @@ def ten_fold_accuracy(scores: np.ndarray, issame: np.ndarray, folds: int = 10) -
         if test.size == 0:
             continue
         train = np.concatenate([p for j, p in enumerate(parts) if j != k])
-        cand = np.unique(scores[train])
+        u = np.unique(scores[train])
+        cand = np.concatenate([[-np.inf], (u[1:] + u[:-1]) / 2, [np.inf]])
         acc_train = [((scores[train] >= t) == issame[train]).mean() for t in cand]
         best = cand[int(np.argmax(acc_train))]
         accs.append(((scores[test] >= best) == issame[test]).mean())
