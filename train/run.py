@@ -302,6 +302,8 @@ def train(options: TrainOptions) -> TrainResult:
 
         with FeatureStore.open(options.cache) as store:
             store_model = store.attrs["models"][model_name]
+        if store_model["family"] == model_cfg.family:  # the store's own architecture and head shape
+            model_cfg = model_config_from_dict(store_model["config"], source=f"{options.cache} ({model_name})")
     else:
         data = streaming_data(options.data, options.data_root, options.preset)
     if options.items is not None:
