@@ -52,6 +52,8 @@ class TrainConfig:
     clip_grad: float = 5.0
     flip: bool = True
     classifier: str = "smart_cosine"
+    fixed_scale: float = 0.0
+    """> 0: plain ArcFace with this scale (a warm-up of the embedding and centres; the head is not trained)."""
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -133,7 +135,7 @@ def train_config_from_dict(data: Any, source: str = "<dict>") -> TrainConfig:
         casts = {
             "task": str, "mode": str, "model": str, "margin": float, "epochs": int, "gamma": float,
             "lr_reference_batch": int, "batch_size": int, "identities_per_batch": int,
-            "images_per_identity": int, "clip_grad": float, "flip": bool, "classifier": str,
+            "images_per_identity": int, "clip_grad": float, "flip": bool, "classifier": str, "fixed_scale": float,
         }  # fmt: skip
         for key, cast in casts.items():
             if key in data:

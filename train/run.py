@@ -93,6 +93,9 @@ class TrainNet(nn.Module):
                  centres: torch.Tensor | None) -> None:  # fmt: skip
         super().__init__()
         self.task, self.mode, self.margin = config.task, config.mode, config.margin
+        self.fixed_scale = config.fixed_scale
+        self.from_bottleneck = False
+        """Cached mode: inputs are stored bottlenecks; the embedding is fc + features of the backbone."""
         self.preprocessing = model_cfg.preprocessing
         self.backbone = backbone
         self.head = head
@@ -104,6 +107,9 @@ class TrainNet(nn.Module):
             self.register_buffer("centres", centres.clone())
         for p in backbone.parameters():
             p.requires_grad_(self.mode == "end2end")
+        if self.fixed_scale > 0:  # a plain-ArcFace warm-up: the scale head is not used nor trained
+            for p in head.parameters():
+                p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> TrainNet:
         super().train(mode)
@@ -112,10 +118,13 @@ class TrainNet(nn.Module):
         return self
 
     def features(self, x: torch.Tensor, embedding: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(embedding, bottleneck): from the backbone (x = network input) or, cached, the stored ones."""
+        """(embedding, bottleneck): from the backbone (x = network input); cached (x = bottleneck): the stored
+        embedding when given, else the backbone's fc + features on the bottleneck (trained in end2end)."""
         if embedding is not None:
             return embedding.float(), x.float()
         with torch.no_grad() if self.mode != "end2end" else contextlib.nullcontext():
+            if self.from_bottleneck:
+                return self.backbone.features(self.backbone.fc(x.float())), x.float()
             out = self.backbone(x)
         return out.embedding, out.bottleneck
 
@@ -123,7 +132,8 @@ class TrainNet(nn.Module):
                 generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
         emb, bottleneck = self.features(x, embedding)
         if self.task == "scale-head":
-            return scaleface_loss(class_cosines(emb, self.centres), labels, self.head(bottleneck), self.margin)
+            scale = self.fixed_scale if self.fixed_scale > 0 else self.head(bottleneck)
+            return scaleface_loss(class_cosines(emb, self.centres), labels, scale, self.margin)
         if self.task == "pfe-head":
             return mls_loss(emb, self.head(bottleneck), labels)
         pairs, target = pair_batch(labels, generator)
@@ -188,13 +198,17 @@ def _build_head(config: TrainConfig, cfg: ModelConfig, seed: int) -> nn.Module:
 
 @torch.no_grad()
 def _all_embeddings(net: TrainNet, data: TrainData, device: torch.device, batch: int = 64) -> torch.Tensor:
-    if data.embedding is not None:
+    if data.embedding is not None and not net.from_bottleneck:
         return torch.from_numpy(data.embedding)
     order = np.arange(len(data))
     out = []
     net.backbone.eval()
-    for _, crops in iterate_batches(data, [order[i : i + batch] for i in range(0, len(order), batch)]):
-        out.append(net.backbone(preprocess_batch(crops, net.preprocessing, device)).embedding.float().cpu())
+    for _, x in iterate_batches(data, [order[i : i + batch] for i in range(0, len(order), batch)]):
+        if data.cached:
+            b = x.to(device).float()
+            out.append(net.backbone.features(net.backbone.fc(b)).float().cpu())
+        else:
+            out.append(net.backbone(preprocess_batch(x, net.preprocessing, device)).embedding.float().cpu())
     return torch.cat(out)
 
 
@@ -293,10 +307,6 @@ def train(options: TrainOptions) -> TrainResult:
     model_cfg = _model_config(config)
     store_model = None
     if options.cache:
-        if config.mode == "end2end":
-            raise TrainError(
-                "--cache trains heads on stored bottlenecks: the backbone is frozen, so mode end2end cannot use it"
-            )
         data, model_name = cached_data(options.cache)
         from featurestore.store import FeatureStore
 
@@ -310,10 +320,14 @@ def train(options: TrainOptions) -> TrainResult:
         data = data.subset(np.asarray(options.items, dtype=np.int64))
     backbone, backbone_src = _build_backbone(options, model_cfg, store_model)
     head = _build_head(config, model_cfg, options.seed)
+    # cached: the stored embeddings belong to the store's backbone; another backbone (or a trained fc) recomputes them
+    own_embeddings = data.cached and not options.backbone and config.mode != "end2end"
     probe = TrainNet(config, model_cfg, backbone, head, None).to(device)
+    probe.from_bottleneck = data.cached and not own_embeddings
     notes: dict[str, Any] = {}
     centres = _centres(options, data, probe, device, model_cfg.embedding_dim, notes)
     net = TrainNet(config, model_cfg, backbone, head, centres).to(device)
+    net.from_bottleneck = probe.from_bottleneck
     net.train()
     per_identity = (config.identities_per_batch, config.images_per_identity) if config.per_identity_batches else None
     global_batch = config.images_per_batch * world
@@ -386,7 +400,8 @@ def train(options: TrainOptions) -> TrainResult:
                         labels = torch.from_numpy(data.labels[idx.numpy()]).to(device)
                         emb = None
                         if data.cached:
-                            emb = torch.from_numpy(data.embedding[idx.numpy()]).to(device)
+                            if own_embeddings:
+                                emb = torch.from_numpy(data.embedding[idx.numpy()]).to(device)
                             x = x.to(device)
                         else:
                             x = _flip(x, options.seed, step) if config.flip else x
@@ -407,7 +422,7 @@ def train(options: TrainOptions) -> TrainResult:
                         last_loss = float(loss.detach())
                         if not math.isfinite(last_loss):
                             raise TrainError(
-                                f"loss is {last_loss} at step {step} (precision {precision}); try fp32 or a lower lr"
+                                f"loss is {last_loss} at step {step} (precision {precision}); try a lower --lr"
                             )
                         losses.append(last_loss)
                         rate = seen / max(time.perf_counter() - t0, 1e-9)
