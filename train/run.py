@@ -8,6 +8,7 @@ a `TrainResult` with the checkpoint path and a summary.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -312,8 +313,12 @@ def train(options: TrainOptions) -> TrainResult:
 
         with FeatureStore.open(options.cache) as store:
             store_model = store.attrs["models"][model_name]
-        if store_model["family"] == model_cfg.family:  # the store's own architecture and head shape
-            model_cfg = model_config_from_dict(store_model["config"], source=f"{options.cache} ({model_name})")
+        store_cfg = model_config_from_dict(store_model["config"], source=f"{options.cache} ({model_name})")
+        if store_cfg.family == model_cfg.family:  # the store's own architecture and head shape
+            model_cfg = store_cfg
+        else:  # the store's backbone, the config's head
+            model_cfg = dataclasses.replace(model_cfg, arch=store_cfg.arch, embedding_dim=store_cfg.embedding_dim,
+                                            bn_eps=store_cfg.bn_eps, preprocessing=store_cfg.preprocessing)  # fmt: skip
     else:
         data = streaming_data(options.data, options.data_root, options.preset)
     if options.items is not None:
