@@ -4,6 +4,7 @@ streaming/cached equality, and the round trip (train, extract with the same conf
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -57,15 +58,26 @@ def _opts(store_path: Path, out: Path, **kw):
 
 
 @pytest.mark.slow
-def test_store_bottleneck_verifies_and_damage_is_found(store):
+def test_store_bottleneck_verifies_and_damage_is_found(store, tmp_path):
     from featurestore.bottleneck import read_bottleneck
-    from featurestore.integrity import verify
+    from featurestore.integrity import damaged_chunks, verify
     from featurestore.store import FeatureStore
 
     with FeatureStore.open(store[0]) as s:
         rows, values = read_bottleneck(s)
         assert rows.tolist() == list(range(N_ROWS)) and values.shape == (N_ROWS, 25088) and values.dtype == np.float16
         assert verify(s) == []
+    damaged = tmp_path / "d.zarr"
+    shutil.copytree(store[0], damaged)
+    chunk_files = sorted(p for p in (damaged / "bottleneck").rglob("*") if p.is_file() and p.name != "zarr.json")
+    assert chunk_files
+    data = bytearray(chunk_files[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk_files[0].write_bytes(bytes(data))
+    with FeatureStore.open(damaged) as s:
+        found = verify(s)
+        assert [d.key for d in found] == ["bottleneck"]
+        assert damaged_chunks(s, found) == []  # redone by `extract --bottleneck`, not by --repair
 
 
 @pytest.mark.slow
