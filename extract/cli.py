@@ -166,6 +166,24 @@ class DeviceType(click.ParamType):
     show_default=True,
     help="Size of the generated set for --dataset synthetic.",
 )
+@click.option(
+    "--bottleneck",
+    "bottleneck",
+    is_flag=True,
+    help="Also store one model's 25,088-d backbone bottleneck (float16) for training heads from the store "
+    "(train ... --cache); see docs/train.md.",
+)
+@click.option(
+    "--per-identity",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --bottleneck: only the first K images of each identity.",
+)
+@click.option(
+    "--bottleneck-model",
+    default=None,
+    help="With --bottleneck: the model whose backbone fills it (default: the first with a head).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def cli(
     dataset,
@@ -190,6 +208,9 @@ def cli(
     strict,
     limit,
     preset,
+    bottleneck,
+    per_identity,
+    bottleneck_model,
     quiet,
 ) -> None:
     """Run face models over a dataset once; write embeddings, norms, scales and sigmas to a feature store.
@@ -295,6 +316,8 @@ def cli(
         only_chunks=only,
     )
     click.echo(summary.format(), err=True)
+    if bottleneck:
+        _bottleneck(store, root, models, per_identity, bottleneck_model, dev, resolved_precision, batch_size, quiet)
     if only is not None:
         from featurestore.integrity import verify
 
@@ -303,6 +326,20 @@ def cli(
             raise StoreError(f"{out_path}: still damaged after the repair: {left[0].format()}")
         click.echo(f"repair: {out_path} verifies clean", err=True)
     click.echo(f"next: analyze info --cache {out_path}", err=True)
+
+
+def _bottleneck(store, root, models, per_identity, name, dev, precision, batch_size, quiet) -> None:
+    """`--bottleneck`: the chosen model's bottleneck for the covered rows, written after the run."""
+    from extract.bottleneck import extract_bottleneck, pick_model
+
+    try:
+        model = pick_model(models, name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--bottleneck-model") from None
+    n = extract_bottleneck(store, str(root), model, per_identity=per_identity, device=str(dev),
+                           precision=precision, batch_size=batch_size, progress=not quiet)  # fmt: skip
+    what = f"{n:,} rows written" if n else "already stored for these rows"
+    click.echo(f"bottleneck ({model.name}): {what}", err=True)
 
 
 def _verify(path: Path) -> None:

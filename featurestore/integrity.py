@@ -389,12 +389,32 @@ def verify(store: FeatureStore) -> list[Damage]:
                 st = _read(store, key, rows)
                 if (st == STATUS_PENDING).any():
                     damages.append(Damage(key, c, rows, "marked done, but rows have status 'not yet done'"))
+    return damages + verify_bottleneck(store)
+
+
+BOTTLENECK_KEY = "bottleneck"
+"""The optional training array (featurestore/bottleneck.py) and the root attribute describing it."""
+
+
+def verify_bottleneck(store: FeatureStore) -> list[Damage]:
+    """Damage records for the optional bottleneck array's storage chunks that do not match their checksums."""
+    info = store.attrs.get(BOTTLENECK_KEY)
+    if info is None:
+        return []
+    chunk, n = int(info["chunk_rows"]), len(info["rows"])
+    damages = []
+    for c, want in enumerate(info["crc32"]):
+        rows = (c * chunk, min(n, (c + 1) * chunk))
+        d = _compare(store, BOTTLENECK_KEY, c, rows, int(want))
+        if d:
+            damages.append(d)
     return damages
 
 
 def damaged_chunks(store: FeatureStore, damages: list[Damage]) -> list[int]:
     """The done chunks a rerun must redo: those with a damaged model output, status or checksum object."""
-    return sorted({d.chunk for d in damages if not d.creation})
+    # the optional bottleneck array is redone by `extract --bottleneck`, not by redoing image chunks
+    return sorted({d.chunk for d in damages if not d.creation and d.key != BOTTLENECK_KEY})
 
 
 def format_report(store: FeatureStore, damages: list[Damage]) -> str:

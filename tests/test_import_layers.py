@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYER = {"featurestore": 0, "facedata": 1, "extract": 2, "analyze": 3, "pipelines": 4}
+LAYER = {"featurestore": 0, "facedata": 1, "extract": 2, "analyze": 3, "train": 3.5, "pipelines": 4}
 """A module may import a project package of its own layer or below, never above (the torch-free store at the
 bottom; facedata builds its tables)."""
 TORCH = ("torch", "torchvision")
