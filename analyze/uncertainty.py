@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from analyze.kernels import cosine_analytic_pairs, row_reciprocal_sums
 from analyze.names import check_uncertainty, parse_metric
 from analyze.rows import check_pairs, harmonic_mean, image_scalar, l2_normalize, pfe_confidence
 from analyze.scores import DEFAULT_BLOCK, blocks, cosine_scores
@@ -135,6 +136,8 @@ def pair_uncertainty(
             center = float(cosine_scores(features, i, j, block=block).mean()) if i.size else 0.0
     if name in ROW_REDUCIBLE:
         return _from_row_stats(name, values, i, j, block)
+    if name == "cosine-analytic":  # fused kernel: the formula of `combine`, no pairs x D temporaries
+        return cosine_analytic_pairs(values, features, i, j)
     out = np.empty(i.size, dtype=np.float64)
     for s in blocks(i.size, block):
         mu1 = mu2 = None
@@ -170,6 +173,11 @@ then gathered as scalars per pair (O(N K + M) instead of O(M K): 15.7 M IJB-C pa
 
 def _row_stats(name: str, values: np.ndarray, block: int) -> np.ndarray:
     """The per-row scalar a combination needs, in float64, computed in row blocks."""
+    if values.ndim == 2 and values.shape[1] > 1 and name in _RECIPROCAL_STATS:  # (N, D): fused kernel
+        recip = row_reciprocal_sums(values, squared=name == "squared-harmonic")
+        if name in ("harmonic-sum", "harmonic-mul"):
+            return 1.0 / (recip / values.shape[1])  # harmonic_mean: 1 / np.mean(1 / v), the same operations
+        return recip
     out = np.empty(len(values), dtype=np.float64)
     for s in blocks(len(values), max(1, block // 4)):
         v = _two_d(values[s])
@@ -183,6 +191,10 @@ def _row_stats(name: str, values: np.ndarray, block: int) -> np.ndarray:
             with np.errstate(divide="ignore"):
                 out[s] = (1.0 / (v * v if name == "squared-harmonic" else v)).sum(axis=1)
     return out
+
+
+_RECIPROCAL_STATS = ("harmonic-sum", "harmonic-mul", "harmonic-harmonic", "squared-harmonic")
+"""Row statistics built on sum(1/v): computed by analyze.kernels.row_reciprocal_sums for (N, D) values."""
 
 
 def _from_row_stats(name: str, values: np.ndarray, i: np.ndarray, j: np.ndarray, block: int) -> np.ndarray:
