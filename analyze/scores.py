@@ -117,7 +117,7 @@ def mls_scores(
     if sigma_sq.shape[1] not in (1, features.shape[1]):
         raise ValueError(f"sigma_sq has {sigma_sq.shape[1]} columns, features have {features.shape[1]}")
     i, j = check_pairs(i, j, n)
-    return mls_pairs(l2_normalize(features), sigma_sq, i, j, exact=exact)
+    return mls_pairs(l2_normalize(np.ascontiguousarray(features)), sigma_sq, i, j, exact=exact)
 
 
 def cosine_stats(
