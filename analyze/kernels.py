@@ -5,7 +5,8 @@ the D per-dimension terms in a small per-thread buffer with numpy's own pairwise
 results are bit-identical to the plain numpy formulas in analyze.scores / analyze.uncertainty
 (same IEEE operations in the same order; fastmath off, no FMA contraction). Pairs are visited grouped
 by their first row (a stable sort of `i`, skipped when already sorted) so each first row is read from
-memory once per group; results are written back in the caller's pair order.
+memory once per group; results are written back in the caller's pair order. The summation replays numpy
+2.x's pairwise_sum (tests/test_kernels.py fails first if a numpy release changes it).
 
 Compiled on first use and cached beside this file (``cache=True``): a cold process pays the compile
 once, later processes load the machine code (see benchmarks/README.md for the measured cold/warm times).
@@ -24,6 +25,7 @@ __all__ = [
     "mls_pairs",
     "pairwise_sum",
     "row_reciprocal_sums",
+    "sum_plan",
 ]
 
 _PW_BLOCKSIZE = 128
