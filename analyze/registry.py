@@ -79,6 +79,8 @@ class CombinationSpec:
     row: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
     pair: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
     gathered: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
+    fused: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
+    """Optional fused kernel `fused(values, features, i, j) -> (M,)` computing `gathered` for all pairs at once."""
     inputs: tuple[str, ...] = ("values",)
     direction: str = "input"
     source: str = ""

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from analyze.kernels import mls_pairs
 from analyze.registry import VALUE_INPUTS, DistanceSpec, Registry
 from analyze.rows import check_pairs, l2_normalize, pfe_confidence
 
@@ -100,11 +101,15 @@ def mls_scores(
     j: np.ndarray,
     *,
     block: int = DEFAULT_BLOCK,
+    exact: bool = True,
 ) -> np.ndarray:
     """PFE mutual likelihood score -sum_d((mu1-mu2)^2/(s1+s2) + log(s1+s2)), mu = L2-normalised rows.
 
     As in PFE's and ScaleFace's code: no 1/2 factor and no D*log(2*pi) constant (neither changes
-    any ranking). `sigma_sq` is (N, D) or (N, 1)/(N,) broadcast over the D dimensions.
+    any ranking). `sigma_sq` is (N, D) or (N, 1)/(N,) broadcast over the D dimensions. Rows are
+    normalised once and the pairs scored by a fused kernel (analyze.kernels.mls_pairs: no pairs x D
+    temporaries; `block` is kept for callers and unused); `exact=False` sums the log term as logs of
+    products, ~3x faster, within ~1e-13 of the exact score.
     """
     features = np.asarray(features)
     n = len(features)
@@ -112,14 +117,7 @@ def mls_scores(
     if sigma_sq.shape[1] not in (1, features.shape[1]):
         raise ValueError(f"sigma_sq has {sigma_sq.shape[1]} columns, features have {features.shape[1]}")
     i, j = check_pairs(i, j, n)
-    out = np.empty(i.size, dtype=np.float64)
-    for s in blocks(i.size, block):
-        d = l2_normalize(_rows(features, i[s])) - l2_normalize(_rows(features, j[s]))
-        mutual = np.broadcast_to(_rows(sigma_sq, i[s]) + _rows(sigma_sq, j[s]), d.shape)
-        if np.any(mutual <= 0):
-            raise ValueError("MLS needs sigma_sq > 0; a pair has sigma_sq1 + sigma_sq2 <= 0")
-        out[s] = -np.sum(d * d / mutual + np.log(mutual), axis=1)
-    return out
+    return mls_pairs(l2_normalize(np.ascontiguousarray(features)), sigma_sq, i, j, exact=exact)
 
 
 def cosine_stats(

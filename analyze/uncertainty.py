@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from analyze.kernels import cosine_analytic_pairs, row_reciprocal_sums
 from analyze.registry import DIRECTIONS, CombinationSpec, Registry
 from analyze.rows import check_pairs, harmonic_mean, image_scalar, l2_normalize, pfe_confidence
 from analyze.scores import DEFAULT_BLOCK, blocks, cosine_scores
@@ -38,8 +39,13 @@ def _two_d(x: np.ndarray) -> np.ndarray:
 
 
 def _reciprocal_sum(v: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        return (1.0 / v).sum(axis=1)
+    """sum(1/v) per row by the fused kernel (bit-identical to ``(1.0 / v).sum(axis=1)``)."""
+    return row_reciprocal_sums(v)
+
+
+def _harmonic_rows(v: np.ndarray) -> np.ndarray:
+    """harmonic_mean(v, axis=1) = 1 / (sum(1/v) / K) with the same operations, the sum by the fused kernel."""
+    return 1.0 / (row_reciprocal_sums(v) / v.shape[1])
 
 
 def _concatenated_hm(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
@@ -90,14 +96,14 @@ COMBINATIONS: Registry[CombinationSpec] = Registry(
         CombinationSpec(
             "harmonic-sum",
             "hm(u1) + hm(u2), hm = harmonic mean over dimensions",
-            row=lambda v: harmonic_mean(v, axis=1),
+            row=_harmonic_rows,
             pair=lambda a, b, k: a + b,
             source=_SCRIPTS,
         ),
         CombinationSpec(
             "harmonic-mul",
             "hm(u1) * hm(u2)",
-            row=lambda v: harmonic_mean(v, axis=1),
+            row=_harmonic_rows,
             pair=lambda a, b, k: a * b,
             source=_SCRIPTS,
         ),
@@ -111,7 +117,7 @@ COMBINATIONS: Registry[CombinationSpec] = Registry(
         CombinationSpec(
             "squared-harmonic",
             "harmonic mean of the concatenation [u1^2, u2^2]",
-            row=lambda v: _reciprocal_sum(v * v),
+            row=lambda v: row_reciprocal_sums(v, squared=True),
             pair=_concatenated_hm,
             source=_SCRIPTS,
         ),
@@ -119,6 +125,7 @@ COMBINATIONS: Registry[CombinationSpec] = Registry(
             "cosine-analytic",
             "sum(u1*u2 + mu1^2*u2 + mu2^2*u1): variance of the dot product of two Gaussians",
             gathered=_cosine_analytic,
+            fused=cosine_analytic_pairs,
             inputs=("values", "features"),
             source=_SCRIPTS,
         ),
@@ -234,6 +241,8 @@ def pair_uncertainty(
             stats[s] = spec.row(_two_d(values[s]))
         k = 1 if values.ndim == 1 else values.shape[1]
         return spec.pair(stats[i], stats[j], k)
+    if spec.fused is not None:  # a fused kernel: the formula of `gathered`, no pairs x D temporaries
+        return spec.fused(values, features, i, j)
     out = np.empty(i.size, dtype=np.float64)
     for s in blocks(i.size, block):
         out[s] = combine(

@@ -100,10 +100,18 @@ def nvjpeg_images_per_s(
     precision: str,
     batch_size: int,
     readers: int = 8,
+    align: bool = False,
 ) -> tuple[float, float, np.ndarray]:
     """(end-to-end images/s, decode-only images/s, embeddings): file bytes read by a thread pool,
-    batched torchvision.io.decode_jpeg on `device` (nvjpeg on CUDA), same preprocessing, backbone forward."""
+    batched torchvision.io.decode_jpeg on `device` (nvjpeg on CUDA), same preprocessing, backbone forward.
+    With `align`, the decoded images also go through extract.gpu_preprocess.align_batch (the 5-point
+    similarity transform by grid_sample on the device; the landmarks here are the template's own points,
+    since the images are pre-aligned, so the embeddings must still match the reference); decode-only then
+    counts decode + alignment."""
     from torchvision.io import ImageReadMode, decode_jpeg
+
+    from extract.align import ARCFACE_TEMPLATE
+    from extract.gpu_preprocess import align_batch
 
     def read(p: str) -> torch.Tensor:
         return torch.frombuffer(bytearray((root / p).read_bytes()), dtype=torch.uint8)
@@ -124,7 +132,10 @@ def nvjpeg_images_per_s(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 imgs = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-            crops = torch.stack(imgs).permute(0, 2, 3, 1)  # (B, 112, 112, 3) uint8 RGB
+            if align:
+                crops, _ = align_batch(imgs, np.broadcast_to(ARCFACE_TEMPLATE, (len(imgs), 5, 2)))
+            else:
+                crops = torch.stack(imgs).permute(0, 2, 3, 1)  # (B, 112, 112, 3) uint8 RGB
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             decode_s += time.perf_counter() - td
@@ -164,6 +175,7 @@ def check(args: argparse.Namespace) -> dict:
         "cpu_count": os.cpu_count(),
         "run_extraction": {},
         "decode_jpeg": {},  # batched torchvision decode_jpeg on the device
+        "decode_jpeg_align": {},  # the same plus extract.gpu_preprocess.align_batch on the device
         "cosine_vs_cpu_fp32": {},
     }
     probe = RunModel("m", random_model(cfg, seed=1))
@@ -197,6 +209,12 @@ def check(args: argparse.Namespace) -> dict:
             res["decode_jpeg"][prec] = {"images_per_s": round(ips, 1), "decode_only_images_per_s": round(dec, 1)}
             res["cosine_vs_cpu_fp32"][f"decode_jpeg/{prec}"] = float(cos.min())
             log(f"decode_jpeg({device.type}) {prec}: {ips:,.0f} images/s end to end, decode alone {dec:,.0f} images/s")
+            ips, dec, emb = nvjpeg_images_per_s(tmp, paths, run[0], device, prec, args.batch_size, align=True)
+            cos = row_cosine(emb[:n_sub], ref)
+            res["decode_jpeg_align"][prec] = {"images_per_s": round(ips, 1), "decode_align_images_per_s": round(dec, 1)}
+            res["cosine_vs_cpu_fp32"][f"decode_jpeg_align/{prec}"] = float(cos.min())
+            log(f"decode_jpeg + grid_sample align ({device.type}) {prec}: {ips:,.0f} images/s end to end, "
+                f"decode + align alone {dec:,.0f} images/s")  # fmt: skip
     res["ok"] = all(c >= COSINE_MIN for c in res["cosine_vs_cpu_fp32"].values())
     runs = [(f"run_extraction/{p}", v["images_per_s"]) for p, v in res["run_extraction"].items()]
     best_name, best = max(runs, key=lambda kv: kv[1])

@@ -1,0 +1,316 @@
+"""Fused per-pair kernels (numba): per-dimension pair functions with no (pairs x D) temporaries.
+
+Each kernel walks the pairs in parallel (``prange``), reads the two rows of a pair once and reduces
+the D per-dimension terms in a small per-thread buffer with numpy's own pairwise summation, so the
+results are bit-identical to the plain numpy formulas in analyze.scores / analyze.uncertainty
+(same IEEE operations in the same order; fastmath off, no FMA contraction). Pairs are visited grouped
+by their first row (a stable sort of `i`, skipped when already sorted) so each first row is read from
+memory once per group; results are written back in the caller's pair order. The summation replays numpy
+2.x's pairwise_sum (tests/test_kernels.py fails first if a numpy release changes it).
+
+Compiled on first use and cached beside this file (``cache=True``): a cold process pays the compile
+once, later processes load the machine code (see benchmarks/README.md for the measured cold/warm times).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+__all__ = [
+    "cosine_analytic_pairs",
+    "grouped_order",
+    "mls_pairs",
+    "pairwise_sum",
+    "row_reciprocal_sums",
+    "sum_plan",
+]
+
+_PW_BLOCKSIZE = 128
+"""numpy's PW_BLOCKSIZE: below it, 8 interleaved accumulators; above it, split in two halves."""
+
+GROUP_CHUNK = 256
+"""Consecutive (grouped) pairs one parallel task scores: large enough to amortise scheduling, small enough
+to balance two threads over uneven groups."""
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _leaf(a, lo, n):  # pragma: no cover - compiled
+    """numpy's pairwise_sum base case for n <= PW_BLOCKSIZE: 8 interleaved accumulators, then the tail."""
+    if n < 8:
+        res = 0.0
+        for k in range(lo, lo + n):
+            res += a[k]
+        return res
+    r0 = a[lo]
+    r1 = a[lo + 1]
+    r2 = a[lo + 2]
+    r3 = a[lo + 3]
+    r4 = a[lo + 4]
+    r5 = a[lo + 5]
+    r6 = a[lo + 6]
+    r7 = a[lo + 7]
+    stop = lo + n - (n % 8)
+    for k in range(lo + 8, stop, 8):
+        r0 += a[k]
+        r1 += a[k + 1]
+        r2 += a[k + 2]
+        r3 += a[k + 3]
+        r4 += a[k + 4]
+        r5 += a[k + 5]
+        r6 += a[k + 6]
+        r7 += a[k + 7]
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for k in range(stop, lo + n):
+        res += a[k]
+    return res
+
+
+def sum_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """numpy's pairwise_sum tree for n values in postfix: (lo, length) per leaf, lo = -1 for "add the top two".
+
+    numpy splits n > PW_BLOCKSIZE into halves (n2 = n // 2 rounded down to a multiple of 8), recursively;
+    the kernels evaluate this plan on a small value stack (numba cannot cache recursive functions).
+    """
+    lo_out: list[int] = []
+    n_out: list[int] = []
+
+    def visit(lo: int, m: int) -> None:
+        if m <= _PW_BLOCKSIZE:
+            lo_out.append(lo)
+            n_out.append(m)
+            return
+        m2 = m // 2
+        m2 -= m2 % 8
+        visit(lo, m2)
+        visit(lo + m2, m - m2)
+        lo_out.append(-1)
+        n_out.append(0)
+
+    visit(0, n)
+    return np.asarray(lo_out, dtype=np.int64), np.asarray(n_out, dtype=np.int64)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _row_sum(a, plan_lo, plan_n, vals):  # pragma: no cover - compiled
+    """np.add.reduce of a contiguous float64 row as numpy (2.x) does it: 0.0 + pairwise_sum(a), by `sum_plan`.
+
+    `vals` is a work array of at least len(plan_lo) values, allocated once per task by the caller.
+    """
+    nv = 0
+    for e in range(plan_lo.shape[0]):
+        lo = plan_lo[e]
+        if lo < 0:
+            vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
+            nv -= 1
+        else:
+            vals[nv] = _leaf(a, lo, plan_n[e])
+            nv += 1
+    return 0.0 + vals[0]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _row_sum_one(a, plan_lo, plan_n):  # pragma: no cover - compiled
+    return _row_sum(a, plan_lo, plan_n, np.empty(plan_lo.shape[0], np.float64))
+
+
+def pairwise_sum(a: np.ndarray) -> float:
+    """Sum of a 1-D float64 array in numpy's order (for tests: equals ``a.sum()`` bit for bit)."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    return float(_row_sum_one(a, *sum_plan(a.shape[0])))
+
+
+def grouped_order(i: np.ndarray) -> np.ndarray | None:
+    """Pair order grouped by first row (stable), or None when `i` is already non-decreasing (IJB-C's lists are)."""
+    if i.size < 2 or bool(np.all(i[1:] >= i[:-1])):
+        return None
+    return np.argsort(i, kind="stable")
+
+
+_LOG_SAFE = 2.0**60
+"""Fast MLS: sigma_sq1 + sigma_sq2 within [2^-60, 2^60] lets 16 of them multiply without over/underflow."""
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _log_sum_fast(mu, d):  # pragma: no cover - compiled
+    """sum_k log(mu[k]) as a sum of logs of products of 16 values (4 interleaved products per 64 values).
+
+    D/16 logs per pair instead of D; absolute error about D * 2^-53 * max|log mu| (not bit-identical to
+    the sum of logs). Only for values within [1/_LOG_SAFE, _LOG_SAFE] (the caller checks).
+    """
+    total = 0.0
+    k = 0
+    while k + 64 <= d:
+        p0 = 1.0
+        p1 = 1.0
+        p2 = 1.0
+        p3 = 1.0
+        for q in range(k, k + 64, 4):
+            p0 *= mu[q]
+            p1 *= mu[q + 1]
+            p2 *= mu[q + 2]
+            p3 *= mu[q + 3]
+        total += (math.log(p0) + math.log(p1)) + (math.log(p2) + math.log(p3))
+        k += 64
+    while k < d:
+        p = 1.0
+        for q in range(k, min(d, k + 16)):
+            p *= mu[q]
+        total += math.log(p)
+        k += 16
+    return total
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _mls_kernel(unit, sigma, i, j, order, plan_lo, plan_n, safe, out):  # pragma: no cover - compiled
+    m = i.shape[0]
+    d = unit.shape[1]
+    wide = sigma.shape[1] != 1
+    fast = safe.shape[0] > 0
+    n_tasks = (m + GROUP_CHUNK - 1) // GROUP_CHUNK
+    for t in numba.prange(n_tasks):
+        buf = np.empty(d, dtype=np.float64)
+        mut = np.empty(d, dtype=np.float64)
+        vals = np.empty(plan_lo.shape[0], np.float64)
+        for q in range(t * GROUP_CHUNK, min(m, (t + 1) * GROUP_CHUNK)):
+            p = order[q] if order.shape[0] else q
+            a = i[p]
+            b = j[p]
+            if wide:
+                for k in range(d):  # no calls, no branches: vectorised
+                    mu = sigma[a, k] + sigma[b, k]
+                    diff = unit[a, k] - unit[b, k]
+                    mut[k] = mu
+                    buf[k] = diff * diff / mu
+                if fast and safe[a] and safe[b]:
+                    out[p] = -(_row_sum(buf, plan_lo, plan_n, vals) + _log_sum_fast(mut, d))
+                    continue
+                for k in range(d):  # numpy's term: d*d/mu + log(mu), then the pairwise sum
+                    buf[k] = buf[k] + math.log(mut[k])
+            else:
+                mu = sigma[a, 0] + sigma[b, 0]
+                lg = math.log(mu)
+                for k in range(d):
+                    diff = unit[a, k] - unit[b, k]
+                    buf[k] = diff * diff / mu + lg
+            out[p] = -_row_sum(buf, plan_lo, plan_n, vals)
+
+
+def _check_mutual_positive(sigma: np.ndarray, i: np.ndarray, j: np.ndarray, block: int = 16384) -> None:
+    """Refuse, as the numpy formula does, a pair with sigma_sq1 + sigma_sq2 <= 0 in some dimension.
+
+    Only rows holding a value <= 0 can make such a pair, so only the pairs touching them are looked at.
+    """
+    nonpos = (sigma <= 0).any(axis=1)
+    if not nonpos.any():
+        return
+    (sel,) = np.nonzero(nonpos[i] | nonpos[j])
+    for s in range(0, sel.size, block):
+        k = sel[s : s + block]
+        if np.any(sigma[i[k]] + sigma[j[k]] <= 0):
+            raise ValueError("MLS needs sigma_sq > 0; a pair has sigma_sq1 + sigma_sq2 <= 0")
+
+
+def mls_pairs(
+    unit: np.ndarray, sigma_sq: np.ndarray, i: np.ndarray, j: np.ndarray, *, exact: bool = True
+) -> np.ndarray:
+    """PFE MLS -sum_d((u1-u2)^2/(s1+s2) + log(s1+s2)) of pairs (i, j), float64 (M,).
+
+    `unit` (N, D) L2-normalised float64 rows, `sigma_sq` (N, D) or (N, 1), `i`, `j` valid int64 row
+    indices (checked by the caller). `exact`: bit-identical to the numpy formula (one log per dimension,
+    which is most of the time); otherwise the log term of (N, D) sigma_sq is summed as logs of products
+    of 16 values (differences ~1e-13, far below float32 rounding; pairs touching a row with values outside
+    [2^-60, 2^59] fall back to the exact sum). A ValueError when some pair has sigma_sq1 + sigma_sq2 <= 0.
+    """
+    unit = np.ascontiguousarray(unit, dtype=np.float64)
+    sigma = np.ascontiguousarray(sigma_sq, dtype=np.float64)
+    i = np.ascontiguousarray(i, dtype=np.int64)
+    j = np.ascontiguousarray(j, dtype=np.int64)
+    out = np.empty(i.size, dtype=np.float64)
+    if i.size == 0:
+        return out
+    _check_mutual_positive(sigma, i, j)
+    safe = np.empty(0, np.bool_)
+    if not exact and sigma.shape[1] > 1:
+        safe = ((sigma >= 1.0 / _LOG_SAFE) & (sigma <= _LOG_SAFE / 2)).all(axis=1)
+    _mls_kernel(unit, sigma, i, j, _order_arg(i), *sum_plan(unit.shape[1]), safe, out)
+    return out
+
+
+def _order_arg(i: np.ndarray) -> np.ndarray:
+    """grouped_order(i) as the kernels take it: an empty array for "already grouped"."""
+    order = grouped_order(i)
+    return np.empty(0, np.int64) if order is None else order
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _cosine_analytic_kernel(u, mu, i, j, order, plan_lo, plan_n, out):  # pragma: no cover - compiled
+    m = i.shape[0]
+    d = mu.shape[1]
+    wide = u.shape[1] != 1
+    n_tasks = (m + GROUP_CHUNK - 1) // GROUP_CHUNK
+    for t in numba.prange(n_tasks):
+        buf = np.empty(d, dtype=np.float64)
+        vals = np.empty(plan_lo.shape[0], np.float64)
+        for q in range(t * GROUP_CHUNK, min(m, (t + 1) * GROUP_CHUNK)):
+            p = order[q] if order.shape[0] else q
+            a = i[p]
+            b = j[p]
+            for k in range(d):
+                ua = u[a, k] if wide else u[a, 0]
+                ub = u[b, k] if wide else u[b, 0]
+                m1 = mu[a, k]
+                m2 = mu[b, k]
+                buf[k] = (ua * ub + m1 * m1 * ub) + m2 * m2 * ua
+            out[p] = _row_sum(buf, plan_lo, plan_n, vals)
+
+
+def cosine_analytic_pairs(values: np.ndarray, features: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """sum_d(u1*u2 + mu1^2*u2 + mu2^2*u1) of pairs (i, j), float64 (M,), bit-identical to numpy's formula.
+
+    `values` (N, D) or (N, 1) per-row uncertainties, `features` (N, D) used as given (not normalised).
+    """
+    u = np.ascontiguousarray(values, dtype=np.float64)
+    if u.ndim == 1:
+        u = u[:, None]
+    mu = np.ascontiguousarray(features, dtype=np.float64)
+    if u.shape[1] not in (1, mu.shape[1]):
+        raise ValueError(f"cosine-analytic: values have {u.shape[1]} columns, features {mu.shape[1]}")
+    i = np.ascontiguousarray(i, dtype=np.int64)
+    j = np.ascontiguousarray(j, dtype=np.int64)
+    out = np.empty(i.size, dtype=np.float64)
+    if i.size:
+        _cosine_analytic_kernel(u, mu, i, j, _order_arg(i), *sum_plan(mu.shape[1]), out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _reciprocal_sums_kernel(v, squared, plan_lo, plan_n, out):  # pragma: no cover - compiled
+    n = v.shape[0]
+    d = v.shape[1]
+    n_tasks = (n + GROUP_CHUNK - 1) // GROUP_CHUNK
+    for t in numba.prange(n_tasks):
+        buf = np.empty(d, dtype=np.float64)
+        vals = np.empty(plan_lo.shape[0], np.float64)
+        for r in range(t * GROUP_CHUNK, min(n, (t + 1) * GROUP_CHUNK)):
+            for k in range(d):
+                x = v[r, k]
+                buf[k] = 1.0 / (x * x if squared else x)
+            out[r] = _row_sum(buf, plan_lo, plan_n, vals)
+
+
+def row_reciprocal_sums(values: np.ndarray, squared: bool = False) -> np.ndarray:
+    """Per row sum_k 1/v_k (or 1/v_k^2), float64 (N,), bit-identical to ``(1.0 / v).sum(axis=1)``.
+
+    The row statistic behind the harmonic combinations of (N, D) uncertainties (harmonic mean =
+    K / sum(1/v)); a zero value gives inf, as numpy does (no warning).
+    """
+    v = np.ascontiguousarray(values, dtype=np.float64)
+    if v.ndim == 1:
+        v = v[:, None]
+    out = np.empty(len(v), dtype=np.float64)
+    if len(v):
+        _reciprocal_sums_kernel(v, bool(squared), *sum_plan(v.shape[1]), out)
+    return out
