@@ -1,0 +1,158 @@
+"""`datasets import`: features and quality scores the user has, matched by path into a verified store."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from facedata.errors import DataError
+from facedata.importing import import_store, parse_quality
+from facedata.manifest import load_manifest
+from facedata.readers import read_dataset
+from featurestore.errors import StoreError
+from featurestore.integrity import verify
+from featurestore.schema import STATUS_MISSING, STATUS_OK, ModelSpec
+from featurestore.store import FeatureStore
+from tests.import_fixture import write_table_dataset
+from tests.test_datasets_cli import datasets
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    return write_table_dataset(tmp_path_factory.mktemp("byo"))
+
+
+def tables_of(ds):
+    return read_dataset(load_manifest(str(ds["manifest"])), ds["root"])
+
+
+def test_parse_quality():
+    q = parse_quality("ofiq=C:/x/ofiq.csv#UQS:confidence")
+    assert (q.name, q.file, q.kind) == ("ofiq", "C:/x/ofiq.csv#UQS", "confidence")
+    for bad in ("ofiq", "=f.csv:confidence", "ofiq=f.csv", "ofiq=f.csv:quality"):
+        with pytest.raises(ValueError):
+            parse_quality(bad)
+
+
+def test_import_matches_by_path_in_any_order_and_reports_both_ways(ds, tmp_path):
+    paths, emb, scale = ds["paths"], ds["embedding"], ds["scale"]
+    n = len(paths)
+    rng = np.random.default_rng(1)
+    perm = rng.permutation(n)
+    keep = perm[3:]  # three dataset images have no features
+    np.savez(
+        tmp_path / "emb.npz",
+        paths=np.r_[paths[keep], ["extra/a.jpg", "extra/b.jpg"]],
+        embeddings=np.r_[emb[keep], np.ones((2, emb.shape[1]), np.float32)],
+    )
+    pd.DataFrame({"path": ["./" + p for p in paths[perm[::-1]]], "sf": scale[perm[::-1]]}).to_parquet(
+        tmp_path / "q.parquet"
+    )
+    unc = 1.0 / scale
+    pd.DataFrame({"path": paths[1:], "u": unc[1:]}).to_csv(tmp_path / "u.csv", index=False)
+    rep = import_store(
+        tables_of(ds),
+        tmp_path / "byo.zarr",
+        str(tmp_path / "emb.npz"),
+        qualities=[
+            parse_quality(f"sf={tmp_path}/q.parquet:confidence"),
+            parse_quality(f"ser={tmp_path}/u.csv#u:uncertainty"),
+        ],
+        chunk_rows=16,
+    )
+    text = rep.format()
+    assert f"{n - 3:,} of {n:,} dataset images matched" in text
+    assert '3 dataset images have no row in it (status "missing")' in text
+    assert "2 of its 89 rows match no dataset image (ignored): extra/a.jpg, extra/b.jpg" in text
+    assert "1 dataset images have no row in it (NaN: analyze leaves them out): img/0.jpg" in text
+    assert "verify: " in text and "intact" in text
+    assert rep.models == ["sf", "ser"] and (rep.n_ok, rep.n_missing) == (n - 3, 3)
+    with FeatureStore.open(tmp_path / "byo.zarr") as st:
+        assert verify(st) == []
+        assert st.models["sf"].family == "external" and st.models["sf"].external_quality() == {"sf": "confidence"}
+        assert st.models["ser"].outputs == ("embedding", "norm", "ser")
+        status = st.status()
+        assert (status[perm[:3]] == STATUS_MISSING).all() and (status[keep] == STATUS_OK).all()
+        got = st.read("sf", "embedding")
+        np.testing.assert_array_equal(got[keep], emb[keep])
+        assert np.isnan(got[perm[:3]]).all()
+        np.testing.assert_allclose(st.read("sf", "norm")[keep], np.linalg.norm(emb[keep], axis=1), rtol=1e-6)
+        np.testing.assert_array_equal(st.read("sf", "sf"), scale)
+        ser = st.read("ser", "ser")
+        assert np.isnan(ser[0]) and np.allclose(ser[1:], unc[1:].astype(np.float32))
+        assert st.attrs["extra"]["imported"]["quality"]["ser"]["kind"] == "uncertainty"
+
+
+def test_npy_needs_dataset_order_and_hdf5_paths(ds, tmp_path):
+    paths, emb = ds["paths"], ds["embedding"]
+    np.save(tmp_path / "emb.npy", emb)
+    with pytest.raises(DataError, match=r"emb\.npy: has no paths to match rows by .*--order dataset"):
+        import_store(tables_of(ds), tmp_path / "a.zarr", str(tmp_path / "emb.npy"))
+    assert not (tmp_path / "a.zarr").exists()
+    with h5py.File(tmp_path / "flip.h5", "w") as f:
+        f["paths"] = np.asarray(paths, dtype="S")
+        f["feats"] = emb[:, ::-1]
+    rep = import_store(
+        tables_of(ds),
+        tmp_path / "a.h5",
+        str(tmp_path / "emb.npy"),
+        flipped=str(tmp_path / "flip.h5"),
+        order="dataset",
+        model="mine",
+    )
+    assert rep.models == ["mine"] and rep.n_missing == 0
+    with FeatureStore.open(tmp_path / "a.h5") as st:
+        assert st.models["mine"].outputs == ("embedding", "norm", "embedding_flip")
+        np.testing.assert_array_equal(st.read("mine", "embedding_flip"), emb[:, ::-1])
+
+
+def test_bad_inputs_are_one_line_errors_and_nothing_is_overwritten(ds, tmp_path):
+    paths, emb = ds["paths"], ds["embedding"]
+    np.savez(tmp_path / "dup.npz", paths=np.r_[paths, paths[:1]], embeddings=np.r_[emb, emb[:1]])
+    with pytest.raises(DataError, match=r"dup\.npz: path 'img/0\.jpg' is given twice \(row 90\)"):
+        import_store(tables_of(ds), tmp_path / "x.zarr", str(tmp_path / "dup.npz"))
+    np.savez(tmp_path / "two.npz", paths=paths, a=emb, b=emb)
+    with pytest.raises(DataError, match=r"cannot tell which of a, b holds the values; name it as FILE#NAME"):
+        import_store(tables_of(ds), tmp_path / "x.zarr", str(tmp_path / "two.npz"))
+    foreign = tmp_path / "foreign.zarr"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    np.savez(tmp_path / "ok.npz", paths=paths, embeddings=emb)
+    with pytest.raises(StoreError, match="already exists; pass --overwrite"):
+        import_store(tables_of(ds), foreign, str(tmp_path / "ok.npz"))
+    with pytest.raises(StoreError, match="was not made by `datasets import`"):
+        import_store(tables_of(ds), foreign, str(tmp_path / "ok.npz"), overwrite=True)
+    with pytest.raises(StoreError, match="was not made by `datasets import`"):
+        import_store(tables_of(ds), ds["builtin"], str(tmp_path / "ok.npz"), overwrite=True)
+    assert (foreign / "keep.txt").read_text() == "mine"
+    import_store(tables_of(ds), tmp_path / "y.zarr", str(tmp_path / "ok.npz"))
+    import_store(tables_of(ds), tmp_path / "y.zarr", str(tmp_path / "ok.npz"), overwrite=True)  # ours: replaced
+
+
+def test_external_spec_checks_its_quality_names():
+    ModelSpec("m", "external", outputs=("embedding", "norm", "q"), config={"quality": {"q": "confidence"}})
+    with pytest.raises(ValueError, match="unknown outputs"):
+        ModelSpec("m", "external", outputs=("embedding", "q"))
+    with pytest.raises(ValueError, match="must be one of"):
+        ModelSpec("m", "external", outputs=("embedding", "q"), config={"quality": {"q": "score"}})
+    with pytest.raises(ValueError, match="cannot name a quality output"):
+        ModelSpec("m", "external", outputs=("embedding", "scale"), config={"quality": {"scale": "confidence"}})
+    with pytest.raises(ValueError, match="unknown outputs"):  # only external models take user-named outputs
+        ModelSpec("m", "scaleface", outputs=("embedding", "q"), config={"quality": {"q": "confidence"}})
+
+
+def test_cli_import_and_option_errors(ds, tmp_path):
+    paths, emb, scale = ds["paths"], ds["embedding"], ds["scale"]
+    np.savez(tmp_path / "emb.npz", paths=paths, embeddings=emb)
+    pd.DataFrame({"path": paths, "scale": scale}).to_csv(tmp_path / "s.csv", index=False)
+    base = ["import", "--dataset", str(ds["manifest"]), "--data-root", str(ds["root"]), "--embeddings", "emb.npz"]
+    r = datasets([*base, "--out", "o.zarr", "--quality", "s=s.csv:sometimes"], tmp_path)
+    assert r.returncode == 2 and "--quality" in r.stderr and "'sometimes' must be one of" in r.stderr
+    assert not (tmp_path / "o.zarr").exists()
+    r = datasets([*base, "--out", "o.zarr", "--quality", "s=nope.csv:confidence"], tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == "error: nope.csv: file not found"
+    r = datasets([*base, "--out", "o.zarr", "--quality", "s=s.csv:confidence"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "models s (external, confidence s)" in r.stdout and "intact" in r.stdout
