@@ -126,7 +126,8 @@ def synthesize_store_cmd(out: str, preset: str, seed: int) -> None:
 @click.option(
     "--dataset",
     required=True,
-    help="Built-in manifest name (see `datasets list`) or path to a manifest YAML: its images table is the store's.",
+    help="Built-in manifest name (see `datasets list`), path to a manifest YAML, or an existing store (STORE.zarr, "
+    "STORE.h5): its images table and protocols are the new store's.",
 )
 @click.option(
     "--data-root",
@@ -141,7 +142,8 @@ def synthesize_store_cmd(out: str, preset: str, seed: int) -> None:
     "--embeddings",
     required=True,
     help="FILE[#ARRAY]: embeddings (N, D) in .npz/.h5 (a `paths` array), .parquet/.csv (a `path` column; one "
-    "list column or one column per dimension) or .npy (with --order dataset).",
+    "list column or one column per dimension), .txt (`path v1 v2 ...` lines), .npy (with --order dataset), "
+    "or a feature store's model: STORE#MODEL.",
 )
 @click.option("--flipped", default=None, help="FILE[#ARRAY]: embeddings of the mirrored images, same forms.")
 @click.option(
@@ -151,9 +153,11 @@ def synthesize_store_cmd(out: str, preset: str, seed: int) -> None:
     metavar="NAME=FILE[#COL]:confidence|uncertainty",
     help="A per-image score and what it means (confidence: higher = better; uncertainty: higher = worse); "
     "repeatable, one store model per quality, named NAME. FILE#COL picks a column/array (default: NAME, "
-    "or the only one).",
+    "or the only one); a store's output is STORE#MODEL/OUTPUT (e.g. ijbc.zarr#scaleface/scale).",
 )
-@click.option("--key", default=None, help="The path column/array of every file (default: `path` or `paths`).")
+@click.option(
+    "--key", default=None, help="The path column/array of every file (default: path, paths, Filename or filename)."
+)
 @click.option(
     "--order",
     type=click.Choice(["path", "dataset"]),
@@ -189,7 +193,7 @@ def import_cmd(
         --quality ofiq=ofiq.csv#UnifiedQualityScore:confidence --quality scaleface=scale.npz:confidence
       analyze reject --cache ofiq.zarr --protocol ijbc_1to1
     """
-    from facedata.importing import import_store, parse_quality
+    from facedata.importing import import_store, parse_quality, store_tables
     from facedata.manifest import load_manifest, manifest_digest, resolve_data_root
     from facedata.readers import read_dataset
 
@@ -201,9 +205,14 @@ def import_cmd(
             raise click.BadParameter(str(exc), param_hint="--quality") from None
     if len({q.name for q in parsed}) != len(parsed):
         raise click.BadParameter("each NAME may be given once", param_hint="--quality")
-    manifest = load_manifest(dataset)
-    root = resolve_data_root(manifest, data_root)
-    tables = read_dataset(manifest, root)
+    if Path(dataset).suffix in (".zarr", ".h5", ".hdf5") and Path(dataset).exists():  # the images of a store
+        tables, digest, extra = store_tables(dataset)
+        root = data_root or extra.get("data_root")
+    else:
+        manifest = load_manifest(dataset)
+        root = resolve_data_root(manifest, data_root)
+        tables, digest = read_dataset(manifest, root), manifest_digest(manifest)
+        extra = {"data_root": str(root), "manifest": manifest.name}
     report = import_store(
         tables,
         out,
@@ -213,10 +222,11 @@ def import_cmd(
         key=key,
         order=order,
         model=model,
-        manifest_digest=manifest_digest(manifest),
+        manifest_digest=digest,
         chunk_rows=chunk_rows,
         overwrite=overwrite,
-        extra_attrs={"data_root": str(root), "manifest": manifest.name},
+        extra_attrs=extra,
+        data_root=root,
     )
     click.echo(report.format())
 

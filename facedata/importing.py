@@ -11,6 +11,7 @@ out). The store is written through `featurestore.store` (chunks, checksums, done
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from facedata.errors import DataError
 from featurestore.backend import read_root_attrs
 from featurestore.errors import StoreError
 from featurestore.schema import EXTERNAL_KINDS, STATUS_MISSING, STATUS_OK, DatasetTables, ModelSpec
-from featurestore.store import DEFAULT_CHUNK_ROWS, FeatureStore, create_store
+from featurestore.store import DEFAULT_CHUNK_ROWS, FeatureStore, create_store, is_our_store
 
 __all__ = [
     "ARRAY_SUFFIXES",
@@ -37,11 +38,13 @@ __all__ = [
     "parse_quality",
 ]
 
-ARRAY_SUFFIXES = (".npy", ".npz", ".parquet", ".pq", ".csv", ".h5", ".hdf5")
-"""File formats read by suffix; `FILE#NAME` picks one array (npz, HDF5) or column (Parquet, CSV)."""
+ARRAY_SUFFIXES = (".npy", ".npz", ".parquet", ".pq", ".csv", ".txt", ".h5", ".hdf5", ".zarr")
+"""File formats read by suffix; `FILE#NAME` picks one array (npz, HDF5) or column (Parquet, CSV). A CSV's
+delimiter is sniffed (OFIQ writes ';'); a .txt is `path value...` per line, no header (CR-FIQA's score
+files); a feature store (.zarr, or an .h5 this tool wrote) is read as `STORE#MODEL[/OUTPUT]`."""
 
-PATH_KEYS = ("path", "paths")
-"""The path column (tables) or array (npz, HDF5) looked for when --key is not given."""
+PATH_KEYS = ("path", "paths", "Filename", "filename")
+"""The path column (tables) or array (npz, HDF5) looked for, in this order, when --key is not given."""
 
 EMBEDDING_KEYS = ("embedding", "embeddings", "features")
 SHOWN = 5
@@ -124,9 +127,32 @@ def _as_paths(values: Any) -> np.ndarray:
     )
 
 
-def load_values(spec: str, *, key: str | None, preferred: tuple[str, ...] = ()) -> Loaded:
+def _from_store(path: Path, wanted: str | None, default_output: str | None) -> Loaded:
+    """`STORE#MODEL[/OUTPUT]`: a model output of a feature store, NaN on rows not done or not ok."""
+    model, _, output = (wanted or "").partition("/")
+    output = output or default_output or ""
+    if not model or not output:
+        raise DataError("name the model output as STORE#MODEL/OUTPUT (embeddings: STORE#MODEL)", path=str(path))
+    with FeatureStore.open(path) as st:
+        values = st.read(model, output).astype(np.float64)
+        ok = st.row_done() & (st.status() == STATUS_OK)
+        values[~ok] = np.nan
+        paths = _as_paths(st.image_column("path"))
+    return Loaded(str(path), values, paths, "", f"{model}/{output}")
+
+
+def _read_text(path: Path) -> pd.DataFrame:
+    """`path value [value...]` per line, whitespace-separated, no header: column 'path', then '0', '1', ..."""
+    df = pd.read_csv(path, sep=r"\s+", header=None, engine="python", dtype={0: str})
+    return df.rename(columns={0: "path", **{i: str(i - 1) for i in range(1, df.shape[1])}})
+
+
+def load_values(
+    spec: str, *, key: str | None, preferred: tuple[str, ...] = (), store_output: str | None = None
+) -> Loaded:
     """Read `FILE[#NAME]`: the values (the named array/column, a preferred name, or the only one besides
-    the paths) and the row paths (`key`, default a `path`/`paths` column or array)."""
+    the paths) and the row paths (`key`, default the first of PATH_KEYS there). A feature store is read as
+    `STORE#MODEL/OUTPUT` (`store_output`: the OUTPUT when only the model is named)."""
     path, wanted = _split(spec)
     source = str(path)
     suffix = path.suffix.lower()
@@ -134,8 +160,12 @@ def load_values(spec: str, *, key: str | None, preferred: tuple[str, ...] = ()) 
         raise DataError(
             f"unknown file type {suffix or '(none)'!r}; use one of {', '.join(ARRAY_SUFFIXES)}", path=source
         )
-    if not path.is_file():
+    if not path.exists():
         raise DataError("file not found", path=source)
+    if suffix == ".zarr" or (suffix in (".h5", ".hdf5") and is_our_store(path)):
+        return _from_store(path, wanted, store_output)
+    if not path.is_file():
+        raise DataError("not a file", path=source)
     try:
         if suffix == ".npy":
             if wanted is not None:
@@ -156,7 +186,12 @@ def load_values(spec: str, *, key: str | None, preferred: tuple[str, ...] = ()) 
                 array = _pick(names, wanted, preferred, pk, source)
                 values, paths = f[array][()], (None if pk is None else _as_paths(f[pk][()]))
         else:
-            df = pd.read_parquet(path) if suffix in (".parquet", ".pq") else pd.read_csv(path)
+            if suffix in (".parquet", ".pq"):
+                df = pd.read_parquet(path)
+            elif suffix == ".txt":
+                df = _read_text(path)
+            else:
+                df = pd.read_csv(path, sep=None, engine="python")
             names = [str(c) for c in df.columns]
             pk = _path_key(names, key, source)
             array = _pick(names, wanted, preferred, pk, source) if wanted or preferred or len(names) <= 2 else ""
@@ -179,10 +214,16 @@ def load_values(spec: str, *, key: str | None, preferred: tuple[str, ...] = ()) 
     return Loaded(source, values, paths, _sha256(path), array)
 
 
-def normalise_path(p: str) -> str:
-    """A path as the dataset's images table writes it: '/' separators, no './', no trailing spaces."""
+def normalise_path(p: str, root: str = "") -> str:
+    """A path as the dataset's images table writes it: '/' separators, no './', no surrounding spaces, and
+    relative to the data root `root` when it is an absolute path under it."""
     p = p.strip().replace("\\", "/")
-    return posixpath.normpath(p) if p else p
+    if not p:
+        return p
+    p = posixpath.normpath(p)
+    if root and p.startswith(root + "/"):
+        p = p[len(root) + 1 :]
+    return p
 
 
 @dataclass
@@ -214,7 +255,7 @@ class Match:
         return out
 
 
-def match_rows(what: str, loaded: Loaded, dataset_paths: np.ndarray, order: str) -> Match:
+def match_rows(what: str, loaded: Loaded, dataset_paths: np.ndarray, order: str, root: str = "") -> Match:
     """Map dataset rows to file rows by path (`order` 'path'), or take the file's row order as the dataset's
     (`order` 'dataset': same row count, and the paths, when the file has them, must agree)."""
     n = len(dataset_paths)
@@ -224,7 +265,7 @@ def match_rows(what: str, loaded: Loaded, dataset_paths: np.ndarray, order: str)
                 f"--order dataset: {len(loaded.values):,} rows, the dataset has {n:,} images", path=loaded.source
             )
         if loaded.paths is not None:
-            theirs = [normalise_path(p) for p in loaded.paths]
+            theirs = [normalise_path(p, root) for p in loaded.paths]
             bad = next((i for i, (a, b) in enumerate(zip(theirs, dataset_paths)) if a != b), None)
             if bad is not None:
                 raise DataError(
@@ -239,7 +280,7 @@ def match_rows(what: str, loaded: Loaded, dataset_paths: np.ndarray, order: str)
             "pass --order dataset if its rows are in the dataset's order",
             path=loaded.source,
         )
-    theirs = pd.Index([normalise_path(p) for p in loaded.paths])
+    theirs = pd.Index([normalise_path(p, root) for p in loaded.paths])
     dup = theirs.duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
@@ -285,6 +326,21 @@ def _refuse_existing(out: Path, overwrite: bool) -> None:
         )
 
 
+def store_tables(path: str | Path) -> tuple[DatasetTables, str, dict[str, Any]]:
+    """(images table with the verification and 1:N protocols, manifest digest, extra attributes) of an existing
+    store, for importing scores of the images it was extracted from (`--dataset STORE`)."""
+    with FeatureStore.open(path) as st:
+        tables = DatasetTables(
+            st.dataset or Path(path).stem,
+            st.images(),
+            {name: st.protocol(name) for name in st.protocols_info},
+            identification={name: st.identification(name) for name in st.identification_info},
+        )
+        extra = st.attrs.get("extra") or {}
+        keep = {k: extra[k] for k in ("data_root", "manifest") if k in extra}
+        return tables, str(st.attrs.get("manifest_digest", "")), {**keep, "images_from": str(path)}
+
+
 def model_names(qualities: list[QualitySource], model: str | None) -> list[str]:
     """One model per quality, named by it (`MODEL-NAME` with --model); without qualities one model
     (`--model`, default 'external')."""
@@ -307,8 +363,10 @@ def import_store(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     overwrite: bool = False,
     extra_attrs: dict[str, Any] | None = None,
+    data_root: str | Path | None = None,
 ) -> ImportReport:
-    """Build the store at `out` from `tables` and the user's files (see the module docstring); verify it."""
+    """Build the store at `out` from `tables` and the user's files (see the module docstring); verify it.
+    Absolute paths in the files under `data_root` are matched relative to it."""
     from featurestore.integrity import format_report, verify
 
     out = Path(out)
@@ -318,24 +376,25 @@ def import_store(
         raise ValueError(f"--quality names must be unique, got {names}")
     models = model_names(qualities, model)
     _refuse_existing(out, overwrite)
+    root = posixpath.normpath(os.path.abspath(data_root)).replace("\\", "/") if data_root else ""
     dataset_paths = np.asarray([normalise_path(str(p)) for p in tables.images.path], dtype=object)
     n = len(dataset_paths)
-    emb = load_values(embeddings, key=key, preferred=EMBEDDING_KEYS)
+    emb = load_values(embeddings, key=key, preferred=EMBEDDING_KEYS, store_output="embedding")
     if emb.values.ndim != 2 or emb.values.shape[1] < 1:
         raise DataError(f"embeddings must be (N, D), got shape {emb.values.shape}", path=emb.source)
     dim = emb.values.shape[1]
     lines: list[str] = []
-    m_emb = match_rows("embeddings", emb, dataset_paths, order)
+    m_emb = match_rows("embeddings", emb, dataset_paths, order, root)
     features = _gather(emb.values, m_emb.file_row)
     lines += m_emb.lines(dataset_paths, 'status "missing"')
     present = m_emb.file_row >= 0
     flip_values = None
     sources: dict[str, Any] = {"embeddings": {"file": emb.source, "array": emb.array, "sha256": emb.sha256}}
     if flipped is not None:
-        fl = load_values(flipped, key=key, preferred=EMBEDDING_KEYS)
+        fl = load_values(flipped, key=key, preferred=EMBEDDING_KEYS, store_output="embedding_flip")
         if fl.values.shape[1:] != (dim,):
             raise DataError(f"flipped embeddings have shape {fl.values.shape}, embeddings (N, {dim})", path=fl.source)
-        m_fl = match_rows("flipped embeddings", fl, dataset_paths, order)
+        m_fl = match_rows("flipped embeddings", fl, dataset_paths, order, root)
         flip_values = _gather(fl.values, m_fl.file_row)
         lines += m_fl.lines(dataset_paths, 'status "missing"')
         present &= m_fl.file_row >= 0
@@ -359,7 +418,7 @@ def import_store(
             raise DataError(
                 f"quality {q.name!r} must be one number per image, got shape {loaded.values.shape}", path=loaded.source
             )
-        mq = match_rows(f"quality {q.name} ({q.kind})", loaded, dataset_paths, order)
+        mq = match_rows(f"quality {q.name} ({q.kind})", loaded, dataset_paths, order, root)
         quality_values[q.name] = _gather(loaded.values, mq.file_row)
         lines += mq.lines(dataset_paths, "NaN: analyze leaves them out")
         sources.setdefault("quality", {})[q.name] = {

@@ -156,3 +156,50 @@ def test_cli_import_and_option_errors(ds, tmp_path):
     r = datasets([*base, "--out", "o.zarr", "--quality", "s=s.csv:confidence"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert "models s (external, confidence s)" in r.stdout and "intact" in r.stdout
+
+
+def test_ofiq_csv_crfiqa_txt_and_store_sources(ds, tmp_path):
+    """A ';'-separated CSV with a Filename column of absolute paths under the data root (OFIQ's way), a
+    headerless `path score` text file (CR-FIQA's), and a store's model output (`STORE#MODEL/OUTPUT`)."""
+    paths, scale = ds["paths"], ds["scale"]
+    root = ds["root"]
+    pd.DataFrame({"Filename": [f"{root}/{p}" for p in paths], "UQS": scale * 10}).to_csv(
+        tmp_path / "ofiq.csv", sep=";", index=False
+    )
+    pd.DataFrame({"p": paths[::-1], "s": scale[::-1] + 1}).to_csv(
+        tmp_path / "cr.txt", sep=" ", header=False, index=False
+    )
+    builtin = f"{ds['builtin']}#scaleface"
+    rep = import_store(
+        tables_of(ds),
+        tmp_path / "q.zarr",
+        builtin,
+        qualities=[
+            parse_quality(f"ofiq={tmp_path}/ofiq.csv#UQS:confidence"),
+            parse_quality(f"cr={tmp_path}/cr.txt:confidence"),
+            parse_quality(f"sf={builtin}/scale:confidence"),
+        ],
+        data_root=root,
+    )
+    assert rep.n_missing == 0
+    with FeatureStore.open(tmp_path / "q.zarr") as st:
+        np.testing.assert_allclose(st.read("ofiq", "ofiq"), (scale * 10).astype(np.float32))
+        np.testing.assert_allclose(st.read("cr", "cr"), (scale + 1).astype(np.float32))
+        np.testing.assert_array_equal(st.read("sf", "sf"), scale)
+        np.testing.assert_array_equal(st.read("sf", "embedding"), ds["embedding"])
+    with pytest.raises(DataError, match=r"name the model output as STORE#MODEL/OUTPUT"):
+        import_store(tables_of(ds), tmp_path / "r.zarr", str(ds["builtin"]))
+
+
+def test_cli_dataset_from_a_store(ds, tmp_path):
+    """`--dataset STORE`: the images and protocols of the store the features came from, no data root needed."""
+    store = str(ds["builtin"])
+    args = ["import", "--dataset", store, "--out", "o.zarr", "--embeddings", f"{store}#scaleface"]
+    r = datasets([*args, "--quality", f"scaleface={store}#scaleface/scale:confidence"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    with FeatureStore.open(tmp_path / "o.zarr") as st, FeatureStore.open(store) as ref:
+        assert (
+            set(st.protocols_info) == set(ref.protocols_info)
+            and st.attrs["images_digest"] == ref.attrs["images_digest"]
+        )
+        np.testing.assert_array_equal(st.read("scaleface", "scaleface"), ref.read("scaleface", "scale"))
