@@ -148,11 +148,17 @@ def _read_text(path: Path) -> pd.DataFrame:
 
 
 def load_values(
-    spec: str, *, key: str | None, preferred: tuple[str, ...] = (), store_output: str | None = None
+    spec: str,
+    *,
+    key: str | None,
+    preferred: tuple[str, ...] = (),
+    store_output: str | None = None,
+    matrix: bool = False,
 ) -> Loaded:
     """Read `FILE[#NAME]`: the values (the named array/column, a preferred name, or the only one besides
     the paths) and the row paths (`key`, default the first of PATH_KEYS there). A feature store is read as
-    `STORE#MODEL/OUTPUT` (`store_output`: the OUTPUT when only the model is named)."""
+    `STORE#MODEL/OUTPUT` (`store_output`: the OUTPUT when only the model is named). With `matrix`, a table's
+    value columns (several, none of them named) are the dimensions of one row each."""
     path, wanted = _split(spec)
     source = str(path)
     suffix = path.suffix.lower()
@@ -194,13 +200,16 @@ def load_values(
                 df = pd.read_csv(path, sep=None, engine="python")
             names = [str(c) for c in df.columns]
             pk = _path_key(names, key, source)
-            array = _pick(names, wanted, preferred, pk, source) if wanted or preferred or len(names) <= 2 else ""
+            df.columns = names
+            rest = [c for c in names if c != pk and c not in PATH_KEYS]
+            by_dimension = matrix and not wanted and len(rest) > 1 and not any(p in rest for p in preferred)
+            array = f"{len(rest)} columns" if by_dimension else _pick(names, wanted, preferred, pk, source)
             paths = None if pk is None else _as_paths(df[pk].astype(str).to_numpy())
-            if array:
+            if by_dimension:  # one numeric column per dimension
+                values = df[rest].to_numpy()
+            else:
                 col = df[array]
                 values = np.stack(col.to_numpy()) if col.dtype == object else col.to_numpy()
-            else:  # one numeric column per dimension
-                values = df[[c for c in df.columns if str(c) != pk]].to_numpy()
     except DataError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -379,7 +388,7 @@ def import_store(
     root = posixpath.normpath(os.path.abspath(data_root)).replace("\\", "/") if data_root else ""
     dataset_paths = np.asarray([normalise_path(str(p)) for p in tables.images.path], dtype=object)
     n = len(dataset_paths)
-    emb = load_values(embeddings, key=key, preferred=EMBEDDING_KEYS, store_output="embedding")
+    emb = load_values(embeddings, key=key, preferred=EMBEDDING_KEYS, store_output="embedding", matrix=True)
     if emb.values.ndim != 2 or emb.values.shape[1] < 1:
         raise DataError(f"embeddings must be (N, D), got shape {emb.values.shape}", path=emb.source)
     dim = emb.values.shape[1]
@@ -391,7 +400,7 @@ def import_store(
     flip_values = None
     sources: dict[str, Any] = {"embeddings": {"file": emb.source, "array": emb.array, "sha256": emb.sha256}}
     if flipped is not None:
-        fl = load_values(flipped, key=key, preferred=EMBEDDING_KEYS, store_output="embedding_flip")
+        fl = load_values(flipped, key=key, preferred=EMBEDDING_KEYS, store_output="embedding_flip", matrix=True)
         if fl.values.shape[1:] != (dim,):
             raise DataError(f"flipped embeddings have shape {fl.values.shape}, embeddings (N, {dim})", path=fl.source)
         m_fl = match_rows("flipped embeddings", fl, dataset_paths, order, root)

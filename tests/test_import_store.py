@@ -203,3 +203,24 @@ def test_cli_dataset_from_a_store(ds, tmp_path):
             and st.attrs["images_digest"] == ref.attrs["images_digest"]
         )
         np.testing.assert_array_equal(st.read("scaleface", "scaleface"), ref.read("scaleface", "scale"))
+
+
+@pytest.mark.parametrize("form", ["csv-columns", "parquet-list", "txt"])
+def test_embedding_table_forms(ds, tmp_path, form):
+    paths, emb = ds["paths"], ds["embedding"]
+    if form == "csv-columns":
+        df = pd.DataFrame(emb, columns=[f"d{k}" for k in range(emb.shape[1])])
+        df.insert(0, "path", paths)
+        df.to_csv(tmp_path / "e.csv", index=False)
+        name = "e.csv"
+    elif form == "parquet-list":
+        pd.DataFrame({"path": paths, "embedding": list(emb)}).to_parquet(tmp_path / "e.parquet")
+        name = "e.parquet"
+    else:
+        df = pd.DataFrame(emb)
+        df.insert(0, "p", paths)
+        df.to_csv(tmp_path / "e.txt", sep=" ", header=False, index=False)
+        name = "e.txt"
+    import_store(tables_of(ds), tmp_path / "s.zarr", str(tmp_path / name))
+    with FeatureStore.open(tmp_path / "s.zarr") as st:
+        np.testing.assert_allclose(st.read("external", "embedding"), emb, rtol=1e-6)
