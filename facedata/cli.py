@@ -189,9 +189,12 @@ def import_cmd(
 
     \b
     Example:
-      datasets import --dataset ijbc --data-root /data/IJBC --out ofiq.zarr --embeddings feats.npz \\
-        --quality ofiq=ofiq.csv#UnifiedQualityScore:confidence --quality scaleface=scale.npz:confidence
-      analyze reject --cache ofiq.zarr --protocol ijbc_1to1
+      datasets import --dataset ijbc.zarr --out quality.zarr --embeddings 'ijbc.zarr#scaleface' \\
+        --quality 'scaleface=ijbc.zarr#scaleface/scale:confidence' \\
+        --quality 'ofiq=ofiq.csv#UnifiedQualityScore:confidence' --quality crfiqa=crfiqa.txt:confidence
+      analyze reject --cache quality.zarr
+
+    See docs/import.md (formats, OFIQ and CR-FIQA against ScaleFace end to end).
     """
     from facedata.importing import import_store, parse_quality, store_tables
     from facedata.manifest import load_manifest, manifest_digest, resolve_data_root

@@ -451,7 +451,7 @@ def import_store(
                 embedding_dim=dim,
                 outputs=outputs,
                 flip=flip_values is not None,
-                checkpoint=emb.source,
+                checkpoint=f"{emb.source}#{emb.array}" if emb.array else emb.source,
                 checkpoint_sha256=emb.sha256,
                 config={"quality": {q.name: q.kind}} if q else {},
             )
