@@ -23,7 +23,7 @@ import pandas as pd
 from facedata.errors import DataError
 from featurestore.backend import read_root_attrs
 from featurestore.errors import StoreError
-from featurestore.schema import EXTERNAL_KINDS, STATUS_MISSING, STATUS_OK, DatasetTables, ModelSpec
+from featurestore.schema import EXTERNAL_KINDS, MODEL_OUTPUTS, STATUS_MISSING, STATUS_OK, DatasetTables, ModelSpec
 from featurestore.store import DEFAULT_CHUNK_ROWS, FeatureStore, create_store, is_our_store
 
 __all__ = [
@@ -68,6 +68,8 @@ def parse_quality(text: str) -> QualitySource:
         raise ValueError(f"{text!r} is not NAME=FILE:confidence|uncertainty")
     if kind not in EXTERNAL_KINDS:
         raise ValueError(f"{text!r}: {kind!r} must be one of {', '.join(EXTERNAL_KINDS)}")
+    if name in MODEL_OUTPUTS or "/" in name or name.startswith("."):
+        raise ValueError(f"{text!r}: {name!r} cannot name a quality (no '/', not one of {', '.join(MODEL_OUTPUTS)})")
     return QualitySource(name, file, kind)
 
 
@@ -214,8 +216,8 @@ def load_values(
         raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"cannot read: {type(exc).__name__}: {' '.join(str(exc).split())}", path=source) from exc
-    try:
-        values = np.asarray(values, dtype=np.float64)
+    try:  # embeddings stay float32 (the store's dtype: IJB-C's 469k x 512 are 0.9 GiB), scores float64
+        values = np.asarray(values, dtype=np.float32 if np.ndim(values) == 2 else np.float64)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{array or 'values'}: not numbers ({exc})", path=source) from exc
     if paths is not None and len(paths) != len(values):
@@ -301,7 +303,7 @@ def match_rows(what: str, loaded: Loaded, dataset_paths: np.ndarray, order: str,
 
 
 def _gather(values: np.ndarray, file_row: np.ndarray) -> np.ndarray:
-    out = np.full((len(file_row), *values.shape[1:]), np.nan, dtype=np.float64)
+    out = np.full((len(file_row), *values.shape[1:]), np.nan, dtype=values.dtype)
     ok = file_row >= 0
     out[ok] = values[file_row[ok]]
     return out
@@ -430,6 +432,12 @@ def import_store(
         mq = match_rows(f"quality {q.name} ({q.kind})", loaded, dataset_paths, order, root)
         quality_values[q.name] = _gather(loaded.values, mq.file_row)
         lines += mq.lines(dataset_paths, "NaN: analyze leaves them out")
+        bad = np.flatnonzero((mq.file_row >= 0) & ~np.isfinite(quality_values[q.name]))
+        if bad.size:
+            lines.append(
+                f"  {bad.size:,} matched values are not finite (analyze leaves them out): "
+                + ", ".join(str(dataset_paths[i]) for i in bad[:SHOWN])
+            )
         sources.setdefault("quality", {})[q.name] = {
             "file": loaded.source,
             "array": loaded.array,
@@ -439,7 +447,7 @@ def import_store(
     features[~present] = np.nan
     if flip_values is not None:
         flip_values[~present] = np.nan
-    norm = np.linalg.norm(features.astype(np.float32), axis=1)
+    norm = np.linalg.norm(features, axis=1)
     status = np.where(present, STATUS_OK, STATUS_MISSING).astype(np.uint8)
     specs = []
     for name, q in zip(models, qualities or [None]):

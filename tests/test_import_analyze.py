@@ -145,3 +145,20 @@ def test_roc_fusion_distribution_identify_accuracy_run_on_external_models(import
     with FeatureStore.open(st) as s:
         acc = run_accuracy(s, tmp_path / "acc", AccuracyOptions(models=("sf",), protocols=("images",), folds=5))
     assert set(acc.accuracy["model"]) == {"sf"} and not acc.reject.empty
+
+
+def test_images_a_quality_file_lacks_are_left_out_of_that_model(imported, tmp_path):
+    from analyze.loading import valid_rows
+
+    root = imported["root"]
+    pd.DataFrame({"path": imported["paths"][2:], "q": imported["scale"][2:]}).to_parquet(tmp_path / "q.parquet")
+    tables = read_dataset(load_manifest(str(imported["manifest"])), root)
+    import_store(
+        tables,
+        tmp_path / "gap.zarr",
+        str(root / "emb.npz"),
+        qualities=[parse_quality(f"q={tmp_path}/q.parquet:confidence")],
+    )
+    with FeatureStore.open(tmp_path / "gap.zarr") as st:
+        v = valid_rows(st, ["q"], partial=False)
+    assert v.n_nan == {"q/q": 2} and v.mask.sum() == len(imported["paths"]) - 2 and not v.mask[:2].any()

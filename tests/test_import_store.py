@@ -31,7 +31,14 @@ def tables_of(ds):
 def test_parse_quality():
     q = parse_quality("ofiq=C:/x/ofiq.csv#UQS:confidence")
     assert (q.name, q.file, q.kind) == ("ofiq", "C:/x/ofiq.csv#UQS", "confidence")
-    for bad in ("ofiq", "=f.csv:confidence", "ofiq=f.csv", "ofiq=f.csv:quality"):
+    for bad in (
+        "ofiq",
+        "=f.csv:confidence",
+        "ofiq=f.csv",
+        "ofiq=f.csv:quality",
+        "scale=f.csv:confidence",
+        "a/b=f:uncertainty",
+    ):
         with pytest.raises(ValueError):
             parse_quality(bad)
 
