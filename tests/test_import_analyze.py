@@ -49,6 +49,14 @@ def imported(tmp_path_factory):
     return {**ds, "store": root / "byo.zarr", "hm": hm}
 
 
+def import_one(imported: dict, out, name: str, paths, values, kind: str = "confidence") -> None:
+    """Import the fixture's embeddings with one quality `name` given for `paths`."""
+    pd.DataFrame({"path": paths, name: values}).to_parquet(out.with_suffix(".parquet"))
+    tables = read_dataset(load_manifest(str(imported["manifest"])), imported["root"])
+    qualities = [parse_quality(f"{name}={out.with_suffix('.parquet')}:{kind}")]
+    import_store(tables, out, str(imported["root"] / "emb.npz"), qualities=qualities, chunk_rows=16)
+
+
 def test_external_policy_reads_the_declared_direction():
     conf = ModelSpec("q", "external", outputs=("embedding", "norm", "q"), config={"quality": {"q": "confidence"}})
     unc = ModelSpec("u", "external", outputs=("embedding", "norm", "u"), config={"quality": {"u": "uncertainty"}})
@@ -97,16 +105,7 @@ def test_an_uncertainty_rejects_the_most_uncertain_first(imported, tmp_path):
     st = imported["store"]
     opts = dict(protocol="images", level="image", fars=FARS, fractions=(0.0, 0.5, 11), figures=False)
     unc = commands.reject(st, tmp_path / "u", commands.RejectOptions(models=("hm",), metrics=("cosine_mean",), **opts))
-    root = imported["root"]
-    pd.DataFrame({"path": imported["paths"], "neg": -imported["hm"]}).to_parquet(root / "neg.parquet")
-    tables = read_dataset(load_manifest(str(imported["manifest"])), root)
-    import_store(
-        tables,
-        tmp_path / "neg.zarr",
-        str(root / "emb.npz"),
-        qualities=[parse_quality(f"neg={root}/neg.parquet:confidence")],
-        chunk_rows=16,
-    )
+    import_one(imported, tmp_path / "neg.zarr", "neg", imported["paths"], -imported["hm"])
     conf = commands.reject(
         tmp_path / "neg.zarr", tmp_path / "c", commands.RejectOptions(models=("neg",), metrics=("cosine_mean",), **opts)
     )
@@ -150,15 +149,7 @@ def test_roc_fusion_distribution_identify_accuracy_run_on_external_models(import
 def test_images_a_quality_file_lacks_are_left_out_of_that_model(imported, tmp_path):
     from analyze.loading import valid_rows
 
-    root = imported["root"]
-    pd.DataFrame({"path": imported["paths"][2:], "q": imported["scale"][2:]}).to_parquet(tmp_path / "q.parquet")
-    tables = read_dataset(load_manifest(str(imported["manifest"])), root)
-    import_store(
-        tables,
-        tmp_path / "gap.zarr",
-        str(root / "emb.npz"),
-        qualities=[parse_quality(f"q={tmp_path}/q.parquet:confidence")],
-    )
+    import_one(imported, tmp_path / "gap.zarr", "q", imported["paths"][2:], imported["scale"][2:])
     with FeatureStore.open(tmp_path / "gap.zarr") as st:
         v = valid_rows(st, ["q"], partial=False)
     assert v.n_nan == {"q/q": 2} and v.mask.sum() == len(imported["paths"]) - 2 and not v.mask[:2].any()
