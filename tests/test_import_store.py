@@ -231,3 +231,12 @@ def test_embedding_table_forms(ds, tmp_path, form):
     import_store(tables_of(ds), tmp_path / "s.zarr", str(tmp_path / name))
     with FeatureStore.open(tmp_path / "s.zarr") as st:
         np.testing.assert_allclose(st.read("external", "embedding"), emb, rtol=1e-6)
+
+
+def test_extract_refuses_the_external_family():
+    from extract.models.config import ConfigError, model_config_from_dict
+
+    with pytest.raises(
+        ConfigError, match=r"family 'external' unknown; known: \('arcface', 'scaleface', 'pfe', 'magface'\)"
+    ):
+        model_config_from_dict({"family": "external", "backbone": {"arch": "iresnet18"}}, source="x.yaml")
