@@ -27,6 +27,7 @@ from analyze.loading import valid_rows
 from analyze.outputs import check_out_dir, claim_out_dir, default_out_dir, resume_hint, write_json, write_table
 from analyze.pair_ids import image_pairs, template_pairs
 from featurestore.errors import StoreError
+from featurestore.schema import ModelSpec
 from featurestore.store import FeatureStore
 
 ACCURACY_COLUMNS = [
@@ -71,8 +72,8 @@ class AccuracyRun:
     out: Path | None = None
 
 
-def _rejection_metrics(spec_outputs: tuple[str, ...], wanted: tuple[str, ...]) -> list[str]:
-    return list(wanted) or default_metrics(spec_outputs, "recompute")
+def _rejection_metrics(spec: ModelSpec, wanted: tuple[str, ...]) -> list[str]:
+    return list(wanted) or default_metrics(spec, "recompute")
 
 
 def run_accuracy(store: FeatureStore, out: str | Path | None, options: AccuracyOptions) -> AccuracyRun:
@@ -150,7 +151,7 @@ def run_accuracy(store: FeatureStore, out: str | Path | None, options: AccuracyO
                         "val_threshold": val.threshold[f],
                     }
                 )  # fmt: skip
-            for metric in _rejection_metrics(spec.outputs, options.metrics):
+            for metric in _rejection_metrics(spec, options.metrics):
                 _, unc, _, combo = score_pairs(ps, metric)
                 rej = accuracy_under_rejection(dist, ps.labels, unc, fractions, options.folds)
                 for k in range(rej.fractions.size):

@@ -27,7 +27,7 @@ from analyze.figures import line_styles, safe_name, save_figure  # noqa: E402
 from analyze.policy import OUTPUT_KINDS  # noqa: E402
 from analyze.rows import image_scalar  # noqa: E402
 from featurestore.errors import StoreError  # noqa: E402
-from featurestore.schema import STATUS_OK  # noqa: E402
+from featurestore.schema import STATUS_OK, ModelSpec  # noqa: E402
 from featurestore.store import FeatureStore  # noqa: E402
 
 __all__ = [
@@ -60,11 +60,21 @@ class Quantity:
     label: str
 
 
+EXTERNAL = "<external quality>"
+"""The `output` of the quantities read from an external model's quality output of their kind (the output is
+named by the user, one per model: `datasets import`)."""
+
 QUANTITIES: dict[str, Quantity] = {
     "scale": Quantity("scale", "scale", OUTPUT_KINDS["scale"], "ScaleFace scale s(x) (confidence)"),
     "norm": Quantity("norm", "norm", OUTPUT_KINDS["norm"], "embedding L2 norm (confidence)"),
     "sigma_sq_harmonic": Quantity(
         "sigma_sq_harmonic", "sigma_sq", OUTPUT_KINDS["sigma_sq"], "PFE harmonic mean of sigma^2 over D (uncertainty)"
+    ),
+    "external_confidence": Quantity(
+        "external_confidence", EXTERNAL, "confidence", "imported quality score (confidence; the model names it)"
+    ),
+    "external_uncertainty": Quantity(
+        "external_uncertainty", EXTERNAL, "uncertainty", "imported uncertainty (the model names it)"
     ),
 }
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
@@ -79,7 +89,14 @@ ID_COLUMNS = ("dataset", "model", "row", "path", "subject", "template", "status"
 def quantities_of(store: FeatureStore, model: str) -> list[str]:
     """Names of the QUANTITIES that `model` in `store` has outputs for, in QUANTITIES order."""
     spec = store.model(model)
-    return [q.name for q in QUANTITIES.values() if q.output in spec.outputs]
+    return [q.name for q in QUANTITIES.values() if _output(spec, q) is not None]
+
+
+def _output(spec: ModelSpec, q: Quantity) -> str | None:
+    """The store output `q` is read from in this model (None: it has none)."""
+    if q.output == EXTERNAL:
+        return next((o for o, kind in spec.external_quality().items() if kind == q.kind), None)
+    return q.output if q.output in spec.outputs else None
 
 
 def _dataset_name(store: FeatureStore) -> str:
@@ -89,9 +106,10 @@ def _dataset_name(store: FeatureStore) -> str:
 def _per_image(store: FeatureStore, model: str, q: Quantity) -> np.ndarray:
     """The quantity for every row (N,), float64; (N, D) outputs reduced chunk by chunk with Dask."""
     spec = store.model(model)
-    if spec.row_shape(q.output) == ():
-        return store.read(model, q.output).astype(np.float64)
-    arr = store.dask(model, q.output).rechunk({1: -1})
+    output = _output(spec, q)
+    if spec.row_shape(output) == ():
+        return store.read(model, output).astype(np.float64)
+    arr = store.dask(model, output).rechunk({1: -1})
     reduced = arr.map_blocks(lambda b: image_scalar(b), drop_axis=1, dtype=np.float64)
     return np.asarray(reduced.compute(scheduler="threads"), dtype=np.float64)
 

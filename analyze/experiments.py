@@ -26,6 +26,7 @@ from analyze.tarfar import check_far_resolution, check_fars, tar_at_far
 from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty
 from analyze.vocabulary import DISTANCES, fusion_spec, metric_specs
 from featurestore.errors import StoreError
+from featurestore.schema import ModelSpec
 from featurestore.store import FeatureStore
 
 PAPER_FARS = (1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2)
@@ -38,14 +39,14 @@ ROC_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 """insightface's IJB-C ROC table columns."""
 
 
-def default_metrics(spec_outputs: tuple[str, ...], threshold_mode: str) -> list[str]:
-    """The paper's metric strings for a model (its family policy, analyze.policy)."""
-    return policy_for(spec_outputs).metrics_for(threshold_mode)
+def default_metrics(model: ModelSpec | tuple[str, ...], threshold_mode: str) -> list[str]:
+    """The paper's metric strings for a model (its spec or outputs; its family policy, analyze.policy)."""
+    return policy_for(model).metrics_for(threshold_mode)
 
 
-def default_fusions(spec_outputs: tuple[str, ...]) -> list[str]:
+def default_fusions(model: ModelSpec | tuple[str, ...]) -> list[str]:
     """The family's template fusions (analyze.policy): PFE attention, confidence-weighted, or the mean."""
-    return list(policy_for(spec_outputs).fusions)
+    return list(policy_for(model).fusions)
 
 
 def score_pairs(ps: PairSet, metric: str, bias: float | None = None) -> tuple[np.ndarray, np.ndarray, str, str]:
@@ -203,14 +204,14 @@ def run_reject(
     curves, aucs = [], []
     for model in models:
         spec = store.model(model)
-        model_fusions = (fusions or default_fusions(spec.outputs)) if level == "template" else ["none"]
+        model_fusions = (fusions or default_fusions(spec)) if level == "template" else ["none"]
         for fusion in model_fusions:
             ps = build_pair_set(store, model, proto, level, fusion, valid, fusion_options)
             report.count_pairs(ps)
             ps_fars = resolved_fars(fars, explicit, ps, allow_tiny_far, report)
             if not ps_fars.size:
                 continue
-            for metric in metrics or default_metrics(spec.outputs, threshold_mode):
+            for metric in metrics or default_metrics(spec, threshold_mode):
                 scores, unc, distance, combo = score_pairs(ps, metric, bias)
                 key = {
                     "model": model,
@@ -283,7 +284,7 @@ def run_fusion_table(
     )
     rows = []
     for model in models:
-        policy = policy_for(store.model(model).outputs)
+        policy = policy_for(store.model(model))
         model_fusions = fusions or policy.fusion_table_fusions()
         for fusion in dict.fromkeys(model_fusions):
             ps = build_pair_set(store, model, proto, "template", fusion, valid, fusion_options)

@@ -86,8 +86,8 @@ def _probe_uncertainty(store: FeatureStore, model: str, fusion: str, unc: np.nda
     """(name, one value per template, higher = more uncertain) from a fusion's template uncertainty, or
     (name, None) when the fusion gives none. Confidences (scale, norm, PFE 1/hm) are negated."""
     if unc is None:
-        return policy_for(store.model(model).outputs).value_output, None
-    mode, src = policy_for(store.model(model).outputs).stored().fused_by(fusion_spec(fusion))
+        return policy_for(store.model(model)).value_output, None
+    mode, src = policy_for(store.model(model)).stored().fused_by(fusion_spec(fusion))
     if src == PFE_CONFIDENCE:
         src = "pfe_confidence"
     u = image_scalar(unc)

@@ -25,7 +25,7 @@ FUSION_BLOCK_IMAGES = 16384
 
 def uncertainty_source(spec: ModelSpec) -> tuple[str, str]:
     """(store output, direction) of a model's per-image value (its family policy, analyze.policy)."""
-    policy = policy_for(spec.outputs)
+    policy = policy_for(spec)
     return policy.value_output, policy.value_kind
 
 
@@ -40,9 +40,9 @@ class ValidRows:
 
 
 def valid_rows(store: FeatureStore, models: list[str], partial: bool) -> ValidRows:
-    """Rows that are done, ok, and with a finite norm (and scale) in every model; refuse an incomplete
-    store unless `partial`, naming how much is missing. The norm is finite exactly when the whole
-    embedding is, so checking it costs N reads instead of N x D."""
+    """Rows that are done, ok, and with a finite norm (and scale, or an external quality) in every model;
+    refuse an incomplete store unless `partial`, naming how much is missing. The norm is finite exactly when
+    the whole embedding is, so checking it costs N reads instead of N x D."""
     done = store.row_done()
     n_not_done = int((~done).sum())
     if n_not_done and not partial:
@@ -55,7 +55,7 @@ def valid_rows(store: FeatureStore, models: list[str], partial: bool) -> ValidRo
     out = ValidRows(mask=mask, n_not_done=n_not_done, n_failed=int((done & ~ok).sum()))
     for m in models:
         spec = store.model(m)
-        for output in [o for o in ("norm", "scale") if o in spec.outputs]:
+        for output in [o for o in ("norm", "scale") if o in spec.outputs] + list(spec.external_quality()):
             bad = mask & ~np.isfinite(store.read(m, output))
             if bad.any():
                 out.n_nan[f"{m}/{output}"] = int(bad.sum())
@@ -86,7 +86,7 @@ def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: d
     # the caller's open already checked every done chunk's storage objects: a task need not list them again
     with FeatureStore.open(path, check=False) as store:
         spec = store.model(model)
-        policy = policy_for(spec.outputs)
+        policy = policy_for(spec)
         fusion_spec = FUSIONS.get(fusion)
         feats = store.read_rows(model, "embedding", rows)
         values = policy.stored(store.read_rows(model, policy.value_output, rows)).for_fusion(fusion_spec)
@@ -180,7 +180,7 @@ def build_pair_set(
 ) -> PairSet:
     """Features and uncertainty values per image (image level) or per fused template (template level),
     with the protocol's pairs mapped onto them; pairs touching an invalid image/template are dropped."""
-    stored = policy_for(store.model(model).outputs).stored()
+    stored = policy_for(store.model(model)).stored()
     mode, src = stored.kind, stored.source
     pairs, labels = protocol.pairs, protocol.label
     if level != protocol.level:

@@ -15,8 +15,10 @@ import numpy as np
 
 from analyze.registry import DIRECTIONS, DistanceSpec, FusionSpec
 from analyze.rows import pfe_confidence
+from featurestore.errors import StoreError
+from featurestore.schema import ModelSpec
 
-__all__ = ["OUTPUT_KINDS", "POLICIES", "FamilyPolicy", "ImageValues", "policy_for"]
+__all__ = ["OUTPUT_KINDS", "POLICIES", "FamilyPolicy", "ImageValues", "external_policy", "policy_for"]
 
 OUTPUT_KINDS = {"sigma_sq": "uncertainty", "scale": "confidence", "norm": "confidence"}
 """Direction of each per-image store output: PFE sigma^2 an uncertainty; ScaleFace scale and the embedding norm
@@ -81,10 +83,12 @@ class FamilyPolicy:
     fusion_distances: tuple[str, ...] = ("cosine",)
     fusion_table: tuple[str, ...] = ("mean", "first", "media")
     """Fusions `analyze fusion` compares before the family's own (`fusions`)."""
+    kind: str = ""
+    """The value's direction when its output is not a built-in one (an external model's quality)."""
 
     @property
     def value_kind(self) -> str:
-        return OUTPUT_KINDS[self.value_output]
+        return self.kind or OUTPUT_KINDS[self.value_output]
 
     def stored(self, values: np.ndarray | None = None) -> ImageValues:
         """The family's per-image values as read from the store (`values` None: the meaning only)."""
@@ -127,8 +131,35 @@ sigma^2), ScaleFace (scale, a confidence: weighted fusion), and the embedding no
 emb-norm heads (a confidence: mean fusion); the EDC's worse image is the min confidence."""
 
 
-def policy_for(outputs: tuple[str, ...] | list[str]) -> FamilyPolicy:
-    """The policy of a model with these store outputs: sigma_sq -> pfe, scale -> scaleface, else the norm."""
+def external_policy(output: str, kind: str) -> FamilyPolicy:
+    """An imported (`external`) model's policy: its quality output `output` read as `kind` (the user's
+    declaration); the mean fusion (nothing says how the scores should weight images), the paper's metrics,
+    and the EDC's worse image the min confidence or the max uncertainty."""
+    return FamilyPolicy(
+        "external",
+        output,
+        fusions=("mean",),
+        metrics=("cosine_mean", "cosine_harmonic-harmonic"),
+        edc_metric="cosine_min" if kind == "confidence" else "cosine_max",
+        kind=kind,
+    )
+
+
+def policy_for(model: ModelSpec | tuple[str, ...] | list[str]) -> FamilyPolicy:
+    """The policy of a model (its spec, or its store outputs): an external model's declared quality ->
+    `external_policy`; else sigma_sq -> pfe, scale -> scaleface, else the norm (an external model without
+    a quality is analysed by its embedding norm)."""
+    outputs = model
+    if isinstance(model, ModelSpec):
+        quality = model.external_quality()
+        if len(quality) > 1:
+            raise StoreError(
+                f"model {model.name!r} has {len(quality)} quality outputs ({', '.join(quality)}); analyze reads one "
+                "per model (`datasets import` writes one model per quality)"
+            )
+        if quality:
+            return external_policy(*next(iter(quality.items())))
+        outputs = model.outputs
     if "sigma_sq" in outputs:
         return POLICIES["pfe"]
     if "scale" in outputs:

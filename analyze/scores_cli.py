@@ -105,13 +105,13 @@ def run_scores(store: FeatureStore, out: str | Path, options: ScoresOptions) -> 
     methods = []
     for model in models:
         spec = store.model(model)
-        fusion = options.fusion or default_fusions(spec.outputs)[0]
+        fusion = options.fusion or default_fusions(spec)[0]
         pp = (
             image_pairs(store, model, proto, valid)
             if level == "image"
             else template_pairs(store, model, proto, valid, fusion)
         )
-        for metric in list(options.metrics) or default_metrics(spec.outputs, "recompute"):
+        for metric in list(options.metrics) or default_metrics(spec, "recompute"):
             scores, unc, _, _ = score_pairs(pp.ps, metric)
             for what, values in (("score", scores), ("uncertainty", unc)):
                 col = np.full(len(proto.label), np.nan)

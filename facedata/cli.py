@@ -122,6 +122,118 @@ def synthesize_store_cmd(out: str, preset: str, seed: int) -> None:
     click.echo(f"wrote {path}")
 
 
+@cli.command("import")
+@click.option(
+    "--dataset",
+    required=True,
+    help="Built-in manifest name (see `datasets list`), path to a manifest YAML, or an existing store (STORE.zarr, "
+    "STORE.h5): its images table and protocols are the new store's.",
+)
+@click.option(
+    "--data-root",
+    "--root",
+    "data_root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder the manifest's paths are relative to (default: $SCALEFACE_DATA_ROOT_<NAME> or $SCALEFACE_DATA_ROOT).",
+)
+@click.option("--out", required=True, type=click.Path(), help="The store to write (NAME.zarr, NAME.h5); must be new.")
+@click.option(
+    "--embeddings",
+    required=True,
+    help="FILE[#ARRAY]: embeddings (N, D) in .npz/.h5 (a `paths` array), .parquet/.csv (a `path` column; one "
+    "list column or one column per dimension), .txt (`path v1 v2 ...` lines), .npy (with --order dataset), "
+    "or a feature store's model: STORE#MODEL.",
+)
+@click.option("--flipped", default=None, help="FILE[#ARRAY]: embeddings of the mirrored images, same forms.")
+@click.option(
+    "--quality",
+    "qualities",
+    multiple=True,
+    metavar="NAME=FILE[#COL]:confidence|uncertainty",
+    help="A per-image score and what it means (confidence: higher = better; uncertainty: higher = worse); "
+    "repeatable, one store model per quality, named NAME. FILE#COL picks a column/array (default: NAME, "
+    "or the only one); a store's output is STORE#MODEL/OUTPUT (e.g. ijbc.zarr#scaleface/scale).",
+)
+@click.option(
+    "--key", default=None, help="The path column/array of every file (default: path, paths, Filename or filename)."
+)
+@click.option(
+    "--order",
+    type=click.Choice(["path", "dataset"]),
+    default="path",
+    show_default=True,
+    help="Match rows by path, or take the files' row order as the dataset's (needed for .npy files).",
+)
+@click.option("--model", default=None, help="Model name (no --quality; default `external`) or prefix (MODEL-NAME).")
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=2048, show_default=True, help="Images per chunk.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT, only if `datasets import` made it.")
+def import_cmd(
+    dataset: str,
+    data_root: str | None,
+    out: str,
+    embeddings: str,
+    flipped: str | None,
+    qualities: tuple[str, ...],
+    key: str | None,
+    order: str,
+    model: str | None,
+    chunk_rows: int,
+    overwrite: bool,
+) -> None:
+    """Build a store from a dataset's images and the features and quality scores you already have.
+
+    Rows are matched by image path (as in the dataset's images table, relative to its root); the report
+    names unmatched rows both ways. Dataset images without features get status "missing"; images a
+    quality file lacks are left out of that model's analyses. The store is verified like extract's.
+
+    \b
+    Example:
+      datasets import --dataset ijbc.zarr --out quality.zarr --embeddings 'ijbc.zarr#scaleface' \\
+        --quality 'scaleface=ijbc.zarr#scaleface/scale:confidence' \\
+        --quality 'ofiq=ofiq.csv#UnifiedQualityScore:confidence' --quality crfiqa=crfiqa.txt:confidence
+      analyze reject --cache quality.zarr
+
+    See docs/import.md (formats, OFIQ and CR-FIQA against ScaleFace end to end).
+    """
+    from facedata.importing import import_store, parse_quality, store_tables
+    from facedata.manifest import load_manifest, manifest_digest, resolve_data_root
+    from facedata.readers import read_dataset
+
+    parsed = []
+    for text in qualities:
+        try:
+            parsed.append(parse_quality(text))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--quality") from None
+    if len({q.name for q in parsed}) != len(parsed):
+        raise click.BadParameter("each NAME may be given once", param_hint="--quality")
+    if Path(dataset).suffix in (".zarr", ".h5", ".hdf5") and Path(dataset).exists():  # the images of a store
+        tables, digest, extra = store_tables(dataset)
+        root = data_root or extra.get("data_root")
+    else:
+        manifest = load_manifest(dataset)
+        root = resolve_data_root(manifest, data_root)
+        tables, digest = read_dataset(manifest, root), manifest_digest(manifest)
+        extra = {"data_root": str(root), "manifest": manifest.name}
+    report = import_store(
+        tables,
+        out,
+        embeddings,
+        flipped=flipped,
+        qualities=parsed,
+        key=key,
+        order=order,
+        model=model,
+        manifest_digest=digest,
+        chunk_rows=chunk_rows,
+        overwrite=overwrite,
+        extra_attrs=extra,
+        data_root=root,
+    )
+    click.echo(report.format())
+
+
 def main() -> None:
     """Console entry point: data and store errors become one-line messages and exit status 2."""
     run_cli(cli, (DataError, StoreError), "datasets")

@@ -44,7 +44,11 @@ MODEL_OUTPUTS: dict[str, tuple[str, str, str]] = {
     "sigma_sq": ("D", "f4", "PFE per-dimension variance exp(log sigma^2) (an uncertainty)"),
 }
 
-MODEL_FAMILIES = ("arcface", "scaleface", "pfe", "magface")
+MODEL_FAMILIES = ("arcface", "scaleface", "pfe", "magface", "external")
+"""`external`: features and per-image scores a user brought (`datasets import`), not computed by `extract`."""
+
+EXTERNAL_KINDS = ("confidence", "uncertainty")
+"""What an external model's quality output means (its `config["quality"]` maps each such output to one)."""
 
 PROTOCOL_LEVELS = ("template", "image")
 
@@ -268,19 +272,36 @@ class ModelSpec:
     recorded_fingerprint: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        unknown = [o for o in self.outputs if o not in MODEL_OUTPUTS]
-        if unknown:
-            raise ValueError(f"model {self.name!r}: unknown outputs {unknown}; known: {sorted(MODEL_OUTPUTS)}")
         if self.family not in MODEL_FAMILIES:
             raise ValueError(f"model {self.name!r}: unknown family {self.family!r}; known: {MODEL_FAMILIES}")
+        quality = self.external_quality()
+        unknown = [o for o in self.outputs if o not in MODEL_OUTPUTS and o not in quality]
+        if unknown:
+            raise ValueError(f"model {self.name!r}: unknown outputs {unknown}; known: {sorted(MODEL_OUTPUTS)}")
         outs = list(self.outputs)
         if self.flip and "embedding_flip" not in outs:
             outs.append("embedding_flip")
         self.outputs = tuple(outs)
 
+    def external_quality(self) -> dict[str, str]:
+        """An external model's quality outputs -> 'confidence' | 'uncertainty' (`config["quality"]`); {} otherwise.
+
+        Their names are the user's, so they may not shadow a built-in output or nest (no '/')."""
+        if self.family != "external":
+            return {}
+        quality = dict(self.config.get("quality") or {})
+        for name, kind in quality.items():
+            if kind not in EXTERNAL_KINDS:
+                raise ValueError(
+                    f"model {self.name!r}: quality {name!r} is {kind!r}; it must be one of {EXTERNAL_KINDS}"
+                )
+            if name in MODEL_OUTPUTS or not name or "/" in name or name.startswith("."):
+                raise ValueError(f"model {self.name!r}: {name!r} cannot name a quality output")
+        return quality
+
     def row_shape(self, output: str) -> tuple[int, ...]:
-        """Shape of one row of `output` (e.g. (512,) for an embedding, () for a norm)."""
-        return (self.embedding_dim,) if MODEL_OUTPUTS[output][0] == "D" else ()
+        """Shape of one row of `output` (e.g. (512,) for an embedding, () for a norm or an external quality)."""
+        return (self.embedding_dim,) if MODEL_OUTPUTS.get(output, ("",))[0] == "D" else ()
 
     def output_dtype(self, output: str) -> str:
         """Embeddings may be stored as f2 to halve the store; everything else is f4."""

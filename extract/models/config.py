@@ -18,7 +18,7 @@ import yaml
 from extract.models.heads import SCALE_ACTIVATIONS
 from extract.models.iresnet import ARCH_LAYERS
 from featurestore.resources import package_data_dir
-from featurestore.schema import MODEL_FAMILIES, ModelSpec
+from featurestore.schema import ModelSpec
 
 CONFIG_DIR = package_data_dir("extract", "configs", "models")
 """The named configs: package data `extract/configs/models/` (the repository's configs/models/ links to it)."""
@@ -108,8 +108,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         where = self.source or self.name
-        if self.family not in MODEL_FAMILIES:
-            raise ConfigError(f"{where}: family {self.family!r} unknown; known: {MODEL_FAMILIES}")
+        if self.family not in FAMILY_OUTPUTS:  # the store's `external` family is imported, never extracted
+            raise ConfigError(f"{where}: family {self.family!r} unknown; known: {tuple(FAMILY_OUTPUTS)}")
         if self.arch not in ARCH_LAYERS:
             raise ConfigError(f"{where}: backbone arch {self.arch!r} unknown; known: {sorted(ARCH_LAYERS)}")
         wanted = {"scaleface": ScaleHeadConfig, "pfe": PFEHeadConfig}.get(self.family)
@@ -241,7 +241,7 @@ def _triple(value: Any, where: str) -> tuple[float, float, float]:
 def _from_project_yaml(data: dict, source: str, default_name: str) -> ModelConfig:
     _check_keys(data, _TOP_KEYS, source)
     if "family" not in data:
-        raise ConfigError(f"{source}: missing key 'family' (one of {MODEL_FAMILIES})")
+        raise ConfigError(f"{source}: missing key 'family' (one of {tuple(FAMILY_OUTPUTS)})")
     family = data["family"]
     bb = _section(data, "backbone", source)
     _check_keys(bb, _BACKBONE_KEYS, f"{source}: backbone")
