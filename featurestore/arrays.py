@@ -79,7 +79,9 @@ def _images(name: str) -> tuple[tuple[str, ...], dict[str, Any]]:
     return ("image",), {"long_name": f"images {name}"}
 
 
-def _model_output(model: str, output: str, family: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+def _model_output(
+    model: str, output: str, family: str, quality: dict[str, str]
+) -> tuple[tuple[str, ...], dict[str, Any]]:
     row, _dtype, meaning = MODEL_OUTPUTS.get(output, ("", "", f"{output} of model {model}"))
     dims = ("image", "dim") if row == "D" else ("image",)
     attrs: dict[str, Any] = {"long_name": f"{model} {output}", "meaning": meaning, "model": model, "family": family}
@@ -87,19 +89,28 @@ def _model_output(model: str, output: str, family: str) -> tuple[tuple[str, ...]
         attrs.update(raw=True, units="1", note="not L2-normalised; NaN rows: images that failed")
     if output in _OUTPUT_KIND:
         attrs["kind"] = _OUTPUT_KIND[output]
+    if output in quality:  # an external model's imported score: its declared direction
+        attrs.update(kind=quality[output], meaning=f"imported per-image score {output!r} ({quality[output]})")
     if output in _OUTPUT_UNITS:
         attrs["units"] = _OUTPUT_UNITS[output]
     return dims, attrs
 
 
-def describe_array(key: str, *, levels: dict[str, str], families: dict[str, str]) -> tuple[tuple[str, ...], dict]:
+def describe_array(
+    key: str,
+    *,
+    levels: dict[str, str],
+    families: dict[str, str],
+    qualities: dict[str, dict[str, str]] | None = None,
+) -> tuple[tuple[str, ...], dict]:
     """Dimension names and attributes of the array at `key` (`images/status`, `models/m/embedding`, ...);
-    `levels` maps protocol names to their level, `families` model names to their family."""
+    `levels` maps protocol names to their level, `families` model names to their family, `qualities` an
+    external model's imported scores to their direction."""
     parts = key.split("/")
     if parts[0] == "images" and len(parts) == 2:
         return _images(parts[1])
     if parts[0] == "models" and len(parts) == 3:
-        return _model_output(parts[1], parts[2], families.get(parts[1], ""))
+        return _model_output(parts[1], parts[2], families.get(parts[1], ""), (qualities or {}).get(parts[1], {}))
     if parts[0] == "protocols" and len(parts) == 3:
         name, what, level = parts[1], parts[2], levels.get(parts[1], "")
         ids = "template ids (images/template)" if level == "template" else "image row indices (dimension image)"

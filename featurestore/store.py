@@ -232,9 +232,10 @@ def _fill_new_store(
     b = open_backend(tmp, "w", attrs={"created_by": CREATED_BY})
     levels = {name: p.level for name, p in tables.protocols.items()}
     families = {m.name: m.family for m in models}
+    qualities = {m.name: m.external_quality() for m in models}
 
     def create(key: str, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...], fill: Any) -> None:
-        dims, attrs = describe_array(key, levels=levels, families=families)
+        dims, attrs = describe_array(key, levels=levels, families=families, qualities=qualities)
         if len(dims) != len(shape):  # an array arrays.py does not know yet: still named, per array
             dims = tuple(f"{key.rsplit('/', 1)[-1]}_{i}" for i in range(len(shape)))
         b.create_array(key, shape, dtype, chunks, fill, dimension_names=dims, attributes=attrs)

@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
 
 from facedata.errors import DataError
 from facedata.importing import import_store, parse_quality
@@ -90,6 +91,10 @@ def test_import_matches_by_path_in_any_order_and_reports_both_ways(ds, tmp_path)
         ser = st.read("ser", "ser")
         assert np.isnan(ser[0]) and np.allclose(ser[1:], unc[1:].astype(np.float32))
         assert st.attrs["extra"]["imported"]["quality"]["ser"]["kind"] == "uncertainty"
+    # the arrays themselves say it, for tools that do not know the project (zarr, xarray)
+    group = zarr.open_group(str(tmp_path / "byo.zarr"), mode="r", use_consolidated=False)
+    assert group["models/ser/ser"].attrs["kind"] == "uncertainty"
+    assert group["models/sf/sf"].attrs["kind"] == "confidence"
 
 
 def test_npy_needs_dataset_order_and_hdf5_paths(ds, tmp_path):
