@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analyze import experiments
+from analyze.det import EER_RULE
 from analyze.distribution import gallery, plot_distributions, quantities_of, summarize, uncertainty_table
 from analyze.outputs import (
     OutputExistsError,
@@ -373,6 +374,7 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
     """ROC table and curves into `out`: roc_table and roc_curve (.parquet/.csv), summary.json, figures."""
     o = options
     check_names(fusions=o.fusions)
+    details: dict[str, list[pd.DataFrame]] = {}
     with _claimed(store, out, o, "roc") as (st, owned, where):
         table, curve_df, report = experiments.run_roc(
             st,
@@ -383,24 +385,34 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
             convention=o.convention,
             partial=o.partial,
             allow_tiny_far=o.allow_tiny_far,
+            details=details,
         )
         report.params["scheduler"] = where
         out_dir = owned.path
         owned.add(*write_table(table, out_dir, "roc_table"), *write_table(curve_df, out_dir, "roc_curve"))
+        extra = {name: pd.concat(details[name], ignore_index=True) for name in ROC_DETAILS if details.get(name)}
+        for name, df in extra.items():
+            owned.add(*write_table(df, out_dir, name))
         owned.add(write_json(report, out_dir / "summary.json"))
         if o.figures:
-            from analyze.figures import plot_roc
+            from analyze.figures import plot_det, plot_roc
 
             plot_roc(curve_df, out_dir / "figures")
+            if "det" in extra:
+                plot_det(extra["det"], out_dir / "figures", eer=extra.get("eer"))
         owned.finish()
-    text = "\n".join(
-        [
-            f"TAR@FAR ({o.convention} convention):",
-            table.to_string(index=False, float_format=lambda v: f"{v:.4f}"),
-        ]
-    )
-    tables = {"roc_table": table, "roc_curve": curve_df}
+    lines = [f"TAR@FAR ({o.convention} convention):", table.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
+    if "eer" in extra:
+        eer_df = extra["eer"][["model", "fusion", "eer", "threshold"]]
+        lines += [f"EER ({EER_RULE}):", eer_df.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
+    text = "\n".join(lines)
+    tables = {"roc_table": table, "roc_curve": curve_df, **extra}
     return CommandResult("roc", out_dir, tables, report, text, exclusion_notes(report), f"wrote {out_dir}")
+
+
+ROC_DETAILS = ("eer", "det", "roc_long")
+"""The tables `roc` writes beside roc_table and roc_curve (analyze.det): EER per (model, fusion), the DET
+points (FNMR vs FMR, thinned for a log-log figure) and the tidy long ROC (far, tar, threshold)."""
 
 
 class CommandError(Exception):

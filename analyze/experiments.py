@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analyze.curves import auc, roc_curve_points
+from analyze.det import det_table, eer_table, roc_long_table
 from analyze.loading import PairSet, ValidRows, build_pair_set, select, valid_rows
 from analyze.policy import policy_for
 from analyze.reject import reject_columns
@@ -328,10 +329,13 @@ def run_roc(
     convention: str = "nearest",
     partial: bool = False,
     allow_tiny_far: bool = False,
+    details: dict[str, list[pd.DataFrame]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, RunReport]:
     """insightface's ROC table (TAR at each FAR, one row per model and fusion; cosine), the thinned ROC
     curves and a report; template protocols use the `media` fusion unless told otherwise. FARs as
-    run_reject (None: 1e-6 ... 1e-1 less those below a pair set's resolution, which stay NaN in the table)."""
+    run_reject (None: 1e-6 ... 1e-1 less those below a pair set's resolution, which stay NaN in the table).
+    `details` (a dict): filled per (model, fusion) with the EER row, the thinned DET points and the tidy long
+    ROC (analyze.det) under "eer", "det" and "roc_long"."""
     t0 = time.perf_counter()
     fars, explicit = _fars(fars, ROC_FARS)
     models, proto = select(store, models, protocol)
@@ -361,6 +365,8 @@ def run_roc(
             rows.append({**key, "convention": convention, **{f"{f:g}": t for f, t in zip(res.fars, res.tar)}})
             fpr, tpr = roc_points(scores, ps.labels)
             curves.append(pd.DataFrame({**key, "fpr": fpr, "tpr": tpr}))
+            if details is not None:
+                _roc_details(details, scores, ps.labels, {"model": model, "fusion": ps.fusion})
     if not rows:
         raise _no_far_left(report)
     reported = [f"{f:g}" for f in fars if any(f"{f:g}" in r for r in rows)]
@@ -372,7 +378,24 @@ def run_roc(
 def roc_points(scores: np.ndarray, labels: np.ndarray, n_points: int = 400) -> tuple[np.ndarray, np.ndarray]:
     """The ROC curve (`roc_curve_points`, sklearn's roc_curve) thinned to ~n_points log-spaced FPRs, for plotting."""
     fpr, tpr, _ = roc_curve_points(labels, scores)
-    grid = np.unique(np.r_[0.0, np.logspace(-7, 0, n_points)])
-    idx = np.minimum(np.searchsorted(fpr, grid, side="right") - 1, len(fpr) - 1)
-    idx = np.unique(np.maximum(idx, 0))
+    idx = log_spaced_index(fpr, n_points)
     return fpr[idx], tpr[idx]
+
+
+def log_spaced_index(rate: np.ndarray, n_points: int = 400) -> np.ndarray:
+    """Indices thinning an ascending rate (FPR, FMR) to the last point at or below each of ~n_points log-spaced
+    values in [1e-7, 1] and 0: what a log-axis figure can show, from a curve of millions of points."""
+    grid = np.unique(np.r_[0.0, np.logspace(-7, 0, n_points)])
+    idx = np.minimum(np.searchsorted(rate, grid, side="right") - 1, len(rate) - 1)
+    return np.unique(np.maximum(idx, 0))
+
+
+def _roc_details(details: dict[str, list[pd.DataFrame]], scores: np.ndarray, labels: np.ndarray, key: dict) -> None:
+    """EER row, DET points thinned for a log-log figure (every point is kept where there are few) and the
+    tidy long ROC (sklearn's roc_curve points) of one (model, fusion), appended to `details`."""
+    if labels.all() or not labels.any():
+        return  # EER and DET need both classes; the ROC table already shows NaN
+    details.setdefault("eer", []).append(eer_table(scores, labels, key))
+    det = det_table(scores, labels, key)
+    details.setdefault("det", []).append(det.iloc[log_spaced_index(det["fmr"].to_numpy())].reset_index(drop=True))
+    details.setdefault("roc_long", []).append(roc_long_table(scores, labels, key))

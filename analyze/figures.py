@@ -32,6 +32,8 @@ __all__ = [
     "ROC_COLUMNS",
     "line_styles",
     "method_label",
+    "det_figures",
+    "plot_det",
     "plot_reject_comparison",
     "plot_reject_curves",
     "plot_roc",
@@ -303,3 +305,44 @@ def fusion_figures(fusion_df: pd.DataFrame, dataset: str = "") -> Iterator[tuple
 def plot_fusion(fusion_df: pd.DataFrame, out_dir: str | Path, dataset: str = "") -> list[Path]:
     """Save `fusion_figures` (PNG and PDF per protocol and distance) under `out_dir`; returns the paths."""
     return [p for stem, fig in fusion_figures(fusion_df, dataset) for p in save_figure(fig, out_dir, stem)]
+
+
+# ---- DET ------------------------------------------------------------------------------------------------
+
+DET_COLUMNS = ("model", "fusion", "fmr", "fnmr")
+
+
+def det_figures(
+    det_df: pd.DataFrame, dataset: str = "", eer: pd.DataFrame | None = None
+) -> Iterator[tuple[str, Figure]]:
+    """One DET figure: FNMR against FMR, both log, one curve per (model, fusion), the EER in the legend when
+    `eer` (the eer table) is given; points with a zero rate cannot sit on a log axis and are left out."""
+    _check_columns(det_df, DET_COLUMNS, "DET table")
+    eers = {} if eer is None else {(r.model, r.fusion): r.eer for r in eer.itertuples()}
+    methods = list(_groups(det_df, ["model", "fusion"]))
+    fig, ax = plt.subplots(figsize=(7.0, 5.0) if len(methods) <= 8 else (9.5, 5.5))
+    for (mkeys, curve), style in zip(methods, line_styles(len(methods))):
+        curve = curve.sort_values("fmr", kind="stable")
+        fmr, fnmr = curve["fmr"].to_numpy(float), curve["fnmr"].to_numpy(float)
+        keep = (fmr > 0) & (fnmr > 0)
+        label = method_label(mkeys["model"], "cosine", fusion=mkeys.get("fusion"))
+        value = eers.get((mkeys["model"], mkeys.get("fusion")))
+        label += f" (EER {value:.4f})" if value is not None else ""
+        ax.plot(fmr[keep], fnmr[keep], label=label, **{**style, "marker": None})
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _style_axes(ax, "False match rate (FMR, log scale)", "False non-match rate (FNMR, log scale)")
+    if len(methods) <= 8:
+        ax.legend(loc="upper right", fontsize="small")
+    else:
+        _method_legend(ax, len(methods))
+    head = f"{dataset}: " if dataset else ""
+    ax.set_title(f"{head}DET", fontsize="medium")
+    yield safe_name("det", dataset), fig
+
+
+def plot_det(
+    det_df: pd.DataFrame, out_dir: str | Path, dataset: str = "", eer: pd.DataFrame | None = None
+) -> list[Path]:
+    """Save `det_figures` (PNG and PDF) under `out_dir`; returns the paths."""
+    return [p for stem, fig in det_figures(det_df, dataset, eer) for p in save_figure(fig, out_dir, stem)]
