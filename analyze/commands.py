@@ -34,7 +34,8 @@ from analyze.outputs import (
     write_json,
     write_table,
 )
-from analyze.tables import far_pivot
+from analyze.reject import REFERENCE_ORDERS
+from analyze.tables import far_pivot, method_labels
 from analyze.vocabulary import check_distance, fusion_spec, metric_specs
 from featurestore.errors import StoreError
 from featurestore.schema import STATUS_OK
@@ -296,6 +297,7 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
     """Reject verification into `out`: reject.parquet/.csv, auc.csv, summary.json, figures (unless not figures)."""
     o = options
     check_names(o.metrics, o.fusions)
+    details: dict[str, list[pd.DataFrame]] = {}
     with _claimed(store, out, o, "reject") as (st, owned, where):
         df, auc_df, report = experiments.run_reject(
             st,
@@ -312,26 +314,47 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
             bias=o.bias,
             discard_limit=o.discard_limit,
             allow_tiny_far=o.allow_tiny_far,
+            details=details,
         )
         report.params["scheduler"] = where
+        report.params["references"] = dict(REFERENCE_ORDERS)
         out_dir = owned.path
         owned.add(*write_table(df, out_dir, "reject"))
         auc_df.to_csv(out_dir / "auc.csv", index=False)
         owned.add(out_dir / "auc.csv", write_json(report, out_dir / "summary.json"))
+        extra = {name: pd.concat(details[name], ignore_index=True) for name in REJECT_DETAILS if details.get(name)}
+        for name, table in extra.items():
+            if name == "reference_auc":
+                table.to_csv(out_dir / "reference_auc.csv", index=False)
+                owned.add(out_dir / "reference_auc.csv")
+            else:
+                owned.add(*write_table(table, out_dir, name))
         if o.figures:
             from analyze.figures import plot_reject_comparison, plot_reject_curves
 
-            plot_reject_curves(df, out_dir / "figures")
-            plot_reject_comparison(df, out_dir / "figures")
+            plot_reject_curves(df, out_dir / "figures", reference=extra.get("reference"))
+            plot_reject_comparison(df, out_dir / "figures", reference=extra.get("reference"))
         owned.finish()
-    text = "\n".join(
-        [
-            f"AUC of TAR over rejected fraction ({o.threshold_mode}, {o.convention} convention):",
-            auc_table_text(auc_df),
+    lines = [
+        f"AUC of TAR over rejected fraction ({o.threshold_mode}, {o.convention} convention):",
+        auc_table_text(auc_df),
+    ]
+    if "edc" in extra:
+        edc = extra["edc"]
+        pivot = far_pivot(edc.assign(method=method_labels(edc, "terminal")), "method", "pauc_minus_ideal")
+        lines += [
+            f"EDC partial AUC up to {o.discard_limit:g} minus the ideal curve's (oracle and random: references):",
+            pivot.to_string(float_format=lambda v: f"{v:.4f}"),
         ]
-    )
-    tables = {"reject": df, "auc": auc_df}
+    text = "\n".join(lines)
+    tables = {"reject": df, "auc": auc_df, **extra}
     return CommandResult("reject", out_dir, tables, report, text, exclusion_notes(report), f"wrote {out_dir}")
+
+
+REJECT_DETAILS = ("reference", "reference_auc", "edc")
+"""The tables `reject` writes beside reject and auc: the oracle and random reference curves (rows with
+uncertainty `oracle` / `random`, analyze.reject.REFERENCE_ORDERS) and their AUCs, and with --threshold fixed
+the EDC's partial areas (raw, ideal, difference; analyze.tables.EDC_COLUMNS) of methods and references."""
 
 
 def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) -> CommandResult:

@@ -1,7 +1,7 @@
 """The orchestrators `analyze` runs on a store: reject verification, fusion tables and ROC tables.
 
 Only the loops over models, fusions and metrics live here: pair assembly is in `analyze.loading`
-(`select`, `build_pair_set`), every reject-like curve in `analyze.reject` (`reject_columns`), the table
+(`select`, `build_pair_set`), every reject-like curve in `analyze.reject` (`reject_result`), the table
 contracts and presentation in `analyze.tables`, the per-family defaults in `analyze.policy`.
 Each returns tidy pandas tables (one row per measured number) with every convention named in
 its columns, so results from different runs and methods concatenate and compare directly.
@@ -20,9 +20,9 @@ from analyze.curves import auc, roc_curve_points
 from analyze.det import det_table, eer_table, roc_long_table
 from analyze.loading import PairSet, ValidRows, build_pair_set, select, valid_rows
 from analyze.policy import policy_for
-from analyze.reject import reject_columns
+from analyze.reject import REFERENCE_ORDERS, EDCCurve, reference_uncertainty, reject_result
 from analyze.scores import pair_scores
-from analyze.tables import AUC_COLUMNS, REJECT_COLUMNS
+from analyze.tables import AUC_COLUMNS, EDC_COLUMNS, REJECT_COLUMNS
 from analyze.tarfar import check_far_resolution, check_fars, tar_at_far
 from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty
 from analyze.vocabulary import DISTANCES, fusion_spec, metric_specs
@@ -162,11 +162,14 @@ def run_reject(
     fusion_options: dict[str, Any] | None = None,
     discard_limit: float = 0.3,
     allow_tiny_far: bool = False,
+    details: dict[str, list[pd.DataFrame]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, RunReport]:
     """Reject verification for every (model, fusion, metric): the tidy curve table, the AUC table, a report.
 
     `fars` None: the paper's FARs, less those below a pair set's resolution (listed in the report); FARs
-    given explicitly below 1/n_impostors are refused unless `allow_tiny_far`."""
+    given explicitly below 1/n_impostors are refused unless `allow_tiny_far`. `details` (a dict) is filled
+    with the reference curves (oracle, random) per (model, fusion, distance) under "reference" and
+    "reference_auc", and with fixed thresholds the EDC partial areas (raw, ideal, difference) under "edc"."""
     t0 = time.perf_counter()
     fars, explicit = _fars(fars, PAPER_FARS)
     models, proto = select(store, models, protocol)
@@ -211,6 +214,7 @@ def run_reject(
             ps_fars = resolved_fars(fars, explicit, ps, allow_tiny_far, report)
             if not ps_fars.size:
                 continue
+            referenced: set[str] = set()
             for metric in metrics or default_metrics(spec.outputs, threshold_mode):
                 scores, unc, distance, combo = score_pairs(ps, metric, bias)
                 key = {
@@ -223,17 +227,66 @@ def run_reject(
                     "threshold_mode": threshold_mode,
                     "convention": convention,
                 }
-                cols = reject_columns(scores, ps.labels, unc, r, ps_fars, threshold_mode, convention)
-                df = pd.DataFrame(cols)
-                for k, v in key.items():
-                    df[k] = v
+                curve = reject_result(scores, ps.labels, unc, r, ps_fars, threshold_mode, convention)
+                df = _keyed(curve.columns(), key)
                 curves.append(df)
                 aucs.extend(_auc_rows(df, key, threshold_mode, discard_limit))
+                if details is not None and threshold_mode == "fixed":
+                    details.setdefault("edc", []).append(_edc_rows(curve, key, discard_limit))
+                if details is not None and distance not in referenced:
+                    referenced.add(distance)
+                    _reference_curves(details, scores, ps.labels, r, ps_fars, key, discard_limit)
     if not curves:
         raise _no_far_left(report)
     reject_df = pd.concat(curves, ignore_index=True)[REJECT_COLUMNS]
     report.seconds = time.perf_counter() - t0
     return reject_df, pd.DataFrame(aucs, columns=AUC_COLUMNS), report
+
+
+def _keyed(cols: dict[str, np.ndarray], key: dict[str, Any]) -> pd.DataFrame:
+    df = pd.DataFrame(cols)
+    for k, v in key.items():
+        df[k] = v
+    return df
+
+
+def _edc_rows(curve: EDCCurve, key: dict[str, Any], discard_limit: float) -> pd.DataFrame:
+    """The EDC's partial areas of one method: raw (the number auc.csv holds: FNMR as 1 - tar), the ideal
+    curve's on the same discarded fractions, and their difference, per FAR."""
+    fnmr = 1.0 - (1.0 - curve.fnmr)  # as _auc_rows reads it back from the table's tar column
+    raw = np.array([auc(curve.discarded_fraction, fnmr[:, i], limit=discard_limit) for i in range(curve.fars.size)])
+    ideal = curve.ideal_partial_auc(discard_limit)
+    fnmr_all = curve.fnm_all / curve.n_genuine if curve.n_genuine else np.full(curve.fars.size, np.nan)
+    rows = {"far": curve.fars, "discard_limit": discard_limit, "fnmr_all": fnmr_all}
+    rows |= {"pauc": raw, "pauc_ideal": ideal, "pauc_minus_ideal": raw - ideal}
+    return _keyed(rows, key)[EDC_COLUMNS]
+
+
+def _reference_curves(
+    details: dict[str, list[pd.DataFrame]], scores, labels, r, fars, key: dict[str, Any], discard_limit: float
+) -> None:
+    """The oracle and random reference curves (analyze.reject.REFERENCE_ORDERS) of one (model, fusion,
+    distance), with the method's threshold mode and convention: curve rows, AUC rows, and EDC rows if fixed."""
+    mode, convention = key["threshold_mode"], key["convention"]
+    thresholds = tar_at_far(scores, labels, fars, "exact", allow_tiny_far=True).threshold
+    for ref in REFERENCE_ORDERS:
+        ref_key = {**key, "uncertainty": ref}
+        if ref == "oracle":  # one order per FAR: the margin to that FAR's threshold
+            parts = [
+                reject_result(scores, labels, reference_uncertainty(scores, labels, ref, t), r, [f], mode, convention)
+                for f, t in zip(fars, thresholds)
+            ]
+        else:
+            parts = [
+                reject_result(scores, labels, reference_uncertainty(scores, labels, ref), r, fars, mode, convention)
+            ]
+        df = pd.concat([_keyed(c.columns(), ref_key) for c in parts], ignore_index=True)
+        df = df.sort_values(["rejected_fraction", "far"], kind="stable", ignore_index=True)[REJECT_COLUMNS]
+        details.setdefault("reference", []).append(df)
+        details.setdefault("reference_auc", []).append(pd.DataFrame(_auc_rows(df, ref_key, mode, discard_limit)))
+        if mode == "fixed":
+            edc = pd.concat([_edc_rows(c, ref_key, discard_limit) for c in parts], ignore_index=True)
+            details.setdefault("edc", []).append(edc.sort_values("far", kind="stable", ignore_index=True))
 
 
 def _auc_rows(df: pd.DataFrame, key: dict[str, Any], threshold_mode: str, discard_limit: float) -> list[dict]:

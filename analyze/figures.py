@@ -174,18 +174,24 @@ _CURVE_KEYS = ["dataset", *REJECT_KEY_COLUMNS[: REJECT_KEY_COLUMNS.index("far")]
 """What identifies one curve: the dataset and every method/convention column before `far`."""
 
 
-def reject_curve_figures(df: pd.DataFrame, dataset: str = "") -> Iterator[tuple[str, Figure]]:
+def reject_curve_figures(
+    df: pd.DataFrame, dataset: str = "", reference: pd.DataFrame | None = None
+) -> Iterator[tuple[str, Figure]]:
     """One figure per method (model, level, fusion, distance, uncertainty, threshold mode; protocol and
-    convention too when a table mixes them): TAR against the rejected fraction, one curve per FAR."""
+    convention too when a table mixes them): TAR against the rejected fraction, one curve per FAR; with
+    `reference` (rows with uncertainty oracle / random) each FAR's oracle (dashed) and random (dotted) too."""
     _check_columns(df, REJECT_COLUMNS, "reject table")
     for keys, sub in _groups(df, _CURVE_KEYS):
         keys.setdefault("dataset", dataset)
         fig, ax = plt.subplots(figsize=(6.4, 4.8))
         fars = sorted(sub["far"].unique())
+        refs = _references_of(reference, keys)
         for far, style in zip(fars, line_styles(len(fars))):
             curve = sub[sub["far"] == far].sort_values("rejected_fraction", kind="stable")
             x, y = curve["rejected_fraction"].to_numpy(float), curve["tar"].to_numpy(float)
             ax.plot(x, y, label=f"TAR@FAR={_far_text(far)} (AUC {_auc(x, y):.4f})", **style)
+            for ref, ref_curve in refs:
+                _reference_line(ax, ref, ref_curve[ref_curve["far"] == far], style["color"], far == fars[0])
         _style_axes(ax, "Rejected fraction of pairs", "TAR")
         _pct_axis(ax, "x")
         _pct_axis(ax, "y")
@@ -201,9 +207,37 @@ def reject_curve_figures(df: pd.DataFrame, dataset: str = "") -> Iterator[tuple[
         yield stem, fig
 
 
-def plot_reject_curves(df: pd.DataFrame, out_dir: str | Path, dataset: str = "") -> list[Path]:
+def plot_reject_curves(
+    df: pd.DataFrame, out_dir: str | Path, dataset: str = "", reference: pd.DataFrame | None = None
+) -> list[Path]:
     """Save `reject_curve_figures` (PNG and PDF per method) under `out_dir`; returns the paths."""
-    return [p for stem, fig in reject_curve_figures(df, dataset) for p in save_figure(fig, out_dir, stem)]
+    figures = reject_curve_figures(df, dataset, reference)
+    return [p for stem, fig in figures for p in save_figure(fig, out_dir, stem)]
+
+
+REFERENCE_STYLES = {"oracle": "--", "random": ":"}
+"""Line style of each reference curve (analyze.reject.REFERENCE_ORDERS), named in the legend."""
+
+
+def _references_of(reference: pd.DataFrame | None, keys: dict[str, Any]) -> list[tuple[str, pd.DataFrame]]:
+    """The reference curves (oracle, random) measured like the method `keys` (same model, level, protocol,
+    fusion, distance, threshold mode, convention)."""
+    if reference is None or reference.empty:
+        return []
+    mask = np.ones(len(reference), dtype=bool)
+    for k in ("model", "level", "protocol", "fusion", "distance", "threshold_mode", "convention"):
+        if k in keys and k in reference.columns and _present(keys[k]):
+            mask &= (reference[k] == keys[k]).to_numpy()
+    sub = reference[mask]
+    return [(ref, sub[sub["uncertainty"] == ref]) for ref in REFERENCE_STYLES if (sub["uncertainty"] == ref).any()]
+
+
+def _reference_line(ax: Any, ref: str, curve: pd.DataFrame, color: Any, label: bool, name: str = "") -> None:
+    """One reference curve, thin, in the method's colour and the reference's line style; labelled once."""
+    curve = curve.sort_values("rejected_fraction", kind="stable")
+    x, y = curve["rejected_fraction"].to_numpy(float), curve["tar"].to_numpy(float)
+    text = f"{ref} reference{name} (AUC {_auc(x, y):.4f})" if label else None
+    ax.plot(x, y, color=color, linestyle=REFERENCE_STYLES[ref], linewidth=0.9, alpha=0.8, label=text)
 
 
 # ---- comparison of methods at one FAR (the paper's benchmark figure) -----------------------------
@@ -212,23 +246,33 @@ _COMPARE_KEYS = ["dataset", "level", "protocol", "far", "threshold_mode", "conve
 _METHOD_KEYS = ["model", "distance", "uncertainty", "fusion"]
 
 
-def reject_comparison_figures(df: pd.DataFrame, dataset: str = "") -> Iterator[tuple[str, Figure]]:
+def reject_comparison_figures(
+    df: pd.DataFrame, dataset: str = "", reference: pd.DataFrame | None = None
+) -> Iterator[tuple[str, Figure]]:
     """One figure per (level, FAR, threshold mode; protocol and convention when mixed): every method's
-    TAR against rejected fraction on one axis, legend `model: distance_uncertainty [fusion]` with AUC."""
+    TAR against rejected fraction on one axis, legend `model: distance_uncertainty [fusion]` with AUC; with
+    `reference`, each (model, distance, fusion)'s oracle (dashed) and random (dotted) curves in grey."""
     _check_columns(df, REJECT_COLUMNS, "reject table")
     for keys, sub in _groups(df, _COMPARE_KEYS):
         keys.setdefault("dataset", dataset)
         methods = list(_groups(sub, _METHOD_KEYS))
-        fig, ax = plt.subplots(figsize=(7.5, 5.0) if len(methods) <= 8 else (9.5, 5.5))
+        refs = []
+        ref_keys = {k: keys[k] for k in ("level", "protocol", "threshold_mode", "convention", "far") if k in keys}
+        for bases, _ in _groups(sub, ["model", "distance", "fusion"]) if reference is not None else ():
+            name = f", {method_label(bases['model'], bases['distance'], fusion=bases.get('fusion'))}"
+            refs += [(ref, curve, name) for ref, curve in _references_of(reference, {**ref_keys, **bases})]
+        fig, ax = plt.subplots(figsize=(7.5, 5.0) if len(methods) + len(refs) <= 8 else (9.5, 5.5))
         for (mkeys, curve), style in zip(methods, line_styles(len(methods))):
             curve = curve.sort_values("rejected_fraction", kind="stable")
             x, y = curve["rejected_fraction"].to_numpy(float), curve["tar"].to_numpy(float)
             label = method_label(mkeys["model"], mkeys["distance"], mkeys["uncertainty"], mkeys.get("fusion"))
             ax.plot(x, y, label=f"{label} (AUC {_auc(x, y):.4f})", **style)
+        for ref, curve, name in refs:
+            _reference_line(ax, ref, curve, "grey", True, name)
         _style_axes(ax, "Rejected fraction of pairs", f"TAR@FAR={_far_text(float(keys['far']))}")
         _pct_axis(ax, "x")
         _pct_axis(ax, "y")
-        _method_legend(ax, len(methods))
+        _method_legend(ax, len(methods) + len(refs))
         head = f"{keys['dataset']}: " if _present(keys["dataset"]) else ""
         ax.set_title(
             f"{head}TAR@FAR={_far_text(float(keys['far']))} under rejection\n"
@@ -239,9 +283,12 @@ def reject_comparison_figures(df: pd.DataFrame, dataset: str = "") -> Iterator[t
         yield stem, fig
 
 
-def plot_reject_comparison(df: pd.DataFrame, out_dir: str | Path, dataset: str = "") -> list[Path]:
+def plot_reject_comparison(
+    df: pd.DataFrame, out_dir: str | Path, dataset: str = "", reference: pd.DataFrame | None = None
+) -> list[Path]:
     """Save `reject_comparison_figures` (PNG and PDF per level, FAR, threshold mode); returns the paths."""
-    return [p for stem, fig in reject_comparison_figures(df, dataset) for p in save_figure(fig, out_dir, stem)]
+    figures = reject_comparison_figures(df, dataset, reference)
+    return [p for stem, fig in figures for p in save_figure(fig, out_dir, stem)]
 
 
 # ---- ROC ----------------------------------------------------------------------------------------------
