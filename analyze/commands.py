@@ -96,6 +96,8 @@ class RejectOptions(TableOptions):
     bias: float | None = None
     discard_limit: float = 0.3
     allow_tiny_far: bool = False
+    bootstrap: int = 0
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class FusionOptions(TableOptions):
     fars: tuple[float, ...] = option((), "far")
     convention: str = "exact"
     allow_tiny_far: bool = False
+    bootstrap: int = 0
+    seed: int = 0
     media_norm: bool = option(True, "media_no_norm")
     media_detector: bool = option(True, "media_no_detector")
     media_flip: bool = option(True, "media_no_flip")
@@ -120,6 +124,8 @@ class RocOptions(TableOptions):
     fars: tuple[float, ...] = option((), "far")
     convention: str = "nearest"
     allow_tiny_far: bool = False
+    bootstrap: int = 0
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ class DistributionOptions:
 
 NEGATED = {"figures": "no_figures", "media_norm": "media_no_norm", "media_detector": "media_no_detector"}
 NEGATED["media_flip"] = "media_no_flip"
+NEGATED |= {"reject": "no_reject", "flip": "no_flip"}  # identify, accuracy
 """Boolean fields whose step/command-line key is the negative flag (`no_figures: true` -> figures False)."""
 
 
@@ -209,11 +216,12 @@ def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
     default = f.default
     if isinstance(default, tuple):
         items = list(value) if isinstance(value, list | tuple) else [value]
-        if f.name == "fars":
+        if f.name in ("fars", "fpirs", "ranks"):
+            kind = int if f.name == "ranks" else float
             try:
-                return tuple(float(v) for v in items)
+                return tuple(kind(v) for v in items)
             except (TypeError, ValueError):
-                raise ValueError(f"{where}: {key}: every FAR must be a number, got {value!r}") from None
+                raise ValueError(f"{where}: {key}: every value must be a number, got {value!r}") from None
         return tuple(str(v) for v in items)
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -221,7 +229,7 @@ def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
         return value
     if isinstance(default, int | float) or f.name == "bias":
         try:
-            number = float(value) if f.name in ("bias", "discard_limit") else int(value)
+            number = float(value) if f.name == "bias" or isinstance(default, float) else int(value)
         except (TypeError, ValueError):
             raise ValueError(f"{where}: {key} must be a number, got {value!r}") from None
         if not math.isfinite(number):
@@ -297,6 +305,12 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
     """Reject verification into `out`: reject.parquet/.csv, auc.csv, summary.json, figures (unless not figures)."""
     o = options
     check_names(o.metrics, o.fusions)
+    if o.bootstrap and (o.threshold_mode, o.convention) != ("recompute", "exact"):
+        raise CommandError(
+            "--bootstrap resamples the recompute curve with the exact convention only "
+            f"(got --threshold {o.threshold_mode} --convention {o.convention})",
+            "--bootstrap",
+        )
     details: dict[str, list[pd.DataFrame]] = {}
     with _claimed(store, out, o, "reject") as (st, owned, where):
         df, auc_df, report = experiments.run_reject(
@@ -315,6 +329,8 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
             discard_limit=o.discard_limit,
             allow_tiny_far=o.allow_tiny_far,
             details=details,
+            bootstrap=o.bootstrap,
+            seed=o.seed,
         )
         report.params["scheduler"] = where
         report.params["references"] = dict(REFERENCE_ORDERS)
@@ -374,6 +390,8 @@ def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) ->
             partial=o.partial,
             fusion_options=media,
             allow_tiny_far=o.allow_tiny_far,
+            bootstrap=o.bootstrap,
+            seed=o.seed,
         )
         report.params["scheduler"] = where
         out_dir = owned.path
@@ -409,6 +427,8 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
             partial=o.partial,
             allow_tiny_far=o.allow_tiny_far,
             details=details,
+            bootstrap=o.bootstrap,
+            seed=o.seed,
         )
         report.params["scheduler"] = where
         out_dir = owned.path
@@ -420,7 +440,7 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
         if o.figures:
             from analyze.figures import plot_det, plot_roc
 
-            plot_roc(curve_df, out_dir / "figures")
+            plot_roc(curve_df, out_dir / "figures", intervals=extra.get("roc_interval"))
             if "det" in extra:
                 plot_det(extra["det"], out_dir / "figures", eer=extra.get("eer"))
         owned.finish()
@@ -433,9 +453,31 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
     return CommandResult("roc", out_dir, tables, report, text, exclusion_notes(report), f"wrote {out_dir}")
 
 
-ROC_DETAILS = ("eer", "det", "roc_long")
+ROC_DETAILS = ("eer", "det", "roc_long", "roc_interval")
 """The tables `roc` writes beside roc_table and roc_curve (analyze.det): EER per (model, fusion), the DET
-points (FNMR vs FMR, thinned for a log-log figure) and the tidy long ROC (far, tar, threshold)."""
+points (FNMR vs FMR, thinned for a log-log figure), the tidy long ROC (far, tar, threshold) and, with
+--bootstrap N, roc_interval (model, fusion, far, tar, tar_lo, tar_hi, bootstrap, resampled)."""
+
+
+def identify(store: str | Path, out: str | Path | None, options: Any) -> CommandResult:
+    """`analyze identify` (analyze.identify.run_identify with its IdentifyOptions) as a CommandResult."""
+    from analyze.identify import result_lines, run_identify
+
+    res = run_identify(store, out, options)
+    notes, lines = result_lines(res)
+    tables = {"tpir": res.tpir, "cmc": res.cmc, "reject": res.reject, "reject_auc": res.reject_auc}
+    return CommandResult("identify", res.out, tables, res.summary, "\n".join(lines[:-1]), notes, lines[-1])
+
+
+def accuracy(store: str | Path, out: str | Path | None, options: Any) -> CommandResult:
+    """`analyze accuracy` (analyze.accuracy_cli.run_accuracy with its AccuracyOptions) as a CommandResult."""
+    from analyze.accuracy_cli import accuracy_lines, run_accuracy
+
+    with FeatureStore.open(store) as st:
+        run = run_accuracy(st, out, options)
+    notes, lines = accuracy_lines(run, options)
+    tables = {"accuracy": run.accuracy, "accuracy_folds": run.folds, "accuracy_reject": run.reject}
+    return CommandResult("accuracy", run.out, tables, run.summary, "\n".join(lines), notes, f"wrote {run.out}")
 
 
 class CommandError(Exception):

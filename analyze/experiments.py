@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analyze.bootstrap import BOOTSTRAP_LEVEL, reject_interval, tar_at_far_interval
 from analyze.curves import auc, roc_curve_points
 from analyze.det import det_table, eer_table, roc_long_table
 from analyze.loading import PairSet, ValidRows, build_pair_set, select, valid_rows
@@ -163,6 +164,8 @@ def run_reject(
     discard_limit: float = 0.3,
     allow_tiny_far: bool = False,
     details: dict[str, list[pd.DataFrame]] | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, RunReport]:
     """Reject verification for every (model, fusion, metric): the tidy curve table, the AUC table, a report.
 
@@ -181,6 +184,11 @@ def run_reject(
         raise ValueError(f"convention must be 'exact' or 'nearest', got {convention!r}")
     if threshold_mode == "fixed" and convention != "exact":
         raise ValueError("the fixed-threshold EDC sets its thresholds with the exact convention only")
+    if bootstrap and (threshold_mode, convention) != ("recompute", "exact"):
+        raise ValueError(
+            "--bootstrap on reject resamples the recompute curve with the exact convention only "
+            f"(got --threshold {threshold_mode} --convention {convention})"
+        )
     for metric in metrics or []:
         metric_specs(metric)
     for f in fusions or []:
@@ -203,6 +211,7 @@ def run_reject(
         bias=bias,
         discard_limit=discard_limit,
         allow_tiny_far=allow_tiny_far,
+        **_bootstrap_params(bootstrap, seed),
     )
     curves, aucs = [], []
     for model in models:
@@ -215,6 +224,7 @@ def run_reject(
             if not ps_fars.size:
                 continue
             referenced: set[str] = set()
+            units = None
             for metric in metrics or default_metrics(spec.outputs, threshold_mode):
                 scores, unc, distance, combo = score_pairs(ps, metric, bias)
                 key = {
@@ -229,8 +239,16 @@ def run_reject(
                 }
                 curve = reject_result(scores, ps.labels, unc, r, ps_fars, threshold_mode, convention)
                 df = _keyed(curve.columns(), key)
+                rows = _auc_rows(df, key, threshold_mode, discard_limit)
+                if bootstrap:
+                    units = units or ps.units(store)
+                    t_lo, t_hi, a_lo, a_hi = reject_interval(scores, ps.labels, unc, units, r, ps_fars, bootstrap, seed)
+                    df["tar_lo"], df["tar_hi"] = t_lo.ravel(), t_hi.ravel()
+                    for row in rows:
+                        q = int(np.flatnonzero(ps_fars == row["far"])[0])
+                        row.update(auc_lo=a_lo[q], auc_hi=a_hi[q], bootstrap=bootstrap, resampled=units.kind)
                 curves.append(df)
-                aucs.extend(_auc_rows(df, key, threshold_mode, discard_limit))
+                aucs.extend(rows)
                 if details is not None and threshold_mode == "fixed":
                     details.setdefault("edc", []).append(_edc_rows(curve, key, discard_limit))
                 if details is not None and distance not in referenced:
@@ -238,9 +256,24 @@ def run_reject(
                     _reference_curves(details, scores, ps.labels, r, ps_fars, key, discard_limit)
     if not curves:
         raise _no_far_left(report)
-    reject_df = pd.concat(curves, ignore_index=True)[REJECT_COLUMNS]
+    extra = INTERVAL_COLUMNS["tar"] if bootstrap else []
+    reject_df = pd.concat(curves, ignore_index=True)[REJECT_COLUMNS + extra[:2]]
     report.seconds = time.perf_counter() - t0
-    return reject_df, pd.DataFrame(aucs, columns=AUC_COLUMNS), report
+    return reject_df, pd.DataFrame(aucs, columns=AUC_COLUMNS + (INTERVAL_COLUMNS["auc"] if bootstrap else [])), report
+
+
+INTERVAL_COLUMNS = {
+    "tar": ["tar_lo", "tar_hi", "bootstrap", "resampled"],
+    "auc": ["auc_lo", "auc_hi", "bootstrap", "resampled"],
+}
+"""What --bootstrap N adds to a table: the 95% percentile interval, N and what was resampled (analyze.bootstrap)."""
+
+
+def _bootstrap_params(bootstrap: int, seed: int) -> dict[str, Any]:
+    """The report's bootstrap parameters: none without --bootstrap, so summaries stay as they were."""
+    if bootstrap < 0:
+        raise ValueError(f"--bootstrap {bootstrap}: the number of replicates must be >= 0")
+    return {"bootstrap": bootstrap, "seed": seed, "bootstrap_level": BOOTSTRAP_LEVEL} if bootstrap else {}
 
 
 def _keyed(cols: dict[str, np.ndarray], key: dict[str, Any]) -> pd.DataFrame:
@@ -313,6 +346,8 @@ def run_fusion_table(
     partial: bool = False,
     fusion_options: dict[str, Any] | None = None,
     allow_tiny_far: bool = False,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, RunReport]:
     """TAR@FAR of each fusion x distance over template pairs (the paper's fusion script); FARs as run_reject
     (None: insightface's 1e-6 ... 1e-1, less those below a pair set's resolution)."""
@@ -334,6 +369,7 @@ def run_fusion_table(
         convention=convention,
         partial=partial,
         allow_tiny_far=allow_tiny_far,
+        **_bootstrap_params(bootstrap, seed),
     )
     rows = []
     for model in models:
@@ -350,7 +386,12 @@ def run_fusion_table(
                 values = values_of.for_distance(DISTANCES.get(distance))
                 scores = pair_scores(distance, ps.features, ps.i, ps.j, uncertainty=values)
                 res = tar_at_far(scores, ps.labels, ps_fars, convention, allow_tiny_far=True)
-                for f, tar, thr, fa in zip(res.fars, res.tar, res.threshold, res.far_achieved):
+                interval = {}
+                if bootstrap:
+                    units = ps.units(store)
+                    lo, hi = tar_at_far_interval(scores, ps.labels, units, ps_fars, convention, bootstrap, seed)
+                    interval = {"tar_lo": lo, "tar_hi": hi}
+                for q, (f, tar, thr, fa) in enumerate(zip(res.fars, res.tar, res.threshold, res.far_achieved)):
                     rows.append(
                         {
                             "model": model,
@@ -364,6 +405,8 @@ def run_fusion_table(
                             "far_achieved": fa,
                             "pairs": len(ps.labels),
                             "dropped_pairs": ps.n_pairs_dropped,
+                            **{k: float(v[q]) for k, v in interval.items()},
+                            **({"bootstrap": bootstrap, "resampled": units.kind} if interval else {}),
                         }
                     )
     if not rows:
@@ -383,6 +426,8 @@ def run_roc(
     partial: bool = False,
     allow_tiny_far: bool = False,
     details: dict[str, list[pd.DataFrame]] | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, RunReport]:
     """insightface's ROC table (TAR at each FAR, one row per model and fusion; cosine), the thinned ROC
     curves and a report; template protocols use the `media` fusion unless told otherwise. FARs as
@@ -403,6 +448,7 @@ def run_roc(
         convention=convention,
         partial=partial,
         allow_tiny_far=allow_tiny_far,
+        **_bootstrap_params(bootstrap, seed),
     )
     rows, curves = [], []
     for model in models:
@@ -420,6 +466,12 @@ def run_roc(
             curves.append(pd.DataFrame({**key, "fpr": fpr, "tpr": tpr}))
             if details is not None:
                 _roc_details(details, scores, ps.labels, {"model": model, "fusion": ps.fusion})
+            if bootstrap and details is not None:
+                units = ps.units(store)
+                lo, hi = tar_at_far_interval(scores, ps.labels, units, ps_fars, convention, bootstrap, seed)
+                ci = {"model": model, "fusion": ps.fusion, "convention": convention, "far": res.fars, "tar": res.tar}
+                ci |= {"tar_lo": lo, "tar_hi": hi, "bootstrap": bootstrap, "resampled": units.kind}
+                details.setdefault("roc_interval", []).append(pd.DataFrame(ci))
     if not rows:
         raise _no_far_left(report)
     reported = [f"{f:g}" for f in fars if any(f"{f:g}" in r for r in rows)]

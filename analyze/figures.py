@@ -190,6 +190,7 @@ def reject_curve_figures(
             curve = sub[sub["far"] == far].sort_values("rejected_fraction", kind="stable")
             x, y = curve["rejected_fraction"].to_numpy(float), curve["tar"].to_numpy(float)
             ax.plot(x, y, label=f"TAR@FAR={_far_text(far)} (AUC {_auc(x, y):.4f})", **style)
+            _band(ax, x, curve, "tar", style["color"])
             for ref, ref_curve in refs:
                 _reference_line(ax, ref, ref_curve[ref_curve["far"] == far], style["color"], far == fars[0])
         _style_axes(ax, "Rejected fraction of pairs", "TAR")
@@ -267,6 +268,7 @@ def reject_comparison_figures(
             x, y = curve["rejected_fraction"].to_numpy(float), curve["tar"].to_numpy(float)
             label = method_label(mkeys["model"], mkeys["distance"], mkeys["uncertainty"], mkeys.get("fusion"))
             ax.plot(x, y, label=f"{label} (AUC {_auc(x, y):.4f})", **style)
+            _band(ax, x, curve, "tar", style["color"])
         for ref, curve, name in refs:
             _reference_line(ax, ref, curve, "grey", True, name)
         _style_axes(ax, "Rejected fraction of pairs", f"TAR@FAR={_far_text(float(keys['far']))}")
@@ -294,9 +296,12 @@ def plot_reject_comparison(
 # ---- ROC ----------------------------------------------------------------------------------------------
 
 
-def roc_figures(roc_df: pd.DataFrame, dataset: str = "") -> Iterator[tuple[str, Figure]]:
+def roc_figures(
+    roc_df: pd.DataFrame, dataset: str = "", intervals: pd.DataFrame | None = None
+) -> Iterator[tuple[str, Figure]]:
     """One log-x ROC figure per level (and protocol when present), FPR 1e-6..1, one curve per method;
-    points with FPR 0 cannot sit on a log axis and are left out."""
+    points with FPR 0 cannot sit on a log axis and are left out. With `intervals` (roc_interval: model,
+    fusion, far, tar, tar_lo, tar_hi) each method's bootstrap interval at each FAR as an error bar."""
     _check_columns(roc_df, ROC_COLUMNS, "ROC table")
     for keys, sub in _groups(roc_df, ["dataset", "level", "protocol"]):
         keys.setdefault("dataset", dataset)
@@ -309,6 +314,12 @@ def roc_figures(roc_df: pd.DataFrame, dataset: str = "") -> Iterator[tuple[str, 
             label = method_label(mkeys["model"], mkeys["distance"], mkeys.get("uncertainty"), mkeys.get("fusion"))
             style = {**style, "marker": None}
             ax.plot(fpr[keep], tpr[keep], label=label, **style)
+            if intervals is not None:
+                ci = intervals[(intervals["model"] == mkeys["model"]) & (intervals["fusion"] == mkeys.get("fusion"))]
+                if not ci.empty:
+                    tar, lo, hi = (ci[c].to_numpy(float) for c in ("tar", "tar_lo", "tar_hi"))
+                    err = np.vstack([tar - lo, hi - tar]).clip(min=0)
+                    ax.errorbar(ci["far"], tar, yerr=err, fmt="none", ecolor=style["color"], capsize=3, lw=1)
         ax.set_xscale("log")
         ax.set_xlim(*ROC_FPR_RANGE)
         _style_axes(ax, "False accept rate (FPR, log scale)", "True accept rate (TPR)")
@@ -319,9 +330,19 @@ def roc_figures(roc_df: pd.DataFrame, dataset: str = "") -> Iterator[tuple[str, 
         yield safe_name("roc", keys.get("dataset"), keys.get("level"), keys.get("protocol")), fig
 
 
-def plot_roc(roc_df: pd.DataFrame, out_dir: str | Path, dataset: str = "") -> list[Path]:
+def plot_roc(
+    roc_df: pd.DataFrame, out_dir: str | Path, dataset: str = "", intervals: pd.DataFrame | None = None
+) -> list[Path]:
     """Save `roc_figures` (PNG and PDF per level) under `out_dir`; returns the paths."""
-    return [p for stem, fig in roc_figures(roc_df, dataset) for p in save_figure(fig, out_dir, stem)]
+    return [p for stem, fig in roc_figures(roc_df, dataset, intervals) for p in save_figure(fig, out_dir, stem)]
+
+
+def _band(ax: Any, x: np.ndarray, rows: pd.DataFrame, value: str, color: Any) -> None:
+    """The bootstrap interval of `value` (columns `<value>_lo`, `<value>_hi`, when the table has them) as a
+    translucent band under its curve."""
+    lo, hi = f"{value}_lo", f"{value}_hi"
+    if lo in rows.columns and hi in rows.columns:
+        ax.fill_between(x, rows[lo].to_numpy(float), rows[hi].to_numpy(float), color=color, alpha=0.18, lw=0)
 
 
 # ---- template fusion -----------------------------------------------------------------------------------
@@ -339,6 +360,7 @@ def fusion_figures(fusion_df: pd.DataFrame, dataset: str = "") -> Iterator[tuple
             rows = rows.sort_values("far", kind="stable")
             label = method_label(mkeys["model"], keys["distance"], fusion=mkeys["fusion"])
             ax.plot(rows["far"].to_numpy(float), rows["tar"].to_numpy(float), label=label, **style)
+            _band(ax, rows["far"].to_numpy(float), rows, "tar", style["color"])
         ax.set_xscale("log")
         _style_axes(ax, "False accept rate (log scale)", "True accept rate at that FAR")
         _pct_axis(ax, "y")
