@@ -188,6 +188,12 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     help="Partial-AUC limit for --threshold fixed, in (0, 1].",
 )
 @click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
+@click.option(
+    "--no-references",
+    is_flag=True,
+    help="No oracle and random reference curves (each costs one more curve per model, fusion and distance; "
+    "the oracle one per FAR).",
+)
 @_bootstrap
 @resume_hint("analyze reject")
 def reject(
@@ -203,6 +209,7 @@ def reject(
     bias,
     discard_limit,
     allow_tiny_far,
+    no_references,
     bootstrap,
     seed,
     **common,
@@ -225,7 +232,7 @@ def reject(
     options = _options(
         RejectOptions, common, level=level, fusions=fusions, metrics=metrics, fars=fars, fractions=rejected,
         threshold_mode=threshold_mode, convention=convention, bias=bias, discard_limit=discard_limit,
-        allow_tiny_far=allow_tiny_far, bootstrap=bootstrap, seed=seed,
+        allow_tiny_far=allow_tiny_far, bootstrap=bootstrap, seed=seed, references=not no_references,
     )  # fmt: skip
     from analyze.commands import command_errors
 

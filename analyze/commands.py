@@ -98,6 +98,7 @@ class RejectOptions(TableOptions):
     allow_tiny_far: bool = False
     bootstrap: int = 0
     seed: int = 0
+    references: bool = option(True, "no_references")
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ class DistributionOptions:
 
 NEGATED = {"figures": "no_figures", "media_norm": "media_no_norm", "media_detector": "media_no_detector"}
 NEGATED["media_flip"] = "media_no_flip"
-NEGATED |= {"reject": "no_reject", "flip": "no_flip"}  # identify, accuracy
+NEGATED |= {"reject": "no_reject", "flip": "no_flip", "references": "no_references"}
 """Boolean fields whose step/command-line key is the negative flag (`no_figures: true` -> figures False)."""
 
 
@@ -331,9 +332,10 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
             details=details,
             bootstrap=o.bootstrap,
             seed=o.seed,
+            references=o.references,
         )
         report.params["scheduler"] = where
-        report.params["references"] = dict(REFERENCE_ORDERS)
+        report.params["references"] = dict(REFERENCE_ORDERS) if o.references else {}
         out_dir = owned.path
         owned.add(*write_table(df, out_dir, "reject"))
         auc_df.to_csv(out_dir / "auc.csv", index=False)

@@ -166,6 +166,7 @@ def run_reject(
     details: dict[str, list[pd.DataFrame]] | None = None,
     bootstrap: int = 0,
     seed: int = 0,
+    references: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame, RunReport]:
     """Reject verification for every (model, fusion, metric): the tidy curve table, the AUC table, a report.
 
@@ -251,7 +252,7 @@ def run_reject(
                 aucs.extend(rows)
                 if details is not None and threshold_mode == "fixed":
                     details.setdefault("edc", []).append(_edc_rows(curve, key, discard_limit))
-                if details is not None and distance not in referenced:
+                if details is not None and references and distance not in referenced:
                     referenced.add(distance)
                     _reference_curves(details, scores, ps.labels, r, ps_fars, key, discard_limit)
     if not curves:

@@ -172,3 +172,14 @@ def test_every_reject_figure_names_its_reference_curves(store, tmp_path):
                           & (ref_auc["distance"] == g["distance"].iloc[0])]  # fmt: skip
             if mode == "recompute":
                 assert row["auc"].iloc[0] == pytest.approx(auc(g["rejected_fraction"], g["tar"]), nan_ok=True)
+
+
+def test_no_references_leaves_them_out(store, tmp_path):
+    from analyze.commands import options_from_args
+
+    opts = options_from_args(RejectOptions, {"protocol": "images", "far": 0.1, "rejected": "0:0.5:3",
+                                             "no_references": True, "no_figures": True}, "test")  # fmt: skip
+    assert opts.references is False
+    res = commands.reject(store.path, tmp_path / "n", opts)
+    assert "reference" not in res.tables and not (tmp_path / "n" / "reference.csv").exists()
+    assert res.report.params["references"] == {}
