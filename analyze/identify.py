@@ -293,7 +293,9 @@ def run_identify(store: FeatureStore | str | Path, out: str | Path | None, optio
     if options.bootstrap:
         ci = pd.DataFrame(interval_rows, columns=["model", "fusion", "gallery", "fpir", "tpir_lo", "tpir_hi"])
         tpir_df = tpir_df.merge(ci, on=["model", "fusion", "gallery", "fpir"], how="left")
-        tpir_df["bootstrap"], tpir_df["resampled"] = options.bootstrap, "subject"
+        known = idp.probe.subject >= 0
+        kind = "subject" if known.all() else ("template" if not known.any() else "subject, else template")
+        tpir_df["bootstrap"], tpir_df["resampled"] = options.bootstrap, kind
         summary["params"] |= {"bootstrap": options.bootstrap, "seed": options.seed, "bootstrap_level": BOOTSTRAP_LEVEL}
     cmc_df = _with_mean(pd.DataFrame(cmc_rows, columns=CMC_COLUMNS), "rank", "rate", len(idp.galleries))
     reject_df = pd.concat(reject_parts, ignore_index=True) if reject_parts else pd.DataFrame(columns=REJECT_COLUMNS)
