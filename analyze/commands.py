@@ -361,7 +361,8 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
         edc = extra["edc"]
         pivot = far_pivot(edc.assign(method=method_labels(edc, "terminal")), "method", "pauc_minus_ideal")
         lines += [
-            f"EDC partial AUC up to {o.discard_limit:g} minus the ideal curve's (oracle and random: references):",
+            f"EDC partial AUC up to {o.discard_limit:g} minus the ideal curve's"
+            + (" (oracle and random: references):" if o.references else ":"),
             pivot.to_string(float_format=lambda v: f"{v:.4f}"),
         ]
     text = "\n".join(lines)
