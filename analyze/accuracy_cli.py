@@ -46,19 +46,19 @@ class AccuracyOptions:
     """What `analyze accuracy` computes: models and protocols (empty: all), folds, flip use, template fusion,
     the rejection metrics (empty: each family's default) and fractions, VAL's FAR, bootstrap replicates."""
 
-    models: tuple[str, ...] = ()
-    protocols: tuple[str, ...] = ()
+    models: tuple[str, ...] = field(default=(), metadata={"key": "model"})  # keys: a pipeline step's YAML
+    protocols: tuple[str, ...] = field(default=(), metadata={"key": "protocol"})
     folds: int = 10
     flip: bool = True
     fusion: str = "media"
-    metrics: tuple[str, ...] = ()
-    fractions: tuple[float, float, int] = (0.0, 0.5, 11)
+    metrics: tuple[str, ...] = field(default=(), metadata={"key": "metric"})
+    fractions: tuple[float, float, int] = field(default=(0.0, 0.5, 11), metadata={"key": "rejected"})
     val_far: float = VAL_FAR
     bootstrap: int = 0
     seed: int = 0
     level: float = 0.95
     partial: bool = False
-    force: bool = False
+    force: bool = field(default=False, metadata={"fingerprint": False})
 
 
 @dataclass
@@ -229,11 +229,23 @@ def accuracy(
     )  # fmt: skip
     with FeatureStore.open(cache) as store:
         run = run_accuracy(store, out, opts)
-    for key, p in run.summary["pairs"].items():
-        if p["dropped"]:
-            click.echo(f"{key}: {p['dropped']:,} of {p['pairs']:,} pairs dropped ({p['note']})", err=True)
-    cols = ["model", "protocol", "flip", "accuracy_mean", "accuracy_std", "threshold_mean", "val", "val_far"]
-    cols += ["accuracy_lo", "accuracy_hi"] if bootstrap else []
-    click.echo(f"10-fold accuracy ({CONVENTION}), VAL@FAR ({VAL_CONVENTION}):")
-    click.echo(run.accuracy[cols].to_string(index=False, float_format=lambda v: f"{v:.5f}"))
+    notes, lines = accuracy_lines(run, opts)
+    for note in notes:
+        click.echo(note, err=True)
+    for line in lines:
+        click.echo(line)
     click.echo(f"wrote {run.out}")
+
+
+def accuracy_lines(run: AccuracyRun, options: AccuracyOptions) -> tuple[list[str], list[str]]:
+    """(notes for stderr, lines for stdout) of a run: dropped pairs, then the accuracy table; the click command
+    and a pipeline step print the same."""
+    notes = [
+        f"{key}: {p['dropped']:,} of {p['pairs']:,} pairs dropped ({p['note']})"
+        for key, p in run.summary["pairs"].items()
+        if p["dropped"]
+    ]
+    cols = ["model", "protocol", "flip", "accuracy_mean", "accuracy_std", "threshold_mean", "val", "val_far"]
+    cols += ["accuracy_lo", "accuracy_hi"] if options.bootstrap else []
+    table = run.accuracy[cols].to_string(index=False, float_format=lambda v: f"{v:.5f}")
+    return notes, [f"10-fold accuracy ({CONVENTION}), VAL@FAR ({VAL_CONVENTION}):", table]

@@ -39,6 +39,7 @@ __all__ = [
     "replicate_multiplicities",
     "replicate_weights",
     "tar_at_far_interval",
+    "tpir_replicates",
     "weighted_reject_curve",
     "weighted_tar_at_far",
 ]
@@ -397,3 +398,32 @@ def bootstrap_replicates(
 ) -> np.ndarray:
     """Any weighted statistic over the replicates: (n_boot, ...) array of statistic(weights)."""
     return np.stack([np.asarray(statistic(w), dtype=np.float64) for w in replicate_weights(units, n_boot, seed)])
+
+
+def tpir_replicates(
+    mated: ArrayLike,
+    identified_score: ArrayLike,
+    top1: ArrayLike,
+    probe_units: ArrayLike,
+    n_units: int,
+    fpirs: ArrayLike,
+    n_boot: int = 100,
+    seed: int = 0,
+) -> np.ndarray:
+    """(n_boot, F) TPIR@FPIR of one gallery's search with the probes resampled by unit (subject): a probe of
+    unit u weighs m_u. Non-mated probes are the impostors (their top-1 scores set the threshold, exact rule,
+    k = round(FPIR x weight)); a mated probe counts as accepted when its `identified_score` (its mate's score
+    where the mate is at rank 1, else -inf) is >= the threshold: weighted TAR@FAR on those two classes, so all
+    weights 1 give analyze.identification.tpir_at_fpir. The same seed and units give the same multiplicities for
+    every gallery searched by the same probes, so replicates of two galleries can be averaged."""
+    m_ = np.asarray(mated, dtype=bool)
+    top = np.asarray(top1, dtype=np.float64)
+    ident = np.asarray(identified_score, dtype=np.float64)
+    scores = np.where(m_, ident, top)
+    finite = scores[np.isfinite(scores)]
+    low = (finite.min() if finite.size else 0.0) - 1.0  # below every threshold: never identified
+    scores = np.where(np.isfinite(scores), scores, low)
+    sp = SortedPairs(scores, m_)
+    units = np.asarray(probe_units, dtype=np.int64)
+    f = check_fars(fpirs)
+    return np.stack([sp.tar_at_far(m[units], f, "exact")[0] for m in replicate_multiplicities(n_units, n_boot, seed)])

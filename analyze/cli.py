@@ -105,6 +105,19 @@ def _rejected(ctx: click.Context, param: click.Parameter, text: str) -> tuple[fl
         raise click.BadParameter(str(exc), param_hint="--rejected") from None
 
 
+def _bootstrap(f):
+    """--bootstrap N and --seed S (analyze.bootstrap: subjects resampled, templates or images where unknown)."""
+    f = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap's draws.")(f)
+    return click.option(
+        "--bootstrap",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="Replicates of a subject-resampling bootstrap: 95% percentile intervals as *_lo/*_hi columns "
+        "and bands in the figures (0: none).",
+    )(f)
+
+
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"{value}: must be a finite number", param_hint=f"--{param.name.replace('_', '-')}")
@@ -175,6 +188,13 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     help="Partial-AUC limit for --threshold fixed, in (0, 1].",
 )
 @click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
+@click.option(
+    "--no-references",
+    is_flag=True,
+    help="No oracle and random reference curves (each costs one more curve per model, fusion and distance; "
+    "the oracle one per FAR).",
+)
+@_bootstrap
 @resume_hint("analyze reject")
 def reject(
     cache,
@@ -189,6 +209,9 @@ def reject(
     bias,
     discard_limit,
     allow_tiny_far,
+    no_references,
+    bootstrap,
+    seed,
     **common,
 ) -> None:
     """Reject verification: TAR@FAR as the most uncertain pairs are rejected.
@@ -209,9 +232,12 @@ def reject(
     options = _options(
         RejectOptions, common, level=level, fusions=fusions, metrics=metrics, fars=fars, fractions=rejected,
         threshold_mode=threshold_mode, convention=convention, bias=bias, discard_limit=discard_limit,
-        allow_tiny_far=allow_tiny_far,
+        allow_tiny_far=allow_tiny_far, bootstrap=bootstrap, seed=seed, references=not no_references,
     )  # fmt: skip
-    _echo(run(cache, out, options))
+    from analyze.commands import command_errors
+
+    with command_errors():
+        _echo(run(cache, out, options))
 
 
 def _options(cls: type, common: dict, **own: object):
@@ -241,6 +267,7 @@ def _echo(result) -> None:
 @click.option("--media-no-norm", is_flag=True, help="media fusion: L2-normalise images first (insightface N0).")
 @click.option("--media-no-detector", is_flag=True, help="media fusion: no detector-score weighting (D0).")
 @click.option("--media-no-flip", is_flag=True, help="media fusion: do not add the flipped embedding (F1).")
+@_bootstrap
 @resume_hint("analyze fusion")
 def fusion(
     cache,
@@ -253,6 +280,8 @@ def fusion(
     media_no_norm,
     media_no_detector,
     media_no_flip,
+    bootstrap,
+    seed,
     **common,
 ) -> None:
     """Template fusion: TAR@FAR of each fusion x distance on template pairs, as the paper's fusion script.
@@ -267,7 +296,7 @@ def fusion(
     options = _options(
         FusionOptions, common, fusions=fusions, distances=distances, fars=fars, convention=convention,
         allow_tiny_far=allow_tiny_far, media_norm=not media_no_norm, media_detector=not media_no_detector,
-        media_flip=not media_no_flip,
+        media_flip=not media_no_flip, bootstrap=bootstrap, seed=seed,
     )  # fmt: skip
     _echo(run(cache, out, options))
 
@@ -278,8 +307,9 @@ def fusion(
 @click.option("--far", "fars", multiple=True, type=FAR_TYPE, help="FARs in (0, 1] (default 1e-6 ... 1e-1).")
 @click.option("--convention", type=click.Choice(["exact", "nearest"]), default="nearest", show_default=True)
 @click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
+@_bootstrap
 @resume_hint("analyze roc")
-def roc(cache, out, fusions, fars, convention, allow_tiny_far, **common) -> None:  # fmt: skip
+def roc(cache, out, fusions, fars, convention, allow_tiny_far, bootstrap, seed, **common) -> None:  # fmt: skip
     """ROC table as insightface prints it (TAR at FAR 1e-6 ... 1e-1) and an ROC plot, per model and fusion.
 
     \b
@@ -290,8 +320,9 @@ def roc(cache, out, fusions, fars, convention, allow_tiny_far, **common) -> None
     from analyze.commands import roc as run
 
     options = _options(
-        RocOptions, common, fusions=fusions, fars=fars, convention=convention, allow_tiny_far=allow_tiny_far
-    )
+        RocOptions, common, fusions=fusions, fars=fars, convention=convention, allow_tiny_far=allow_tiny_far,
+        bootstrap=bootstrap, seed=seed,
+    )  # fmt: skip
     _echo(run(cache, out, options))
 
 

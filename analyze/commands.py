@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analyze import experiments
+from analyze.det import EER_RULE
 from analyze.distribution import gallery, plot_distributions, quantities_of, summarize, uncertainty_table
 from analyze.outputs import (
     OutputExistsError,
@@ -33,7 +34,8 @@ from analyze.outputs import (
     write_json,
     write_table,
 )
-from analyze.tables import far_pivot
+from analyze.reject import REFERENCE_ORDERS
+from analyze.tables import far_pivot, method_labels
 from analyze.vocabulary import check_distance, fusion_spec, metric_specs
 from featurestore.errors import StoreError
 from featurestore.schema import STATUS_OK
@@ -94,6 +96,9 @@ class RejectOptions(TableOptions):
     bias: float | None = None
     discard_limit: float = 0.3
     allow_tiny_far: bool = False
+    bootstrap: int = 0
+    seed: int = 0
+    references: bool = option(True, "no_references")
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ class FusionOptions(TableOptions):
     fars: tuple[float, ...] = option((), "far")
     convention: str = "exact"
     allow_tiny_far: bool = False
+    bootstrap: int = 0
+    seed: int = 0
     media_norm: bool = option(True, "media_no_norm")
     media_detector: bool = option(True, "media_no_detector")
     media_flip: bool = option(True, "media_no_flip")
@@ -118,6 +125,8 @@ class RocOptions(TableOptions):
     fars: tuple[float, ...] = option((), "far")
     convention: str = "nearest"
     allow_tiny_far: bool = False
+    bootstrap: int = 0
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,7 @@ class DistributionOptions:
 
 NEGATED = {"figures": "no_figures", "media_norm": "media_no_norm", "media_detector": "media_no_detector"}
 NEGATED["media_flip"] = "media_no_flip"
+NEGATED |= {"reject": "no_reject", "flip": "no_flip", "references": "no_references"}
 """Boolean fields whose step/command-line key is the negative flag (`no_figures: true` -> figures False)."""
 
 
@@ -207,11 +217,12 @@ def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
     default = f.default
     if isinstance(default, tuple):
         items = list(value) if isinstance(value, list | tuple) else [value]
-        if f.name == "fars":
+        if f.name in ("fars", "fpirs", "ranks"):
+            kind = int if f.name == "ranks" else float
             try:
-                return tuple(float(v) for v in items)
+                return tuple(kind(v) for v in items)
             except (TypeError, ValueError):
-                raise ValueError(f"{where}: {key}: every FAR must be a number, got {value!r}") from None
+                raise ValueError(f"{where}: {key}: every value must be a number, got {value!r}") from None
         return tuple(str(v) for v in items)
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -219,7 +230,7 @@ def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
         return value
     if isinstance(default, int | float) or f.name == "bias":
         try:
-            number = float(value) if f.name in ("bias", "discard_limit") else int(value)
+            number = float(value) if f.name == "bias" or isinstance(default, float) else int(value)
         except (TypeError, ValueError):
             raise ValueError(f"{where}: {key} must be a number, got {value!r}") from None
         if not math.isfinite(number):
@@ -295,6 +306,13 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
     """Reject verification into `out`: reject.parquet/.csv, auc.csv, summary.json, figures (unless not figures)."""
     o = options
     check_names(o.metrics, o.fusions)
+    if o.bootstrap and (o.threshold_mode, o.convention) != ("recompute", "exact"):
+        raise CommandError(
+            "--bootstrap resamples the recompute curve with the exact convention only "
+            f"(got --threshold {o.threshold_mode} --convention {o.convention})",
+            "--bootstrap",
+        )
+    details: dict[str, list[pd.DataFrame]] = {}
     with _claimed(store, out, o, "reject") as (st, owned, where):
         df, auc_df, report = experiments.run_reject(
             st,
@@ -311,26 +329,51 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
             bias=o.bias,
             discard_limit=o.discard_limit,
             allow_tiny_far=o.allow_tiny_far,
+            details=details,
+            bootstrap=o.bootstrap,
+            seed=o.seed,
+            references=o.references,
         )
         report.params["scheduler"] = where
+        report.params["references"] = dict(REFERENCE_ORDERS) if o.references else {}
         out_dir = owned.path
         owned.add(*write_table(df, out_dir, "reject"))
         auc_df.to_csv(out_dir / "auc.csv", index=False)
         owned.add(out_dir / "auc.csv", write_json(report, out_dir / "summary.json"))
+        extra = {name: pd.concat(details[name], ignore_index=True) for name in REJECT_DETAILS if details.get(name)}
+        for name, table in extra.items():
+            if name == "reference_auc":
+                table.to_csv(out_dir / "reference_auc.csv", index=False)
+                owned.add(out_dir / "reference_auc.csv")
+            else:
+                owned.add(*write_table(table, out_dir, name))
         if o.figures:
             from analyze.figures import plot_reject_comparison, plot_reject_curves
 
-            plot_reject_curves(df, out_dir / "figures")
-            plot_reject_comparison(df, out_dir / "figures")
+            plot_reject_curves(df, out_dir / "figures", reference=extra.get("reference"))
+            plot_reject_comparison(df, out_dir / "figures", reference=extra.get("reference"))
         owned.finish()
-    text = "\n".join(
-        [
-            f"AUC of TAR over rejected fraction ({o.threshold_mode}, {o.convention} convention):",
-            auc_table_text(auc_df),
+    lines = [
+        f"AUC of TAR over rejected fraction ({o.threshold_mode}, {o.convention} convention):",
+        auc_table_text(auc_df),
+    ]
+    if "edc" in extra:
+        edc = extra["edc"]
+        pivot = far_pivot(edc.assign(method=method_labels(edc, "terminal")), "method", "pauc_minus_ideal")
+        lines += [
+            f"EDC partial AUC up to {o.discard_limit:g} minus the ideal curve's"
+            + (" (oracle and random: references):" if o.references else ":"),
+            pivot.to_string(float_format=lambda v: f"{v:.4f}"),
         ]
-    )
-    tables = {"reject": df, "auc": auc_df}
+    text = "\n".join(lines)
+    tables = {"reject": df, "auc": auc_df, **extra}
     return CommandResult("reject", out_dir, tables, report, text, exclusion_notes(report), f"wrote {out_dir}")
+
+
+REJECT_DETAILS = ("reference", "reference_auc", "edc")
+"""The tables `reject` writes beside reject and auc: the oracle and random reference curves (rows with
+uncertainty `oracle` / `random`, analyze.reject.REFERENCE_ORDERS) and their AUCs, and with --threshold fixed
+the EDC's partial areas (raw, ideal, difference; analyze.tables.EDC_COLUMNS) of methods and references."""
 
 
 def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) -> CommandResult:
@@ -350,6 +393,8 @@ def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) ->
             partial=o.partial,
             fusion_options=media,
             allow_tiny_far=o.allow_tiny_far,
+            bootstrap=o.bootstrap,
+            seed=o.seed,
         )
         report.params["scheduler"] = where
         out_dir = owned.path
@@ -373,6 +418,7 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
     """ROC table and curves into `out`: roc_table and roc_curve (.parquet/.csv), summary.json, figures."""
     o = options
     check_names(fusions=o.fusions)
+    details: dict[str, list[pd.DataFrame]] = {}
     with _claimed(store, out, o, "roc") as (st, owned, where):
         table, curve_df, report = experiments.run_roc(
             st,
@@ -383,24 +429,58 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
             convention=o.convention,
             partial=o.partial,
             allow_tiny_far=o.allow_tiny_far,
+            details=details,
+            bootstrap=o.bootstrap,
+            seed=o.seed,
         )
         report.params["scheduler"] = where
         out_dir = owned.path
         owned.add(*write_table(table, out_dir, "roc_table"), *write_table(curve_df, out_dir, "roc_curve"))
+        extra = {name: pd.concat(details[name], ignore_index=True) for name in ROC_DETAILS if details.get(name)}
+        for name, df in extra.items():
+            owned.add(*write_table(df, out_dir, name))
         owned.add(write_json(report, out_dir / "summary.json"))
         if o.figures:
-            from analyze.figures import plot_roc
+            from analyze.figures import plot_det, plot_roc
 
-            plot_roc(curve_df, out_dir / "figures")
+            plot_roc(curve_df, out_dir / "figures", intervals=extra.get("roc_interval"))
+            if "det" in extra:
+                plot_det(extra["det"], out_dir / "figures", eer=extra.get("eer"))
         owned.finish()
-    text = "\n".join(
-        [
-            f"TAR@FAR ({o.convention} convention):",
-            table.to_string(index=False, float_format=lambda v: f"{v:.4f}"),
-        ]
-    )
-    tables = {"roc_table": table, "roc_curve": curve_df}
+    lines = [f"TAR@FAR ({o.convention} convention):", table.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
+    if "eer" in extra:
+        eer_df = extra["eer"][["model", "fusion", "eer", "threshold"]]
+        lines += [f"EER ({EER_RULE}):", eer_df.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
+    text = "\n".join(lines)
+    tables = {"roc_table": table, "roc_curve": curve_df, **extra}
     return CommandResult("roc", out_dir, tables, report, text, exclusion_notes(report), f"wrote {out_dir}")
+
+
+ROC_DETAILS = ("eer", "det", "roc_long", "roc_interval")
+"""The tables `roc` writes beside roc_table and roc_curve (analyze.det): EER per (model, fusion), the DET
+points (FNMR vs FMR, thinned for a log-log figure), the tidy long ROC (far, tar, threshold) and, with
+--bootstrap N, roc_interval (model, fusion, far, tar, tar_lo, tar_hi, bootstrap, resampled)."""
+
+
+def identify(store: str | Path, out: str | Path | None, options: Any) -> CommandResult:
+    """`analyze identify` (analyze.identify.run_identify with its IdentifyOptions) as a CommandResult."""
+    from analyze.identify import result_lines, run_identify
+
+    res = run_identify(store, out, options)
+    notes, lines = result_lines(res)
+    tables = {"tpir": res.tpir, "cmc": res.cmc, "reject": res.reject, "reject_auc": res.reject_auc}
+    return CommandResult("identify", res.out, tables, res.summary, "\n".join(lines[:-1]), notes, lines[-1])
+
+
+def accuracy(store: str | Path, out: str | Path | None, options: Any) -> CommandResult:
+    """`analyze accuracy` (analyze.accuracy_cli.run_accuracy with its AccuracyOptions) as a CommandResult."""
+    from analyze.accuracy_cli import accuracy_lines, run_accuracy
+
+    with FeatureStore.open(store) as st:
+        run = run_accuracy(st, out, options)
+    notes, lines = accuracy_lines(run, options)
+    tables = {"accuracy": run.accuracy, "accuracy_folds": run.folds, "accuracy_reject": run.reject}
+    return CommandResult("accuracy", run.out, tables, run.summary, "\n".join(lines), notes, f"wrote {run.out}")
 
 
 class CommandError(Exception):

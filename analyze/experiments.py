@@ -1,7 +1,7 @@
 """The orchestrators `analyze` runs on a store: reject verification, fusion tables and ROC tables.
 
 Only the loops over models, fusions and metrics live here: pair assembly is in `analyze.loading`
-(`select`, `build_pair_set`), every reject-like curve in `analyze.reject` (`reject_columns`), the table
+(`select`, `build_pair_set`), every reject-like curve in `analyze.reject` (`reject_result`), the table
 contracts and presentation in `analyze.tables`, the per-family defaults in `analyze.policy`.
 Each returns tidy pandas tables (one row per measured number) with every convention named in
 its columns, so results from different runs and methods concatenate and compare directly.
@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analyze.bootstrap import BOOTSTRAP_LEVEL, reject_interval, tar_at_far_interval
 from analyze.curves import auc, roc_curve_points
+from analyze.det import det_table, eer_table, roc_long_table
 from analyze.loading import PairSet, ValidRows, build_pair_set, select, valid_rows
 from analyze.policy import policy_for
-from analyze.reject import reject_columns
+from analyze.reject import REFERENCE_ORDERS, EDCCurve, reference_uncertainty, reject_result
 from analyze.scores import pair_scores
-from analyze.tables import AUC_COLUMNS, REJECT_COLUMNS
+from analyze.tables import AUC_COLUMNS, EDC_COLUMNS, REJECT_COLUMNS
 from analyze.tarfar import check_far_resolution, check_fars, tar_at_far
 from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty
 from analyze.vocabulary import DISTANCES, fusion_spec, metric_specs
@@ -162,11 +164,17 @@ def run_reject(
     fusion_options: dict[str, Any] | None = None,
     discard_limit: float = 0.3,
     allow_tiny_far: bool = False,
+    details: dict[str, list[pd.DataFrame]] | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    references: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame, RunReport]:
     """Reject verification for every (model, fusion, metric): the tidy curve table, the AUC table, a report.
 
     `fars` None: the paper's FARs, less those below a pair set's resolution (listed in the report); FARs
-    given explicitly below 1/n_impostors are refused unless `allow_tiny_far`."""
+    given explicitly below 1/n_impostors are refused unless `allow_tiny_far`. `details` (a dict) is filled
+    with the reference curves (oracle, random) per (model, fusion, distance) under "reference" and
+    "reference_auc", and with fixed thresholds the EDC partial areas (raw, ideal, difference) under "edc"."""
     t0 = time.perf_counter()
     fars, explicit = _fars(fars, PAPER_FARS)
     models, proto = select(store, models, protocol)
@@ -178,6 +186,11 @@ def run_reject(
         raise ValueError(f"convention must be 'exact' or 'nearest', got {convention!r}")
     if threshold_mode == "fixed" and convention != "exact":
         raise ValueError("the fixed-threshold EDC sets its thresholds with the exact convention only")
+    if bootstrap and (threshold_mode, convention) != ("recompute", "exact"):
+        raise ValueError(
+            "--bootstrap on reject resamples the recompute curve with the exact convention only "
+            f"(got --threshold {threshold_mode} --convention {convention})"
+        )
     for metric in metrics or []:
         metric_specs(metric)
     for f in fusions or []:
@@ -200,6 +213,7 @@ def run_reject(
         bias=bias,
         discard_limit=discard_limit,
         allow_tiny_far=allow_tiny_far,
+        **_bootstrap_params(bootstrap, seed),
     )
     curves, aucs = [], []
     for model in models:
@@ -211,6 +225,8 @@ def run_reject(
             ps_fars = resolved_fars(fars, explicit, ps, allow_tiny_far, report)
             if not ps_fars.size:
                 continue
+            referenced: set[str] = set()
+            units = None
             for metric in metrics or default_metrics(spec, threshold_mode):
                 scores, unc, distance, combo = score_pairs(ps, metric, bias)
                 key = {
@@ -223,17 +239,89 @@ def run_reject(
                     "threshold_mode": threshold_mode,
                     "convention": convention,
                 }
-                cols = reject_columns(scores, ps.labels, unc, r, ps_fars, threshold_mode, convention)
-                df = pd.DataFrame(cols)
-                for k, v in key.items():
-                    df[k] = v
+                curve = reject_result(scores, ps.labels, unc, r, ps_fars, threshold_mode, convention)
+                df = _keyed(curve.columns(), key)
+                rows = _auc_rows(df, key, threshold_mode, discard_limit)
+                if bootstrap:
+                    units = units or ps.units(store)
+                    t_lo, t_hi, a_lo, a_hi = reject_interval(scores, ps.labels, unc, units, r, ps_fars, bootstrap, seed)
+                    df["tar_lo"], df["tar_hi"] = t_lo.ravel(), t_hi.ravel()
+                    for row in rows:
+                        q = int(np.flatnonzero(ps_fars == row["far"])[0])
+                        row.update(auc_lo=a_lo[q], auc_hi=a_hi[q], bootstrap=bootstrap, resampled=units.kind)
                 curves.append(df)
-                aucs.extend(_auc_rows(df, key, threshold_mode, discard_limit))
+                aucs.extend(rows)
+                if details is not None and threshold_mode == "fixed":
+                    details.setdefault("edc", []).append(_edc_rows(curve, key, discard_limit))
+                if details is not None and references and distance not in referenced:
+                    referenced.add(distance)
+                    _reference_curves(details, scores, ps.labels, r, ps_fars, key, discard_limit)
     if not curves:
         raise _no_far_left(report)
-    reject_df = pd.concat(curves, ignore_index=True)[REJECT_COLUMNS]
+    extra = INTERVAL_COLUMNS["tar"] if bootstrap else []
+    reject_df = pd.concat(curves, ignore_index=True)[REJECT_COLUMNS + extra[:2]]
     report.seconds = time.perf_counter() - t0
-    return reject_df, pd.DataFrame(aucs, columns=AUC_COLUMNS), report
+    return reject_df, pd.DataFrame(aucs, columns=AUC_COLUMNS + (INTERVAL_COLUMNS["auc"] if bootstrap else [])), report
+
+
+INTERVAL_COLUMNS = {
+    "tar": ["tar_lo", "tar_hi", "bootstrap", "resampled"],
+    "auc": ["auc_lo", "auc_hi", "bootstrap", "resampled"],
+}
+"""What --bootstrap N adds to a table: the 95% percentile interval, N and what was resampled (analyze.bootstrap)."""
+
+
+def _bootstrap_params(bootstrap: int, seed: int) -> dict[str, Any]:
+    """The report's bootstrap parameters: none without --bootstrap, so summaries stay as they were."""
+    if bootstrap < 0:
+        raise ValueError(f"--bootstrap {bootstrap}: the number of replicates must be >= 0")
+    return {"bootstrap": bootstrap, "seed": seed, "bootstrap_level": BOOTSTRAP_LEVEL} if bootstrap else {}
+
+
+def _keyed(cols: dict[str, np.ndarray], key: dict[str, Any]) -> pd.DataFrame:
+    df = pd.DataFrame(cols)
+    for k, v in key.items():
+        df[k] = v
+    return df
+
+
+def _edc_rows(curve: EDCCurve, key: dict[str, Any], discard_limit: float) -> pd.DataFrame:
+    """The EDC's partial areas of one method: raw (the number auc.csv holds: FNMR as 1 - tar), the ideal
+    curve's on the same discarded fractions, and their difference, per FAR."""
+    fnmr = 1.0 - (1.0 - curve.fnmr)  # as _auc_rows reads it back from the table's tar column
+    raw = np.array([auc(curve.discarded_fraction, fnmr[:, i], limit=discard_limit) for i in range(curve.fars.size)])
+    ideal = curve.ideal_partial_auc(discard_limit)
+    fnmr_all = curve.fnm_all / curve.n_genuine if curve.n_genuine else np.full(curve.fars.size, np.nan)
+    rows = {"far": curve.fars, "discard_limit": discard_limit, "fnmr_all": fnmr_all}
+    rows |= {"pauc": raw, "pauc_ideal": ideal, "pauc_minus_ideal": raw - ideal}
+    return _keyed(rows, key)[EDC_COLUMNS]
+
+
+def _reference_curves(
+    details: dict[str, list[pd.DataFrame]], scores, labels, r, fars, key: dict[str, Any], discard_limit: float
+) -> None:
+    """The oracle and random reference curves (analyze.reject.REFERENCE_ORDERS) of one (model, fusion,
+    distance), with the method's threshold mode and convention: curve rows, AUC rows, and EDC rows if fixed."""
+    mode, convention = key["threshold_mode"], key["convention"]
+    thresholds = tar_at_far(scores, labels, fars, "exact", allow_tiny_far=True).threshold
+    for ref in REFERENCE_ORDERS:
+        ref_key = {**key, "uncertainty": ref}
+        if ref == "oracle":  # one order per FAR: the margin to that FAR's threshold
+            parts = [
+                reject_result(scores, labels, reference_uncertainty(scores, labels, ref, t), r, [f], mode, convention)
+                for f, t in zip(fars, thresholds)
+            ]
+        else:
+            parts = [
+                reject_result(scores, labels, reference_uncertainty(scores, labels, ref), r, fars, mode, convention)
+            ]
+        df = pd.concat([_keyed(c.columns(), ref_key) for c in parts], ignore_index=True)
+        df = df.sort_values(["rejected_fraction", "far"], kind="stable", ignore_index=True)[REJECT_COLUMNS]
+        details.setdefault("reference", []).append(df)
+        details.setdefault("reference_auc", []).append(pd.DataFrame(_auc_rows(df, ref_key, mode, discard_limit)))
+        if mode == "fixed":
+            edc = pd.concat([_edc_rows(c, ref_key, discard_limit) for c in parts], ignore_index=True)
+            details.setdefault("edc", []).append(edc.sort_values("far", kind="stable", ignore_index=True))
 
 
 def _auc_rows(df: pd.DataFrame, key: dict[str, Any], threshold_mode: str, discard_limit: float) -> list[dict]:
@@ -260,6 +348,8 @@ def run_fusion_table(
     partial: bool = False,
     fusion_options: dict[str, Any] | None = None,
     allow_tiny_far: bool = False,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, RunReport]:
     """TAR@FAR of each fusion x distance over template pairs (the paper's fusion script); FARs as run_reject
     (None: insightface's 1e-6 ... 1e-1, less those below a pair set's resolution)."""
@@ -281,6 +371,7 @@ def run_fusion_table(
         convention=convention,
         partial=partial,
         allow_tiny_far=allow_tiny_far,
+        **_bootstrap_params(bootstrap, seed),
     )
     rows = []
     for model in models:
@@ -297,7 +388,12 @@ def run_fusion_table(
                 values = values_of.for_distance(DISTANCES.get(distance))
                 scores = pair_scores(distance, ps.features, ps.i, ps.j, uncertainty=values)
                 res = tar_at_far(scores, ps.labels, ps_fars, convention, allow_tiny_far=True)
-                for f, tar, thr, fa in zip(res.fars, res.tar, res.threshold, res.far_achieved):
+                interval = {}
+                if bootstrap:
+                    units = ps.units(store)
+                    lo, hi = tar_at_far_interval(scores, ps.labels, units, ps_fars, convention, bootstrap, seed)
+                    interval = {"tar_lo": lo, "tar_hi": hi}
+                for q, (f, tar, thr, fa) in enumerate(zip(res.fars, res.tar, res.threshold, res.far_achieved)):
                     rows.append(
                         {
                             "model": model,
@@ -311,6 +407,8 @@ def run_fusion_table(
                             "far_achieved": fa,
                             "pairs": len(ps.labels),
                             "dropped_pairs": ps.n_pairs_dropped,
+                            **{k: float(v[q]) for k, v in interval.items()},
+                            **({"bootstrap": bootstrap, "resampled": units.kind} if interval else {}),
                         }
                     )
     if not rows:
@@ -329,10 +427,15 @@ def run_roc(
     convention: str = "nearest",
     partial: bool = False,
     allow_tiny_far: bool = False,
+    details: dict[str, list[pd.DataFrame]] | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, RunReport]:
     """insightface's ROC table (TAR at each FAR, one row per model and fusion; cosine), the thinned ROC
     curves and a report; template protocols use the `media` fusion unless told otherwise. FARs as
-    run_reject (None: 1e-6 ... 1e-1 less those below a pair set's resolution, which stay NaN in the table)."""
+    run_reject (None: 1e-6 ... 1e-1 less those below a pair set's resolution, which stay NaN in the table).
+    `details` (a dict): filled per (model, fusion) with the EER row, the thinned DET points and the tidy long
+    ROC (analyze.det) under "eer", "det" and "roc_long"."""
     t0 = time.perf_counter()
     fars, explicit = _fars(fars, ROC_FARS)
     models, proto = select(store, models, protocol)
@@ -347,6 +450,7 @@ def run_roc(
         convention=convention,
         partial=partial,
         allow_tiny_far=allow_tiny_far,
+        **_bootstrap_params(bootstrap, seed),
     )
     rows, curves = [], []
     for model in models:
@@ -362,6 +466,14 @@ def run_roc(
             rows.append({**key, "convention": convention, **{f"{f:g}": t for f, t in zip(res.fars, res.tar)}})
             fpr, tpr = roc_points(scores, ps.labels)
             curves.append(pd.DataFrame({**key, "fpr": fpr, "tpr": tpr}))
+            if details is not None:
+                _roc_details(details, scores, ps.labels, {"model": model, "fusion": ps.fusion})
+            if bootstrap and details is not None:
+                units = ps.units(store)
+                lo, hi = tar_at_far_interval(scores, ps.labels, units, ps_fars, convention, bootstrap, seed)
+                ci = {"model": model, "fusion": ps.fusion, "convention": convention, "far": res.fars, "tar": res.tar}
+                ci |= {"tar_lo": lo, "tar_hi": hi, "bootstrap": bootstrap, "resampled": units.kind}
+                details.setdefault("roc_interval", []).append(pd.DataFrame(ci))
     if not rows:
         raise _no_far_left(report)
     reported = [f"{f:g}" for f in fars if any(f"{f:g}" in r for r in rows)]
@@ -373,7 +485,24 @@ def run_roc(
 def roc_points(scores: np.ndarray, labels: np.ndarray, n_points: int = 400) -> tuple[np.ndarray, np.ndarray]:
     """The ROC curve (`roc_curve_points`, sklearn's roc_curve) thinned to ~n_points log-spaced FPRs, for plotting."""
     fpr, tpr, _ = roc_curve_points(labels, scores)
-    grid = np.unique(np.r_[0.0, np.logspace(-7, 0, n_points)])
-    idx = np.minimum(np.searchsorted(fpr, grid, side="right") - 1, len(fpr) - 1)
-    idx = np.unique(np.maximum(idx, 0))
+    idx = log_spaced_index(fpr, n_points)
     return fpr[idx], tpr[idx]
+
+
+def log_spaced_index(rate: np.ndarray, n_points: int = 400) -> np.ndarray:
+    """Indices thinning an ascending rate (FPR, FMR) to the last point at or below each of ~n_points log-spaced
+    values in [1e-7, 1] and 0: what a log-axis figure can show, from a curve of millions of points."""
+    grid = np.unique(np.r_[0.0, np.logspace(-7, 0, n_points)])
+    idx = np.minimum(np.searchsorted(rate, grid, side="right") - 1, len(rate) - 1)
+    return np.unique(np.maximum(idx, 0))
+
+
+def _roc_details(details: dict[str, list[pd.DataFrame]], scores: np.ndarray, labels: np.ndarray, key: dict) -> None:
+    """EER row, DET points thinned for a log-log figure (every point is kept where there are few) and the
+    tidy long ROC (sklearn's roc_curve points) of one (model, fusion), appended to `details`."""
+    if labels.all() or not labels.any():
+        return  # EER and DET need both classes; the ROC table already shows NaN
+    details.setdefault("eer", []).append(eer_table(scores, labels, key))
+    det = det_table(scores, labels, key)
+    details.setdefault("det", []).append(det.iloc[log_spaced_index(det["fmr"].to_numpy())].reset_index(drop=True))
+    details.setdefault("roc_long", []).append(roc_long_table(scores, labels, key))

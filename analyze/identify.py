@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analyze.bootstrap import BOOTSTRAP_LEVEL, percentile_interval, tpir_replicates
 from analyze.identification import (
     CONVENTION,
     DEFAULT_FPIRS,
@@ -59,17 +60,19 @@ CURVE_POINTS = 40
 class IdentifyOptions:
     """Everything `analyze identify` takes besides the store and the output folder."""
 
-    models: tuple[str, ...] = ()
+    models: tuple[str, ...] = field(default=(), metadata={"key": "model"})  # keys: a pipeline step's YAML
     protocol: str | None = None
-    fusions: tuple[str, ...] = ("media",)
-    fpirs: tuple[float, ...] = ()
-    ranks: tuple[int, ...] = ()
+    fusions: tuple[str, ...] = field(default=("media",), metadata={"key": "fusion"})
+    fpirs: tuple[float, ...] = field(default=(), metadata={"key": "fpir"})
+    ranks: tuple[int, ...] = field(default=(), metadata={"key": "rank"})
     allow_tiny_far: bool = False
     partial: bool = False
     reject: bool = True
-    fractions: tuple[float, float, int] = (0.0, 0.5, 51)
+    fractions: tuple[float, float, int] = field(default=(0.0, 0.5, 51), metadata={"key": "rejected"})
     figures: bool = True
-    force: bool = False
+    force: bool = field(default=False, metadata={"fingerprint": False})
+    bootstrap: int = 0
+    seed: int = 0
 
 
 @dataclass
@@ -161,6 +164,7 @@ def run_identify(store: FeatureStore | str | Path, out: str | Path | None, optio
     cmc_curve_rows: list[dict[str, Any]] = []
     reject_parts: list[pd.DataFrame] = []
     auc_rows: list[dict[str, Any]] = []
+    interval_rows: list[dict[str, Any]] = []
     fractions = np.linspace(*options.fractions[:2], int(options.fractions[2]))
     for model in models:
         for fusion in options.fusions:
@@ -186,6 +190,8 @@ def run_identify(store: FeatureStore | str | Path, out: str | Path | None, optio
             if any(dropped.values()):
                 summary["templates_dropped"][key] = dropped
             per_gallery_fpirs = {}
+            probe_units, n_units = _probe_units(probe_subjects, idp.probe.template[p_found])
+            replicates: dict[str, np.ndarray] = {}
             for g, res in searches.items():
                 cmc_all = cmc(res, ranks)
                 cmc_rows += [
@@ -209,6 +215,16 @@ def run_identify(store: FeatureStore | str | Path, out: str | Path | None, optio
                         "n_nonmated": res.n_nonmated,
                     }
                 per_gallery_fpirs[g] = kept
+                if kept.size and options.bootstrap:
+                    ident = np.where(res.mate_rank == 1, res.mate_score, -np.inf)
+                    replicates[g] = tpir_replicates(
+                        res.mated, ident, res.top1, probe_units, n_units, kept, options.bootstrap, options.seed
+                    )
+                    lo, hi = percentile_interval(replicates[g])
+                    interval_rows += [
+                        {"model": model, "fusion": fusion, "gallery": g, "fpir": float(f), "tpir_lo": a, "tpir_hi": b}
+                        for f, a, b in zip(kept, lo, hi)
+                    ]
                 if kept.size:
                     r = tpir_at_fpir(res, kept)
                     for j, f in enumerate(kept):
@@ -262,11 +278,25 @@ def run_identify(store: FeatureStore | str | Path, out: str | Path | None, optio
                             }
                             for f, a in zip(kept, curve.auc())
                         ]
+            same = [per_gallery_fpirs.get(g) for g in replicates]
+            if len(replicates) == len(idp.galleries) > 1 and all(np.array_equal(same[0], f) for f in same):
+                lo, hi = percentile_interval(np.mean([replicates[g] for g in replicates], axis=0))
+                interval_rows += [
+                    {"model": model, "fusion": fusion, "gallery": MEAN, "fpir": float(f), "tpir_lo": a, "tpir_hi": b}
+                    for f, a, b in zip(same[0], lo, hi)
+                ]
             if options.reject and probe_unc is None:
                 summary["notes"].append(f"{key}: fusion {fusion!r} gives no template uncertainty: no rejection curve")
     if not tpir_rows and not cmc_rows:
         raise ValueError("nothing to report: every FPIR was dropped and no CMC was computed")
     tpir_df = _with_mean(pd.DataFrame(tpir_rows, columns=TPIR_COLUMNS + TPIR_EXTRA), "fpir", "tpir", len(idp.galleries))
+    if options.bootstrap:
+        ci = pd.DataFrame(interval_rows, columns=["model", "fusion", "gallery", "fpir", "tpir_lo", "tpir_hi"])
+        tpir_df = tpir_df.merge(ci, on=["model", "fusion", "gallery", "fpir"], how="left")
+        known = idp.probe.subject >= 0
+        kind = "subject" if known.all() else ("template" if not known.any() else "subject, else template")
+        tpir_df["bootstrap"], tpir_df["resampled"] = options.bootstrap, kind
+        summary["params"] |= {"bootstrap": options.bootstrap, "seed": options.seed, "bootstrap_level": BOOTSTRAP_LEVEL}
     cmc_df = _with_mean(pd.DataFrame(cmc_rows, columns=CMC_COLUMNS), "rank", "rate", len(idp.galleries))
     reject_df = pd.concat(reject_parts, ignore_index=True) if reject_parts else pd.DataFrame(columns=REJECT_COLUMNS)
     reject_df = _with_mean(
@@ -295,6 +325,14 @@ def run_identify(store: FeatureStore | str | Path, out: str | Path | None, optio
     return IdentifyResult(d, tpir_df, cmc_df, reject_df, auc_df, summary)
 
 
+def _probe_units(subjects: np.ndarray, templates: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each probe's bootstrap unit (index) and their number: its subject, or its template where the subject is
+    unknown (< 0); subjects and templates never share a unit."""
+    key = np.where(subjects >= 0, subjects.astype(np.int64), -1 - templates.astype(np.int64))
+    uniq, inv = np.unique(key, return_inverse=True)
+    return inv, int(uniq.size)
+
+
 def _with_mean(df: pd.DataFrame, keys: str | list[str], value: str, n_galleries: int) -> pd.DataFrame:
     """`df` plus one `gallery = mean` row per (model, fusion, keys) present in every gallery: the mean of
     `value` over the galleries (never one merged gallery). Thresholds differ per gallery: NaN there."""
@@ -313,3 +351,31 @@ def _with_mean(df: pd.DataFrame, keys: str | list[str], value: str, n_galleries:
         if col in out:
             out[col] = out[col].astype("Int64")  # counts stay integers; the mean rows have none
     return out
+
+
+def result_lines(res: IdentifyResult) -> tuple[list[str], list[str]]:
+    """(notes for stderr, lines for stdout) of a run: dropped FPIRs and templates, then the TPIR@FPIR and CMC
+    tables and where they were written; the click command and a pipeline step print the same."""
+    s = res.summary
+    notes = []
+    for key, d in s["fpirs_dropped"].items():
+        fp = ", ".join(f"{f:g}" for f in d["fpirs"])
+        notes.append(
+            f"note: {key}: default FPIR {fp} not reported: below 1/n_nonmated = {d['smallest_fpir']:.3g} "
+            f"(n_nonmated = {d['n_nonmated']:,}); --allow-tiny-far reports such FPIRs anyway"
+        )
+    notes += [f"{key}: templates without usable images left out: {d}" for key, d in s["templates_dropped"].items()]
+    notes += [f"note: {note}" for note in s["notes"]]
+    lines = []
+    if not res.tpir.empty:
+        t = res.tpir.pivot_table(index=["model", "fusion", "gallery"], columns="fpir", values="tpir", sort=False)
+        t.columns = [f"FPIR={c:g}" for c in t.columns]
+        lines += [f"TPIR@FPIR ({s['params']['convention']} threshold rule):", t.to_string(float_format=_f4)]
+    c = res.cmc.pivot_table(index=["model", "fusion", "gallery"], columns="rank", values="rate", sort=False)
+    c.columns = [f"rank {r}" for r in c.columns]
+    lines += ["CMC:", c.to_string(float_format=_f4), f"wrote {res.out} in {s['seconds']:.1f} s"]
+    return notes, lines
+
+
+def _f4(v: float) -> str:
+    return f"{v:.4f}"

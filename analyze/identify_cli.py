@@ -29,9 +29,18 @@ FPIR_TYPE = click.FloatRange(0, 1, min_open=True)
 @click.option("--force", is_flag=True, help="Replace an output folder this tool wrote (only the files it lists).")
 @click.option("--partial", is_flag=True, help="Analyse the finished rows of an incomplete store.")
 @click.option("--no-figures", is_flag=True, help="Tables only.")
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Replicates of a probe-subject bootstrap: tpir_lo/tpir_hi (95% percentile) in tpir (0: none).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap's draws.")
 @resume_hint("analyze identify")
 def identify(
-    cache, models, protocol, fusions, fpirs, ranks, allow_tiny_far, no_reject, out, force, partial, no_figures
+    cache, models, protocol, fusions, fpirs, ranks, allow_tiny_far, no_reject, out, force, partial, no_figures,
+    bootstrap, seed,
 ) -> None:  # fmt: skip
     """1:N identification (IJB-B/C): TPIR@FPIR and CMC per gallery and their mean, never one merged gallery.
 
@@ -56,27 +65,13 @@ def identify(
         reject=not no_reject,
         figures=not no_figures,
         force=force,
+        bootstrap=bootstrap,
+        seed=seed,
     )
-    res = run_identify(cache, out, options)
-    s = res.summary
-    for key, d in s["fpirs_dropped"].items():
-        fp = ", ".join(f"{f:g}" for f in d["fpirs"])
-        click.echo(
-            f"note: {key}: default FPIR {fp} not reported: below 1/n_nonmated = {d['smallest_fpir']:.3g} "
-            f"(n_nonmated = {d['n_nonmated']:,}); --allow-tiny-far reports such FPIRs anyway",
-            err=True,
-        )
-    for key, d in s["templates_dropped"].items():
-        click.echo(f"{key}: templates without usable images left out: {d}", err=True)
-    for note in s["notes"]:
-        click.echo(f"note: {note}", err=True)
-    if not res.tpir.empty:
-        t = res.tpir.pivot_table(index=["model", "fusion", "gallery"], columns="fpir", values="tpir", sort=False)
-        t.columns = [f"FPIR={c:g}" for c in t.columns]
-        click.echo(f"TPIR@FPIR ({s['params']['convention']} threshold rule):")
-        click.echo(t.to_string(float_format=lambda v: f"{v:.4f}"))
-    c = res.cmc.pivot_table(index=["model", "fusion", "gallery"], columns="rank", values="rate", sort=False)
-    c.columns = [f"rank {r}" for r in c.columns]
-    click.echo("CMC:")
-    click.echo(c.to_string(float_format=lambda v: f"{v:.4f}"))
-    click.echo(f"wrote {res.out} in {s['seconds']:.1f} s")
+    from analyze.identify import result_lines
+
+    notes, lines = result_lines(run_identify(cache, out, options))
+    for note in notes:
+        click.echo(note, err=True)
+    for line in lines:
+        click.echo(line)

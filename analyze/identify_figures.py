@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from analyze.figures import line_styles, safe_name, save_figure
@@ -30,6 +31,10 @@ def plot_identification(
             line = ax.plot(sub["fpir"], sub["tpir"], label=_label(k, keys), **{**style, "marker": None})
             pts = tpir[(tpir[keys] == pd.Series(k, index=keys)).all(axis=1)]
             ax.plot(pts["fpir"], pts["tpir"], "o", color=line[0].get_color(), markersize=5)
+            if "tpir_lo" in pts.columns:  # --bootstrap: the 95% interval at each requested FPIR
+                t, lo, hi = (pts[c].to_numpy(float) for c in ("tpir", "tpir_lo", "tpir_hi"))
+                err = np.vstack([t - lo, hi - t]).clip(min=0)
+                ax.errorbar(pts["fpir"], t, yerr=err, fmt="none", ecolor=line[0].get_color(), capsize=3, lw=1)
         ax.set_xscale("log")
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("False positive identification rate (FPIR, log scale)")
@@ -37,7 +42,8 @@ def plot_identification(
         ax.grid(True, which="major", alpha=0.4)
         ax.grid(True, which="minor", alpha=0.15)
         ax.legend(loc="lower right", fontsize="small")
-        ax.set_title(f"{head}1:N identification, TPIR vs FPIR (dots: the requested FPIRs)", fontsize="medium")
+        bars = ", bars: bootstrap 95% intervals" if "tpir_lo" in tpir.columns else ""
+        ax.set_title(f"{head}1:N identification, TPIR vs FPIR (dots: the requested FPIRs{bars})", fontsize="medium")
         paths += save_figure(fig, out_dir, safe_name("tpir_fpir", dataset))
     if not cmc_curve.empty:
         groups = list(cmc_curve.groupby(keys, sort=False))

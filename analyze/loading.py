@@ -13,6 +13,7 @@ from typing import Any
 import dask
 import numpy as np
 
+from analyze.bootstrap import PairUnits, pair_units
 from analyze.fusion import FUSIONS, FusedTemplates, fuse, template_rows
 from analyze.policy import ImageValues, policy_for
 from featurestore.errors import StoreError
@@ -151,6 +152,24 @@ class PairSet:
     n_pairs_total: int
     n_pairs_dropped: int
     source: str = ""
+    row_ids: np.ndarray | None = None  # per feature row: its image row (image level) or template id
+
+    def units(self, store: FeatureStore) -> PairUnits:
+        """Each scored pair's two bootstrap resampling units (analyze.bootstrap.pair_units): the subjects of its
+        images or templates where known, else the image rows or template ids."""
+        if self.row_ids is None:
+            raise ValueError("this PairSet has no row ids (made by build_pair_set)")
+        ids = self.row_ids
+        subject = store.image_column("subject")
+        if self.level == "image":
+            row_subject = subject[ids]
+        else:
+            template = store.image_column("template")
+            rows = np.flatnonzero(template >= 0)
+            t_ids, first = np.unique(template[rows], return_index=True)
+            row_subject = subject[rows[first]][np.searchsorted(t_ids, ids)]
+        i, j = self.i, self.j
+        return pair_units(ids[i], ids[j], row_subject[i], row_subject[j], id_kind=self.level)
 
     @property
     def image_values(self) -> ImageValues:
@@ -214,7 +233,8 @@ def build_pair_set(
     level_fusion = fusion if level == "template" else "none"
     n_total = len(protocol.label)
     n_dropped = n_total - len(labels)
-    return PairSet(model, level, level_fusion, features, values, mode, i, j, labels, n_total, n_dropped, src)
+    row_ids = rows if level == "image" else fused.ids
+    return PairSet(model, level, level_fusion, features, values, mode, i, j, labels, n_total, n_dropped, src, row_ids)
 
 
 def _finite_rows(x: np.ndarray) -> np.ndarray:

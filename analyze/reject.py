@@ -275,6 +275,9 @@ class EDCCurve:
     kept_impostor: np.ndarray  # (R,)
     fnmr: np.ndarray  # (R, F) = 1 - TAR on the kept pairs; NaN when no genuine is kept
     fmr: np.ndarray  # (R, F) on the kept pairs; NaN when no impostor is kept
+    n_pairs: int = 0
+    n_genuine: int = 0
+    fnm_all: np.ndarray | None = None  # (F,) false non-matches on all pairs at each threshold
 
     def columns(self) -> dict[str, np.ndarray]:
         """The same tidy columns as `RejectCurve.columns` (tar = 1 - FNMR, far_achieved = FMR on the kept pairs)."""
@@ -294,6 +297,54 @@ class EDCCurve:
     def partial_auc(self, discard_limit: float) -> np.ndarray:
         """Area under FNMR over the actually discarded fraction on [0, discard_limit], one per FAR."""
         return np.array([auc(self.discarded_fraction, self.fnmr[:, i], discard_limit) for i in range(self.fars.size)])
+
+    def ideal_fnmr(self) -> np.ndarray:
+        """(R, F) FNMR of the ideal curve at each actually discarded fraction d (`ideal_edc_fnmr`)."""
+        if self.fnm_all is None:
+            raise ValueError("this EDCCurve has no all-pairs counts (made by fixed_threshold_edc)")
+        return ideal_edc_fnmr(self.discarded_fraction, self.fnm_all, self.n_genuine, self.n_pairs)
+
+    def ideal_partial_auc(self, discard_limit: float) -> np.ndarray:
+        """`partial_auc` of the ideal curve, on the same discarded fractions (so the difference is the method's)."""
+        ideal = self.ideal_fnmr()
+        return np.array([auc(self.discarded_fraction, ideal[:, i], discard_limit) for i in range(self.fars.size)])
+
+
+def ideal_edc_fnmr(discarded: ArrayLike, fnm: ArrayLike, n_genuine: int, n_pairs: int) -> np.ndarray:
+    """The ideal EDC (ISO/IEC 29794-1:2024's best case): every discarded pair is a false non-match until none is
+    left, so after discarding k = d n pairs FNMR = max(0, (fnm - k) / (n_genuine - k)); (R, F) for the
+    discarded fractions d (R,) and each threshold's false non-matches on all pairs fnm (F,). Over mated pairs
+    only (n = n_genuine) it is the standard's max(0, (e0 - d) / (1 - d))."""
+    k = np.asarray(discarded, dtype=np.float64)[:, None] * n_pairs
+    f = np.asarray(fnm, dtype=np.float64)[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(f > k, (f - k) / np.maximum(n_genuine - k, 1e-300), 0.0)
+    return out if n_genuine else np.full(out.shape, np.nan)
+
+
+REFERENCE_ORDERS = {
+    "oracle": "uses the labels: per FAR, the margin to that FAR's threshold on all pairs (exact convention), "
+    "-(2 label - 1)(score - threshold), so the pairs most wrong at it go first (false non-matches and false "
+    "matches, farthest first); with a fixed threshold it follows the ideal curve",
+    "random": "a uniform random order (numpy default_rng(seed), seed 0)",
+}
+"""The reference discard orders drawn beside every method (rows with uncertainty `oracle` / `random`)."""
+
+
+def reference_uncertainty(
+    scores: ArrayLike, labels: ArrayLike, kind: str, threshold: float | None = None, seed: int = 0
+) -> np.ndarray:
+    """A pair uncertainty (larger = rejected first) for a reference curve (`REFERENCE_ORDERS`): `oracle`, what a
+    method knowing the labels reaches at one FAR, -(2 label - 1)(score - threshold) with that FAR's threshold;
+    `random`, default_rng(seed) uniforms, what an uninformative uncertainty gives."""
+    s, lab = check_scores_labels(scores, labels)
+    if kind == "oracle":
+        if threshold is None:
+            raise ValueError("the oracle reference needs the FAR's threshold")
+        return -(2.0 * lab - 1.0) * (s - float(threshold))
+    if kind == "random":
+        return np.random.default_rng(seed).random(s.size)
+    raise ValueError(f"unknown reference {kind!r}; use one of {', '.join(REFERENCE_ORDERS)}")
 
 
 def fixed_threshold_edc(
@@ -347,7 +398,11 @@ def fixed_threshold_edc(
         with np.errstate(invalid="ignore", divide="ignore"):
             fnmr[:, jf] = np.where(kept_gen > 0, fnm / np.maximum(kept_gen, 1), np.nan)
             fmr[:, jf] = np.where(kept_imp > 0, fm / np.maximum(kept_imp, 1), np.nan)
-    return EDCCurve(r, discarded / n, cutoff, f, base.threshold, n - discarded, kept_gen, kept_imp, fnmr, fmr)
+    fnm_all = np.array([np.count_nonzero(lab & (s < t)) for t in base.threshold], dtype=np.int64)
+    return EDCCurve(
+        r, discarded / n, cutoff, f, base.threshold, n - discarded, kept_gen, kept_imp, fnmr, fmr,
+        n, int(lab.sum()), fnm_all,
+    )  # fmt: skip
 
 
 def partial_auc(x: ArrayLike, y: ArrayLike, limit: float) -> float:
@@ -388,6 +443,23 @@ REJECT_METHODS = {
 """Every reject-like curve by (threshold mode, TAR@FAR convention); each `.columns()` has the same tidy shape."""
 
 
+def reject_result(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    uncertainty: ArrayLike,
+    fractions: ArrayLike,
+    fars: ArrayLike,
+    threshold_mode: str = "recompute",
+    convention: str = "exact",
+) -> RejectCurve | EDCCurve:
+    """The reject curve of one (threshold mode, convention), pairs rejected by `uncertainty` (larger first): the
+    paper's recompute (exact or nearest TAR@FAR, a RejectCurve) or the fixed-threshold EDC (an EDCCurve)."""
+    method = REJECT_METHODS.get((threshold_mode, convention))
+    if method is None:
+        raise ValueError(f"no reject curve for threshold mode {threshold_mode!r} with the {convention!r} convention")
+    return method(scores, labels, uncertainty, fractions, fars)
+
+
 def reject_columns(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -397,9 +469,5 @@ def reject_columns(
     threshold_mode: str = "recompute",
     convention: str = "exact",
 ) -> dict[str, np.ndarray]:
-    """The tidy columns of the reject curve of one (threshold mode, convention), pairs rejected by `uncertainty`
-    (larger first): the paper's recompute (exact or nearest TAR@FAR) or the fixed-threshold EDC."""
-    method = REJECT_METHODS.get((threshold_mode, convention))
-    if method is None:
-        raise ValueError(f"no reject curve for threshold mode {threshold_mode!r} with the {convention!r} convention")
-    return method(scores, labels, uncertainty, fractions, fars).columns()
+    """The tidy columns (`.columns()`) of `reject_result`."""
+    return reject_result(scores, labels, uncertainty, fractions, fars, threshold_mode, convention).columns()

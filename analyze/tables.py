@@ -11,7 +11,15 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["AUC_COLUMNS", "REJECT_COLUMNS", "REJECT_KEY_COLUMNS", "far_pivot", "method_label", "method_labels"]
+__all__ = [
+    "AUC_COLUMNS",
+    "EDC_COLUMNS",
+    "REJECT_COLUMNS",
+    "REJECT_KEY_COLUMNS",
+    "far_pivot",
+    "method_label",
+    "method_labels",
+]
 
 REJECT_KEY_COLUMNS = (
     "model", "level", "protocol", "fusion", "distance", "uncertainty", "threshold_mode", "convention",
@@ -33,6 +41,16 @@ AUC_COLUMNS = [
     "auc",
     "auc_kind",
 ]
+EDC_COLUMNS = [
+    *AUC_COLUMNS[: AUC_COLUMNS.index("far") + 1],
+    "discard_limit",
+    "fnmr_all",
+    "pauc",
+    "pauc_ideal",
+    "pauc_minus_ideal",
+]
+"""`analyze reject --threshold fixed`'s edc table: per method (and reference) and FAR, FNMR on all pairs at the
+threshold, the partial area under FNMR up to the discard limit, the ideal curve's, and their difference."""
 
 
 def present(value: Any) -> bool:

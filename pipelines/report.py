@@ -180,7 +180,9 @@ def reject_section(step: ResolvedStep) -> Section:
         "AUC of TAR@FAR over the rejected fraction (higher is better; best in bold)", table.reset_index(), best="max"
     )
     _pair_notes(sec, summary)
-    for stem, fig in reject_comparison_figures(df):
+    reference = _table(step.dir / "reference.parquet")
+    _reject_extras(sec, step, auc)
+    for stem, fig in reject_comparison_figures(df, reference=reference):
         sec.figure(Figure(f"All methods at one FAR ({stem})", _fig_png(fig), f"{step.id}_{stem}.png"))
     return sec
 
@@ -208,6 +210,7 @@ def fusion_section(step: ResolvedStep) -> Section:
     conv = ", ".join(sorted(df["convention"].astype(str).unique())) if "convention" in df else "?"
     table = far_pivot(df, ["model", "fusion", "distance"], "tar")
     sec.table(f"TAR@FAR per fusion and distance ({conv} convention; best in bold)", table.reset_index(), best="max")
+    _interval_table(sec, df, ["model", "fusion", "distance"], "tar", "TAR@FAR")
     _pair_notes(sec, _json(step.dir / "summary.json"))
     return sec
 
@@ -223,9 +226,11 @@ def roc_section(step: ResolvedStep) -> Section:
     sec.table("TAR at FAR (columns: FAR)", table, best="max")
     _pair_notes(sec, _json(step.dir / "summary.json"))
     curve = step.dir / "roc_curve.parquet"
+    intervals = _table(step.dir / "roc_interval.parquet")
     if curve.is_file():
-        for stem, fig in roc_figures(pd.read_parquet(curve)):
+        for stem, fig in roc_figures(pd.read_parquet(curve), intervals=intervals):
             sec.figure(Figure(f"ROC ({stem})", _fig_png(fig), f"{step.id}_{stem}.png"))
+    _roc_extras(sec, step, intervals)
     return sec
 
 
@@ -266,11 +271,136 @@ def _json(path: Path) -> dict[str, Any]:
         return {}
 
 
+# ---- issue 11: EDC, references, EER/DET, intervals, identification, 10-fold accuracy ---------------------
+
+
+def _table(path: Path) -> pd.DataFrame | None:
+    """A step's optional table (written only with some options), or None."""
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def _interval_table(sec: Section, df: pd.DataFrame, keys: list[str], value: str, what: str) -> None:
+    """With --bootstrap: `value [lo, hi]` per method and FAR, the 95% percentile interval (subjects resampled)."""
+    lo, hi = f"{value}_lo", f"{value}_hi"
+    if df is None or lo not in df.columns:
+        return
+    text = df.assign(cell=[f"{v:.4f} [{a:.4f}, {b:.4f}]" for v, a, b in zip(df[value], df[lo], df[hi])])
+    table = text.pivot_table(index=keys, columns="far", values="cell", aggfunc="first", sort=False)
+    table.columns = [f"FAR={c:g}" for c in table.columns]
+    n = int(df["bootstrap"].iloc[0]) if "bootstrap" in df else 0
+    resampled = df["resampled"].iloc[0] if "resampled" in df else "subject"
+    sec.table(f"{what} with 95% bootstrap intervals ({n} replicates, {resampled} resampled)", table.reset_index())
+
+
+def _reject_extras(sec: Section, step: ResolvedStep, auc: pd.DataFrame) -> None:
+    """The AUC intervals (--bootstrap), the references' AUCs and, with a fixed threshold, the EDC's partial areas."""
+    if "auc_lo" in auc.columns:
+        cells = auc.assign(
+            method=method_labels(auc, "report"),
+            cell=[f"{v:.4f} [{a:.4f}, {b:.4f}]" for v, a, b in zip(auc["auc"], auc["auc_lo"], auc["auc_hi"])],
+        )
+        table = cells.pivot_table(index="method", columns="far", values="cell", aggfunc="first", sort=False)
+        table.columns = [f"FAR={c:g}" for c in table.columns]
+        sec.table(f"AUC with 95% bootstrap intervals ({auc['resampled'].iloc[0]} resampled)", table.reset_index())
+    ref = step.dir / "reference_auc.csv"
+    if ref.is_file():
+        ref_auc = pd.read_csv(ref)
+        if not ref_auc.empty:
+            table = far_pivot(ref_auc.assign(method=method_labels(ref_auc, "report")), "method", "auc")
+            sec.table("Reference curves' AUC: oracle (uses the labels) and random order", table.reset_index())
+    edc = _table(step.dir / "edc.parquet")
+    if edc is not None and not edc.empty:
+        table = far_pivot(edc.assign(method=method_labels(edc, "report")), "method", "pauc_minus_ideal")
+        limit = float(edc["discard_limit"].iloc[0])
+        sec.table(
+            f"EDC (ISO/IEC 29794-1:2024): partial area under FNMR up to {limit:g} discarded, minus the ideal "
+            "curve's (lower is better; oracle and random: references)",
+            table.reset_index(),
+        )
+
+
+def _roc_extras(sec: Section, step: ResolvedStep, intervals: pd.DataFrame | None) -> None:
+    """EER table, TAR intervals (--bootstrap) and the DET figure of a roc step."""
+    from analyze.figures import det_figures
+
+    eer = _table(step.dir / "eer.parquet")
+    if eer is not None:
+        cols = [c for c in ("model", "fusion", "eer", "threshold", "eer_rule") if c in eer]
+        sec.table("Equal error rate (cosine; lower is better)", eer[cols])
+    _interval_table(sec, intervals, ["model", "fusion"], "tar", "TAR@FAR")
+    det = _table(step.dir / "det.parquet")
+    if det is not None and not det.empty:
+        for stem, fig in det_figures(det, eer=eer):
+            sec.figure(Figure(f"DET: FNMR against FMR, both log ({stem})", _fig_png(fig), f"{step.id}_{stem}.png"))
+
+
+def identify_section(step: ResolvedStep) -> Section:
+    """1:N identification: TPIR@FPIR (with intervals under --bootstrap) and CMC per gallery and their mean, the
+    rejection AUCs, and the figures the step drew."""
+    sec = Section(f"1:N identification: {step.id}", f"step-{step.id}")
+    if step.description:
+        sec.text(step.description)
+    summary = _json(step.dir / "summary.json")
+    galleries = ", ".join(f"{g} ({n:,} templates)" for g, n in (summary.get("galleries") or {}).items())
+    sec.text(
+        f"Protocol {summary.get('protocol', '?')}: galleries {galleries or '?'}, {summary.get('probes', 0):,} probe "
+        "templates; each gallery searched on its own, `mean` = the mean over galleries (never one merged gallery)."
+    )
+    tpir = _table(step.dir / "tpir.parquet")
+    if tpir is not None and not tpir.empty:
+        if "tpir_lo" in tpir.columns:
+            tpir = tpir.assign(tpir_ci=[f"[{a:.4f}, {b:.4f}]" for a, b in zip(tpir["tpir_lo"], tpir["tpir_hi"])])
+        cols = [c for c in ("model", "fusion", "gallery", "fpir", "tpir", "tpir_ci", "threshold", "n_mated",
+                            "n_nonmated") if c in tpir]  # fmt: skip
+        sec.table("TPIR at FPIR (exact threshold rule on non-mated top-1 scores; 95% interval with --bootstrap)",
+                  tpir[cols])  # fmt: skip
+    cmc = _table(step.dir / "cmc.parquet")
+    if cmc is not None and not cmc.empty:
+        table = cmc.pivot_table(index=["model", "fusion", "gallery"], columns="rank", values="rate", sort=False)
+        table.columns = [f"rank {r}" for r in table.columns]
+        sec.table("CMC: mated probes whose mate is within rank r", table.reset_index(), best="max")
+    auc = _table(step.dir / "reject_auc.parquet")
+    if auc is not None and not auc.empty:
+        mean = auc[auc["gallery"] == "mean"]
+        table = mean.pivot_table(index=["model", "fusion", "uncertainty", "threshold_mode"], columns="fpir",
+                                 values="auc", sort=False)  # fmt: skip
+        table.columns = [f"FPIR={c:g}" for c in table.columns]
+        sec.table("Identification with rejection: AUC of TPIR over the rejected fraction (galleries' mean)",
+                  table.reset_index(), best="max")  # fmt: skip
+    for png in sorted((step.dir / "figures").glob("*.png")):
+        sec.figure(Figure(png.stem.replace("_", " "), _fit_width(png.read_bytes()), f"{step.id}_{png.name}"))
+    return sec
+
+
+def accuracy_section(step: ResolvedStep) -> Section:
+    """10-fold accuracy and VAL@FAR per model and protocol (with the bootstrap interval when computed), and
+    accuracy as uncertain pairs are rejected."""
+    sec = Section(f"10-fold verification accuracy: {step.id}", f"step-{step.id}")
+    if step.description:
+        sec.text(step.description)
+    acc = _table(step.dir / "accuracy.parquet")
+    if acc is not None and not acc.empty:
+        cols = [c for c in ("model", "protocol", "flip", "folds", "accuracy_mean", "accuracy_std", "accuracy_lo",
+                            "accuracy_hi", "threshold_mean", "val", "val_far") if c in acc]  # fmt: skip
+        sec.table("Accuracy (insightface 10-fold) and VAL@FAR (FaceNet); 95% interval with --bootstrap",
+                  acc[cols], best="max")  # fmt: skip
+    rej = _table(step.dir / "accuracy_reject.parquet")
+    if rej is not None and not rej.empty:
+        table = rej.pivot_table(index=["model", "protocol", "uncertainty"], columns="rejected_fraction",
+                                values="accuracy_mean", sort=False)  # fmt: skip
+        table.columns = [f"{c:.0%}" for c in table.columns]
+        sec.table("Accuracy as the most uncertain pairs are rejected (columns: rejected fraction)",
+                  table.reset_index(), best="max")  # fmt: skip
+    return sec
+
+
 SECTIONS = {
     "reject": reject_section,
     "fusion": fusion_section,
     "roc": roc_section,
     "distribution": distribution_section,
+    "identify": identify_section,
+    "accuracy": accuracy_section,
 }
 
 

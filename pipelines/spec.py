@@ -1,7 +1,8 @@
 """Pipeline files: load and check a YAML pipeline, then resolve its `${...}` placeholders into concrete steps.
 
 A pipeline names parameters (with defaults, or required), and an ordered list of steps, each of a kind
-(extract, reject, fusion, roc, distribution, report) with arguments that mirror the command-line options.
+(extract, reject, fusion, roc, distribution, identify, accuracy, report) with arguments that mirror the
+command-line options.
 `${name}` is a parameter, `${out}` the run folder, `${steps.ID.store}` / `${steps.ID.dir}` another step's
 store / folder (which also makes that step a dependency). See docs/pipelines.md.
 """
@@ -21,7 +22,7 @@ PIPELINE_DIR = package_data_dir("pipelines", "configs", "pipelines")
 """Where `load_pipeline('demo')` looks for built-in pipelines: package data `pipelines/configs/pipelines/`
 (the repository's configs/pipelines/ links to it)."""
 
-KINDS = ("extract", "reject", "fusion", "roc", "distribution", "report")
+KINDS = ("extract", "reject", "fusion", "roc", "distribution", "identify", "accuracy", "report")
 """Step kinds a pipeline may use (implemented in pipelines.steps)."""
 
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")

@@ -23,6 +23,7 @@ import click
 import numpy as np
 
 from analyze import commands
+from analyze.accuracy_cli import AccuracyOptions
 from analyze.commands import (
     CommandError,
     CommandResult,
@@ -33,6 +34,7 @@ from analyze.commands import (
     options_from_args,
     runtime_keys,
 )
+from analyze.identify import IdentifyOptions
 from analyze.outputs import OWNER_FILE, OutputExistsError, check_out_dir, claim_out_dir, clear_owned
 from featurestore.interrupts import Interrupted
 from pipelines.context import StepContext
@@ -328,6 +330,8 @@ ANALYSES: dict[str, tuple[type, Callable[..., CommandResult]]] = {
     "fusion": (FusionOptions, commands.fusion),
     "roc": (RocOptions, commands.roc),
     "distribution": (DistributionOptions, commands.distribution),
+    "identify": (IdentifyOptions, commands.identify),
+    "accuracy": (AccuracyOptions, commands.accuracy),
 }
 """The analysis step kinds: the options dataclass a step's YAML fills and the function it calls."""
 

@@ -39,8 +39,8 @@ from .presets import DATASET_NAME, DatasetPreset, dataset_preset
 from .structure import Structure, child_rng, make_pairs, plan_galleries, plan_structure
 
 JPEG_QUALITY = 92
-FORMAT_VERSION = 2
-"""Bumped whenever the generator's output bytes change; part of the cache folder's marker."""
+FORMAT_VERSION = 3
+"""Bumped whenever the generator's output bytes change; part of the cache folder's marker (3: the 1:N CSVs)."""
 MARKER = ".complete"
 INFO = "synthetic.json"
 """Written first (claiming the folder) and rewritten last with the counts."""
