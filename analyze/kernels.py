@@ -333,61 +333,77 @@ _SEG_STACK = 64
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _seg_term(src, src2, order, div, w, usrc, uden, recip, t, r, k):  # pragma: no cover - compiled
-    """One row's term: ((src + src2) [1/.] / div) * w * ((1/usrc) / uden[t]), each factor optional (empty = absent)."""
+def _seg_row(src, src2, order, div, w, usrc, uden, recip, t, r, buf):  # pragma: no cover - compiled
+    """Row r's term into buf (D,): ((src + src2) [1/.] / div) * w * ((1/usrc) / uden[t]), factors optional (empty =
+    absent); one branch-free loop per factor, so each vectorises."""
+    d = buf.shape[0]
     o = order[r]
-    x = np.float64(src[o, k])
+    for k in range(d):
+        buf[k] = np.float64(src[o, k])
     if src2.shape[0]:
-        x = x + np.float64(src2[o, k])
+        for k in range(d):
+            buf[k] = buf[k] + np.float64(src2[o, k])
     if recip:
-        x = 1.0 / x
+        for k in range(d):
+            buf[k] = 1.0 / buf[k]
     if div.shape[0]:
-        x = x / div[r]
+        dv = div[r]
+        for k in range(d):
+            buf[k] = buf[k] / dv
     if w.shape[0]:
-        x = x * w[r]
+        wr = w[r]
+        for k in range(d):
+            buf[k] = buf[k] * wr
     if usrc.shape[0]:
-        c = k if usrc.shape[1] != 1 else 0
-        x = x * ((1.0 / np.float64(usrc[o, c])) / uden[t, c])
-    return x
+        if usrc.shape[1] != 1:
+            for k in range(d):
+                buf[k] = buf[k] * ((1.0 / np.float64(usrc[o, k])) / uden[t, k])
+        else:
+            att = (1.0 / np.float64(usrc[o, 0])) / uden[t, 0]
+            for k in range(d):
+                buf[k] = buf[k] * att
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _seg_leaf(src, src2, order, div, w, usrc, uden, recip, t, lo, n, acc, v):  # pragma: no cover - compiled
+def _seg_leaf(src, src2, order, div, w, usrc, uden, recip, t, lo, n, acc, buf, v):  # pragma: no cover - compiled
     """numpy's strided pairwise_sum base case (n <= 128) of rows lo..lo+n, per column, into v (D,)."""
     d = v.shape[0]
     if n < 8:
         for k in range(d):
             v[k] = -0.0
         for r in range(lo, lo + n):
+            _seg_row(src, src2, order, div, w, usrc, uden, recip, t, r, buf)
             for k in range(d):
-                v[k] += _seg_term(src, src2, order, div, w, usrc, uden, recip, t, r, k)
+                v[k] += buf[k]
         return
     for q in range(8):
-        for k in range(d):
-            acc[q, k] = _seg_term(src, src2, order, div, w, usrc, uden, recip, t, lo + q, k)
+        _seg_row(src, src2, order, div, w, usrc, uden, recip, t, lo + q, acc[q])
     stop = lo + n - (n % 8)
     for r in range(lo + 8, stop, 8):
         for q in range(8):
+            _seg_row(src, src2, order, div, w, usrc, uden, recip, t, r + q, buf)
+            a = acc[q]
             for k in range(d):
-                acc[q, k] += _seg_term(src, src2, order, div, w, usrc, uden, recip, t, r + q, k)
+                a[k] += buf[k]
     for k in range(d):
         v[k] = ((acc[0, k] + acc[1, k]) + (acc[2, k] + acc[3, k])) + ((acc[4, k] + acc[5, k]) + (acc[6, k] + acc[7, k]))
     for r in range(stop, lo + n):
+        _seg_row(src, src2, order, div, w, usrc, uden, recip, t, r, buf)
         for k in range(d):
-            v[k] += _seg_term(src, src2, order, div, w, usrc, uden, recip, t, r, k)
+            v[k] += buf[k]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _segment_sums_kernel(src, src2, order, starts, sizes, div, w, usrc, uden, recip, out):  # pragma: no cover
     d = out.shape[1]
     acc = np.empty((8, d), np.float64)
+    buf = np.empty(d, np.float64)
     vals = np.empty((_SEG_STACK, d), np.float64)
     f_lo = np.empty(3 * _SEG_STACK, np.int64)
     f_n = np.empty(3 * _SEG_STACK, np.int64)
     for t in range(starts.shape[0]):
         s = starts[t]
-        for k in range(d):
-            out[t, k] = _seg_term(src, src2, order, div, w, usrc, uden, recip, t, s, k)
+        _seg_row(src, src2, order, div, w, usrc, uden, recip, t, s, out[t])
         m = sizes[t] - 1
         if m <= 0:
             continue
@@ -405,7 +421,7 @@ def _segment_sums_kernel(src, src2, order, starts, sizes, div, w, usrc, uden, re
                     vals[nv - 2, k] = vals[nv - 2, k] + vals[nv - 1, k]
                 nv -= 1
             elif n <= _PW_BLOCKSIZE:
-                _seg_leaf(src, src2, order, div, w, usrc, uden, recip, t, lo, n, acc, vals[nv])
+                _seg_leaf(src, src2, order, div, w, usrc, uden, recip, t, lo, n, acc, buf, vals[nv])
                 nv += 1
             else:
                 n2 = n // 2
@@ -417,8 +433,10 @@ def _segment_sums_kernel(src, src2, order, starts, sizes, div, w, usrc, uden, re
                 f_lo[nf + 2] = lo  # left half, evaluated first
                 f_n[nf + 2] = n2
                 nf += 3
+        o = out[t]
+        v0 = vals[0]
         for k in range(d):
-            out[t, k] += vals[0, k]
+            o[k] += v0[k]
 
 
 _EMPTY_1 = np.empty(0, np.float64)
