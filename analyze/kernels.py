@@ -501,7 +501,8 @@ def _segment_min_kernel(src, order, starts, sizes, out):  # pragma: no cover - c
 
 
 def segment_min(src: np.ndarray, order: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """``np.minimum.reduceat(src[order], starts, axis=0)`` as float64 (T, D), without the sorted copy."""
+    """``np.minimum.reduceat(src[order], starts, axis=0)`` as float64 (T, D), without the sorted copy (a NaN wins;
+    for min(0.0, -0.0) this keeps the earlier row's zero, where numpy's SIMD loops may pick either sign)."""
     src = np.ascontiguousarray(src)
     if src.dtype not in (np.float32, np.float64):
         src = src.astype(np.float64)
