@@ -100,8 +100,10 @@ def _check_inputs(
     if np.any(template < 0):
         raise ValueError(f"{int(np.sum(template < 0))} images have template id < 0 (-1 = no template); drop them first")
     was_1d = False
-    if uncertainty is not None:
-        uncertainty = np.asarray(uncertainty, dtype=np.float64)
+    if uncertainty is not None:  # float32 kept as given (the kernels read it so); _Rows.unc is the float64 view
+        uncertainty = np.asarray(uncertainty)
+        if uncertainty.dtype not in (np.float32, np.float64):
+            uncertainty = uncertainty.astype(np.float64)
         was_1d = uncertainty.ndim == 1
         if was_1d:
             uncertainty = uncertainty[:, None]
@@ -118,8 +120,13 @@ class _Rows:
     seg: _Segments
     features: np.ndarray  # as given (input order)
     template: np.ndarray
-    unc: np.ndarray | None  # values in input order, (N, K)
+    unc_in: np.ndarray | None  # values in input order, (N, K), float32 or float64 as given
     media: dict
+
+    @cached_property
+    def unc(self) -> np.ndarray | None:
+        """Per-image values in input order as float64, (N, K), or None."""
+        return None if self.unc_in is None else np.asarray(self.unc_in, dtype=np.float64)
 
     @cached_property
     def f(self) -> np.ndarray:
@@ -144,13 +151,13 @@ def _needs_values(rows: _Rows, method: str, what: str = "PFE sigma_sq") -> np.nd
 
 def _fuse_first(r: _Rows, params: dict):
     first = r.seg.order[r.seg.starts]
-    return l2_normalize(r.features[first]), None if r.unc is None else r.unc[first]
+    return l2_normalize(r.features[first]), None if r.unc_in is None else np.asarray(r.unc_in[first], np.float64)
 
 
 def _fuse_mean(stat: bool):
     def run(r: _Rows, params: dict):
         sizes = r.seg.sizes
-        unc_out = None if r.unc is None else r.sums(r.unc) / sizes[:, None]
+        unc_out = None if r.unc_in is None else r.sums(r.unc_in) / sizes[:, None]
         if unc_out is not None and stat:
             unc_out = unc_out * np.sqrt(sizes)[:, None]
         return l2_normalize(r.sums(r.features) / sizes[:, None]), unc_out
@@ -161,9 +168,9 @@ def _fuse_mean(stat: bool):
 def _fuse_pfe(paper: bool):
     def run(r: _Rows, params: dict):
         base = "PFE-paper" if paper else "PFE"
-        if r.unc is None:
+        if r.unc_in is None:
             raise ValueError(f"fusion {base!r} needs PFE sigma_sq (uncertainty=)")
-        u = r.unc  # input order: the kernels gather through seg.order
+        u = r.unc_in  # input order, as given: the kernels gather through seg.order and widen to float64
         if u.shape[1] not in (1, r.features.shape[1]):
             raise ValueError(f"fusion {base!r}: sigma_sq has {u.shape[1]} columns, features {r.features.shape[1]}")
         if np.any(u <= 0):
@@ -235,7 +242,7 @@ def _fuse_weighted_softmax(r: _Rows, params: dict):
 
 
 def _fuse_media(r: _Rows, params: dict):
-    return _media(r.features, r.template, r.seg, r.unc, **r.media)
+    return _media(r.features, r.template, r.seg, r.unc_in, **r.media)
 
 
 _SCRIPT = "ScaleFace face_lib/evaluation/template_reject_verification.py aggregate_templates"
@@ -402,7 +409,7 @@ def fuse(
         seg=seg,
         features=features,
         template=template,
-        unc=unc,
+        unc_in=unc,
         media={
             "media": media,
             "detector_score": detector_score,
