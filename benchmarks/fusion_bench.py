@@ -18,30 +18,35 @@ import time
 import dask
 import numpy as np
 
-from analyze.fusion import FUSIONS, fuse
+from analyze.fusion import fuse
 from analyze.loading import FUSION_BLOCK_IMAGES, fuse_templates, template_blocks, valid_rows
-from analyze.policy import policy_for
 from featurestore.store import FeatureStore
 
-DEFAULT = "magface:mean,magface:first,magface:media,pfe:PFE,scaleface:weighted"
+try:  # this checkout's reader; a checkout from before it has the same steps inside its _fuse_block
+    from analyze.loading import read_fusion_inputs
+except ImportError:  # pragma: no cover - older checkouts, for before/after comparisons
+    from analyze.fusion import FUSIONS
+    from analyze.policy import policy_for
 
-
-def _read_block(store: FeatureStore, model: str, fusion: str, block: np.ndarray) -> tuple[tuple, dict]:
-    spec = store.model(model)
-    policy = policy_for(spec.outputs)
-    fusion_spec = FUSIONS.get(fusion)
-    feats = store.read_rows(model, "embedding", block)
-    values = policy.stored(store.read_rows(model, policy.value_output, block)).for_fusion(fusion_spec)
-    kwargs: dict = {}
-    if "media" in fusion_spec.inputs:
+    def read_fusion_inputs(store, model, fusion, rows, options=None):  # type: ignore[no-redef]
+        spec, fusion_spec = store.model(model), FUSIONS.get(fusion)
+        policy = policy_for(spec.outputs)
         kwargs = {
-            "media": store.image_column("media", block),
-            "detector_score": store.image_column("detector_score", block),
-            "add_flip": "embedding_flip" in spec.outputs,
+            "uncertainty": policy.stored(store.read_rows(model, policy.value_output, rows))
+            .for_fusion(fusion_spec)
+            .values
         }
-        if kwargs["add_flip"]:
-            kwargs["features_flip"] = store.read_rows(model, "embedding_flip", block)
-    return (fusion, feats, store.image_column("template", block)), {"uncertainty": values.values, **kwargs}
+        if "media" in fusion_spec.inputs:
+            kwargs.update(
+                media=store.image_column("media", rows), detector_score=store.image_column("detector_score", rows)
+            )
+            kwargs["add_flip"] = "embedding_flip" in spec.outputs
+            if kwargs["add_flip"]:
+                kwargs["features_flip"] = store.read_rows(model, "embedding_flip", rows)
+        return (store.read_rows(model, "embedding", rows), store.image_column("template", rows)), kwargs
+
+
+DEFAULT = "magface:mean,magface:first,magface:media,pfe:PFE,scaleface:weighted"
 
 
 def main() -> None:
@@ -59,8 +64,8 @@ def main() -> None:
     print(f"{'model/fusion':22} {'wall s':>7} {'CPU s':>7} {'read s':>7} {'fuse s':>7}  templates")
     for pair in args.fusions.split(","):
         model, fusion = pair.split(":")
-        fargs, fkw = _read_block(store, model, fusion, blocks[0])
-        fuse(*fargs, **fkw)  # warm-up: kernel load (or compile) outside the timing
+        (feats, tpl), kw = read_fusion_inputs(store, model, fusion, blocks[0])
+        fuse(fusion, feats, tpl, **kw)  # warm-up: kernel load (or compile) outside the timing
         best = (np.inf, np.inf)
         for _ in range(args.repeats):
             t, c = time.perf_counter(), time.process_time()
@@ -70,10 +75,10 @@ def main() -> None:
         read = compute = 0.0
         for block in blocks:
             t = time.perf_counter()
-            fargs, fkw = _read_block(store, model, fusion, block)
+            (feats, tpl), kw = read_fusion_inputs(store, model, fusion, block)
             read += time.perf_counter() - t
             t = time.perf_counter()
-            fuse(*fargs, **fkw)
+            fuse(fusion, feats, tpl, **kw)
             compute += time.perf_counter() - t
         print(f"{model + '/' + fusion:22} {best[0]:7.2f} {best[1]:7.2f} {read:7.2f} {compute:7.2f}  {len(fused.ids):,}")
 
