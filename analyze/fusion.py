@@ -210,7 +210,7 @@ def _fuse_softmax(stat: bool):
         unc_out = r.seg.sum(r.u * w[:, None])  # type: ignore[operator]
         if stat:
             unc_out = unc_out * np.sqrt(r.seg.sizes)[:, None]
-        return l2_normalize(r.seg.sum(r.f * w[:, None])), unc_out
+        return l2_normalize(r.sums(r.features, weight=w)), unc_out
 
     return run
 
@@ -238,7 +238,7 @@ def _fuse_weighted_scaleface(r: _Rows, params: dict):
 def _fuse_weighted_softmax(r: _Rows, params: dict):
     w = _confidence_weights(r, "weighted-softmax")
     s = r.seg.softmax(r.u[:, 0], params["temperature"])  # type: ignore[index]
-    return l2_normalize(r.seg.sum(r.f * w[:, None])), r.seg.sum(r.u * s[:, None])  # type: ignore[operator]
+    return l2_normalize(r.sums(r.features, weight=w)), r.seg.sum(r.u * s[:, None])  # type: ignore[operator]
 
 
 def _fuse_media(r: _Rows, params: dict):

@@ -120,6 +120,19 @@ def old_fusion(name, features, template, unc, **media):
     if name == "weighted":
         w = u[:, 0] / ssum(u[:, 0])[seg]
         return l2_normalize(ssum(l2_normalize(f) * w[:, None])), ssum(u * w[:, None])
+
+    def softmax(v, temperature):
+        z = v / temperature
+        e = np.exp(z - np.maximum.reduceat(z, starts, axis=0)[seg])
+        return e / ssum(e)[seg]
+
+    if name in ("softmax", "stat-softmax"):
+        w = softmax(u[:, 0], 1.0)
+        unc_out = ssum(u * w[:, None]) * (np.sqrt(sizes)[:, None] if name == "stat-softmax" else 1.0)
+        return l2_normalize(ssum(f * w[:, None])), unc_out
+    if name == "weighted-softmax":
+        w = u[:, 0] / ssum(u[:, 0])[seg]
+        return l2_normalize(ssum(f * w[:, None])), ssum(u * softmax(u[:, 0], 1.0)[:, None])
     assert name == "media"
     n = len(features)
     x = np.asarray(features, dtype=np.float64)
@@ -182,6 +195,9 @@ def test_fusions_match_the_numpy_formulas(seed, special):
         ("PFE-paper", sigma),
         ("PFE", sigma[:, :1]),
         ("weighted", scale),
+        ("softmax", scale),
+        ("stat-softmax", scale),
+        ("weighted-softmax", scale),
     ]
     with np.errstate(all="ignore"):
         for name, unc in cases:
