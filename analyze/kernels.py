@@ -332,7 +332,7 @@ _SEG_STACK = 64
 """Depth of the explicit stacks of the row-wise pairwise sum (halving from 2^63 rows needs < 60 levels)."""
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _seg_row(src, src2, order, div, w, usrc, uden, recip, t, r, buf):  # pragma: no cover - compiled
     """Row r's term into buf (D,): ((src + src2) [1/.] / div) * w * ((1/usrc) / uden[t]), factors optional (empty =
     absent); one branch-free loop per factor, so each vectorises."""
@@ -364,7 +364,7 @@ def _seg_row(src, src2, order, div, w, usrc, uden, recip, t, r, buf):  # pragma:
                 buf[k] = buf[k] * att
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _seg_leaf(src, src2, order, div, w, usrc, uden, recip, t, lo, n, acc, buf, v):  # pragma: no cover - compiled
     """numpy's strided pairwise_sum base case (n <= 128) of rows lo..lo+n, per column, into v (D,)."""
     d = v.shape[0]
@@ -440,7 +440,9 @@ def _segment_sums_kernel(src, src2, order, starts, sizes, div, w, usrc, uden, re
 
 
 _EMPTY_1 = np.empty(0, np.float64)
-_EMPTY_2 = np.empty((0, 1), np.float64)
+_EMPTY_2 = np.empty((0, 1), np.float32)
+"""The absent attention values: float32 like the stored sigma_sq, so "no attention" and PFE's attention share one
+compiled signature (each signature is a compile on a cold cache)."""
 
 
 def segment_sums(
@@ -477,7 +479,7 @@ def segment_sums(
     src2 = np.empty((0, src.shape[1]), src.dtype) if add is None else np.ascontiguousarray(add)
     div = _EMPTY_1 if divide is None else np.ascontiguousarray(divide, dtype=np.float64)
     wt = _EMPTY_1 if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
-    usrc, uden = (_EMPTY_2, _EMPTY_2) if attention is None else attention
+    usrc, uden = (_EMPTY_2, _EMPTY_2.astype(np.float64)) if attention is None else attention
     usrc = np.ascontiguousarray(usrc, dtype=np.float64) if usrc.dtype != np.float32 else np.ascontiguousarray(usrc)
     uden = np.ascontiguousarray(uden, dtype=np.float64)
     _segment_sums_kernel(src, src2, order, starts, sizes, div, wt, usrc, uden, bool(reciprocal), out)
