@@ -4,7 +4,10 @@ Methods follow ScaleFace's template_reject_verification.py / aggregation.py, PFE
 aggregate_PFE and insightface's IJB image2template_feature; differences from the
 original code (shapes where it fails, normalisation axes) are listed in docs/metrics.md,
 section "Template fusion". Every method is a segment reduction over the rows sorted by
-template id (np.add/maximum/minimum.reduceat): there is no Python loop over templates.
+template id (np.add/maximum/minimum.reduceat): there is no Python loop over templates. The sums
+and minima of first, mean, PFE, weighted, the softmax methods and media run through
+analyze.kernels.segment_sums / segment_min: the same reduceat results bit for bit, with each image's
+term formed from the rows as given (float32) instead of sorted float64 copies and temporaries.
 """
 
 from __future__ import annotations
