@@ -4,15 +4,20 @@ Methods follow ScaleFace's template_reject_verification.py / aggregation.py, PFE
 aggregate_PFE and insightface's IJB image2template_feature; differences from the
 original code (shapes where it fails, normalisation axes) are listed in docs/metrics.md,
 section "Template fusion". Every method is a segment reduction over the rows sorted by
-template id (np.add/maximum/minimum.reduceat): there is no Python loop over templates.
+template id (np.add/maximum/minimum.reduceat): there is no Python loop over templates. The sums
+and minima of first, mean, PFE, weighted, the softmax methods and media run through
+analyze.kernels.segment_sums / segment_min: the same reduceat results bit for bit, with each image's
+term formed from the rows as given (float32) instead of sorted float64 copies and temporaries.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
+from analyze.kernels import row_norms, segment_min, segment_sums
 from analyze.registry import FusionRegistry, FusionSpec
 from analyze.rows import l2_normalize
 
@@ -98,8 +103,10 @@ def _check_inputs(
     if np.any(template < 0):
         raise ValueError(f"{int(np.sum(template < 0))} images have template id < 0 (-1 = no template); drop them first")
     was_1d = False
-    if uncertainty is not None:
-        uncertainty = np.asarray(uncertainty, dtype=np.float64)
+    if uncertainty is not None:  # float32 kept as given (the kernels read it so); _Rows.unc is the float64 view
+        uncertainty = np.asarray(uncertainty)
+        if uncertainty.dtype not in (np.float32, np.float64):
+            uncertainty = uncertainty.astype(np.float64)
         was_1d = uncertainty.ndim == 1
         if was_1d:
             uncertainty = uncertainty[:, None]
@@ -110,15 +117,33 @@ def _check_inputs(
 
 @dataclass
 class _Rows:
-    """What a fusion function reads: rows sorted by template (`f`, `u`), their segments, the raw inputs."""
+    """What a fusion function reads: its segments, the raw inputs, and (made on first use) the rows sorted by
+    template (`f`, `u`); the kernel-backed methods read the inputs through `seg.order` and never make `f`."""
 
     seg: _Segments
-    f: np.ndarray  # features sorted by template, float64
-    u: np.ndarray | None  # per-image values sorted by template, (N, K), or None
     features: np.ndarray  # as given (input order)
     template: np.ndarray
-    unc: np.ndarray | None  # values in input order, (N, K)
+    unc_in: np.ndarray | None  # values in input order, (N, K), float32 or float64 as given
     media: dict
+
+    @cached_property
+    def unc(self) -> np.ndarray | None:
+        """Per-image values in input order as float64, (N, K), or None."""
+        return None if self.unc_in is None else np.asarray(self.unc_in, dtype=np.float64)
+
+    @cached_property
+    def f(self) -> np.ndarray:
+        """Features sorted by template, float64 (an (N, D) copy: only the methods without a kernel use it)."""
+        return np.asarray(self.features[self.seg.order], dtype=np.float64)
+
+    @cached_property
+    def u(self) -> np.ndarray | None:
+        """Per-image values sorted by template, (N, K), or None."""
+        return None if self.unc is None else self.unc[self.seg.order]
+
+    def sums(self, src: np.ndarray, **term) -> np.ndarray:
+        """``seg.sum(term(src)[order])`` bit for bit, by the kernel (no sorted float64 copy); see segment_sums."""
+        return segment_sums(src, self.seg.order, self.seg.starts, self.seg.sizes, **term)
 
 
 def _needs_values(rows: _Rows, method: str, what: str = "PFE sigma_sq") -> np.ndarray:
@@ -128,16 +153,17 @@ def _needs_values(rows: _Rows, method: str, what: str = "PFE sigma_sq") -> np.nd
 
 
 def _fuse_first(r: _Rows, params: dict):
-    return l2_normalize(r.f[r.seg.starts]), None if r.u is None else r.u[r.seg.starts]
+    first = r.seg.order[r.seg.starts]
+    return l2_normalize(r.features[first]), None if r.unc_in is None else np.asarray(r.unc_in[first], np.float64)
 
 
 def _fuse_mean(stat: bool):
     def run(r: _Rows, params: dict):
         sizes = r.seg.sizes
-        unc_out = None if r.u is None else r.seg.sum(r.u) / sizes[:, None]
+        unc_out = None if r.unc_in is None else r.sums(r.unc_in) / sizes[:, None]
         if unc_out is not None and stat:
             unc_out = unc_out * np.sqrt(sizes)[:, None]
-        return l2_normalize(r.seg.sum(r.f) / sizes[:, None]), unc_out
+        return l2_normalize(r.sums(r.features) / sizes[:, None]), unc_out
 
     return run
 
@@ -145,16 +171,19 @@ def _fuse_mean(stat: bool):
 def _fuse_pfe(paper: bool):
     def run(r: _Rows, params: dict):
         base = "PFE-paper" if paper else "PFE"
-        u = _needs_values(r, base)
-        if u.shape[1] not in (1, r.f.shape[1]):
-            raise ValueError(f"fusion {base!r}: sigma_sq has {u.shape[1]} columns, features {r.f.shape[1]}")
+        if r.unc_in is None:
+            raise ValueError(f"fusion {base!r} needs PFE sigma_sq (uncertainty=)")
+        u = r.unc_in  # input order, as given: the kernels gather through seg.order and widen to float64
+        if u.shape[1] not in (1, r.features.shape[1]):
+            raise ValueError(f"fusion {base!r}: sigma_sq has {u.shape[1]} columns, features {r.features.shape[1]}")
         if np.any(u <= 0):
             raise ValueError(f"fusion {base!r} needs sigma_sq > 0")
-        with np.errstate(invalid="ignore", divide="ignore"):  # inf sigma^2 -> NaN template, dropped later
-            inv = 1.0 / u
-            inv_sum = r.seg.sum(inv)
-            attention = inv / inv_sum[r.seg.seg]
-        return l2_normalize(r.seg.sum(r.f * attention)), (1.0 / inv_sum if paper else r.seg.min(u))
+        # sum(f * (1/u) / sum(1/u)) per template; an inf sigma^2 gives a NaN template, dropped later
+        inv_sum = r.sums(u, reciprocal=True)
+        fused = r.sums(r.features, attention=(u, inv_sum))
+        with np.errstate(divide="ignore"):
+            unc_out = 1.0 / inv_sum if paper else segment_min(u, r.seg.order, r.seg.starts, r.seg.sizes)
+        return l2_normalize(fused), unc_out
 
     return run
 
@@ -184,7 +213,7 @@ def _fuse_softmax(stat: bool):
         unc_out = r.seg.sum(r.u * w[:, None])  # type: ignore[operator]
         if stat:
             unc_out = unc_out * np.sqrt(r.seg.sizes)[:, None]
-        return l2_normalize(r.seg.sum(r.f * w[:, None])), unc_out
+        return l2_normalize(r.sums(r.features, weight=w)), unc_out
 
     return run
 
@@ -196,7 +225,9 @@ def _confidence_weights(r: _Rows, method: str) -> np.ndarray:
 
 def _fuse_weighted(r: _Rows, params: dict):
     w = _confidence_weights(r, "weighted")
-    return l2_normalize(r.seg.sum(l2_normalize(r.f) * w[:, None])), r.seg.sum(r.u * w[:, None])  # type: ignore[operator]
+    norm = row_norms(r.features)[r.seg.order]  # l2_normalize(f) * w, per image, without the float64 copy of f
+    fused = r.sums(r.features, divide=np.where(norm > 0, norm, 1.0), weight=w)
+    return l2_normalize(fused), r.seg.sum(r.u * w[:, None])  # type: ignore[operator]
 
 
 def _fuse_weighted_scaleface(r: _Rows, params: dict):
@@ -210,11 +241,11 @@ def _fuse_weighted_scaleface(r: _Rows, params: dict):
 def _fuse_weighted_softmax(r: _Rows, params: dict):
     w = _confidence_weights(r, "weighted-softmax")
     s = r.seg.softmax(r.u[:, 0], params["temperature"])  # type: ignore[index]
-    return l2_normalize(r.seg.sum(r.f * w[:, None])), r.seg.sum(r.u * s[:, None])  # type: ignore[operator]
+    return l2_normalize(r.sums(r.features, weight=w)), r.seg.sum(r.u * s[:, None])  # type: ignore[operator]
 
 
 def _fuse_media(r: _Rows, params: dict):
-    return _media(r.features, r.template, r.seg, r.unc, **r.media)
+    return _media(r.features, r.template, r.seg, r.unc_in, **r.media)
 
 
 _SCRIPT = "ScaleFace face_lib/evaluation/template_reject_verification.py aggregate_templates"
@@ -379,11 +410,9 @@ def fuse(
     seg = _segments(template)
     rows = _Rows(
         seg=seg,
-        f=np.asarray(features[seg.order], dtype=np.float64),
-        u=None if unc is None else unc[seg.order],
         features=features,
         template=template,
-        unc=unc,
+        unc_in=unc,
         media={
             "media": media,
             "detector_score": detector_score,
@@ -413,16 +442,18 @@ def _media(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """insightface image2template_feature: mean over each media's frames, sum over medias, L2-normalise."""
     n = features.shape[0]
-    x = np.asarray(features, dtype=np.float64)
+    x, flip = features, None  # the per-image term (x + flip) * score is formed inside the segment-sum kernel
     if add_flip:
         if features_flip is None:
             raise ValueError("fusion 'media' adds the flipped embedding: pass features_flip= or add_flip=False")
-        flip = np.asarray(features_flip, dtype=np.float64)
+        flip = np.asarray(features_flip)
         if flip.shape != x.shape:
             raise ValueError(f"features_flip has shape {flip.shape}, features {x.shape}")
-        x = x + flip
     if not keep_norm:
-        x = l2_normalize(x)
+        x = np.asarray(x, dtype=np.float64)
+        x = l2_normalize(x if flip is None else x + np.asarray(flip, dtype=np.float64))
+        flip = None
+    score = None
     if use_detector_score:
         if detector_score is None:
             raise ValueError(
@@ -436,7 +467,6 @@ def _media(
                 f"{int(np.isnan(score).sum())} images have no detector score (NaN); "
                 "use use_detector_score=False for this dataset"
             )
-        x = x * score[:, None]
     if media is None:
         raise ValueError("fusion 'media' needs media ids (media=); -1 marks an image without one")
     media = np.asarray(media).reshape(-1)
@@ -450,14 +480,15 @@ def _media(
     new_group[1:] = (t_sorted[1:] != t_sorted[:-1]) | (m_sorted[1:] != m_sorted[:-1])
     g_starts = np.flatnonzero(new_group)
     g_sizes = np.diff(np.append(g_starts, n))
-    media_feats = np.add.reduceat(x[order], g_starts, axis=0) / g_sizes[:, None]
+    weight = None if score is None else score[order]
+    media_feats = segment_sums(x, order, g_starts, g_sizes, add=flip, weight=weight) / g_sizes[:, None]
     g_template = t_sorted[g_starts]
     t_starts = np.flatnonzero(np.r_[True, g_template[1:] != g_template[:-1]])
-    fused = l2_normalize(np.add.reduceat(media_feats, t_starts, axis=0))
+    t_sizes = np.diff(np.append(t_starts, len(g_starts)))
+    fused = l2_normalize(segment_sums(media_feats, np.arange(len(g_starts)), t_starts, t_sizes))
     unc_out = None
     if unc is not None:
-        u = unc[seg.order]
-        unc_out = seg.sum(u) / seg.sizes[:, None]
+        unc_out = segment_sums(unc, seg.order, seg.starts, seg.sizes) / seg.sizes[:, None]
     return fused, unc_out
 
 

@@ -24,7 +24,10 @@ __all__ = [
     "grouped_order",
     "mls_pairs",
     "pairwise_sum",
+    "row_norms",
     "row_reciprocal_sums",
+    "segment_min",
+    "segment_sums",
     "sum_plan",
 ]
 
@@ -313,4 +316,228 @@ def row_reciprocal_sums(values: np.ndarray, squared: bool = False) -> np.ndarray
     out = np.empty(len(v), dtype=np.float64)
     if len(v):
         _reciprocal_sums_kernel(v, bool(squared), *sum_plan(v.shape[1]), out)
+    return out
+
+
+# ---- template fusion: segment sums over rows sorted by template ----------------------------------------------
+#
+# np.add.reduceat(x, starts, axis=0) of an (N, D) array walks each column separately: the segment's first value,
+# plus (`+=`) numpy's strided pairwise_sum of the remaining n - 1 values (whose short case starts from -0.0).
+# The kernels below replay exactly that per column, but walk the rows of a segment once with D-wide accumulators
+# (cache-friendly and vectorised), and compute each row's term on the fly from the float32 input, so no sorted
+# float64 copy of the (N, D) rows is made. Serial and nogil: the callers' Dask tasks (blocks of whole templates)
+# keep the cores busy.
+
+_SEG_STACK = 64
+"""Depth of the explicit stacks of the row-wise pairwise sum (halving from 2^63 rows needs < 60 levels)."""
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _seg_row(src, src2, order, div, w, usrc, uden, recip, t, r, buf):  # pragma: no cover - compiled
+    """Row r's term into buf (D,): ((src + src2) [1/.] / div) * w * ((1/usrc) / uden[t]), factors optional (empty =
+    absent); one branch-free loop per factor, so each vectorises."""
+    d = buf.shape[0]
+    o = order[r]
+    for k in range(d):
+        buf[k] = np.float64(src[o, k])
+    if src2.shape[0]:
+        for k in range(d):
+            buf[k] = buf[k] + np.float64(src2[o, k])
+    if recip:
+        for k in range(d):
+            buf[k] = 1.0 / buf[k]
+    if div.shape[0]:
+        dv = div[r]
+        for k in range(d):
+            buf[k] = buf[k] / dv
+    if w.shape[0]:
+        wr = w[r]
+        for k in range(d):
+            buf[k] = buf[k] * wr
+    if usrc.shape[0]:
+        if usrc.shape[1] != 1:
+            for k in range(d):
+                buf[k] = buf[k] * ((1.0 / np.float64(usrc[o, k])) / uden[t, k])
+        else:
+            att = (1.0 / np.float64(usrc[o, 0])) / uden[t, 0]
+            for k in range(d):
+                buf[k] = buf[k] * att
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _seg_leaf(src, src2, order, div, w, usrc, uden, recip, t, lo, n, acc, buf, v):  # pragma: no cover - compiled
+    """numpy's strided pairwise_sum base case (n <= 128) of rows lo..lo+n, per column, into v (D,)."""
+    d = v.shape[0]
+    if n < 8:
+        for k in range(d):
+            v[k] = -0.0
+        for r in range(lo, lo + n):
+            _seg_row(src, src2, order, div, w, usrc, uden, recip, t, r, buf)
+            for k in range(d):
+                v[k] += buf[k]
+        return
+    for q in range(8):
+        _seg_row(src, src2, order, div, w, usrc, uden, recip, t, lo + q, acc[q])
+    stop = lo + n - (n % 8)
+    for r in range(lo + 8, stop, 8):
+        for q in range(8):
+            _seg_row(src, src2, order, div, w, usrc, uden, recip, t, r + q, buf)
+            a = acc[q]
+            for k in range(d):
+                a[k] += buf[k]
+    for k in range(d):
+        v[k] = ((acc[0, k] + acc[1, k]) + (acc[2, k] + acc[3, k])) + ((acc[4, k] + acc[5, k]) + (acc[6, k] + acc[7, k]))
+    for r in range(stop, lo + n):
+        _seg_row(src, src2, order, div, w, usrc, uden, recip, t, r, buf)
+        for k in range(d):
+            v[k] += buf[k]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _segment_sums_kernel(src, src2, order, starts, sizes, div, w, usrc, uden, recip, out):  # pragma: no cover
+    d = out.shape[1]
+    acc = np.empty((8, d), np.float64)
+    buf = np.empty(d, np.float64)
+    vals = np.empty((_SEG_STACK, d), np.float64)
+    f_lo = np.empty(3 * _SEG_STACK, np.int64)
+    f_n = np.empty(3 * _SEG_STACK, np.int64)
+    for t in range(starts.shape[0]):
+        s = starts[t]
+        _seg_row(src, src2, order, div, w, usrc, uden, recip, t, s, out[t])
+        m = sizes[t] - 1
+        if m <= 0:
+            continue
+        # postfix walk of numpy's halving tree: frames (lo, n), n < 0 = "add the top two values"
+        nf = 1
+        f_lo[0] = s + 1
+        f_n[0] = m
+        nv = 0
+        while nf:
+            nf -= 1
+            lo = f_lo[nf]
+            n = f_n[nf]
+            if n < 0:
+                for k in range(d):
+                    vals[nv - 2, k] = vals[nv - 2, k] + vals[nv - 1, k]
+                nv -= 1
+            elif n <= _PW_BLOCKSIZE:
+                _seg_leaf(src, src2, order, div, w, usrc, uden, recip, t, lo, n, acc, buf, vals[nv])
+                nv += 1
+            else:
+                n2 = n // 2
+                n2 -= n2 % 8
+                f_lo[nf] = lo  # combine after both halves
+                f_n[nf] = -1
+                f_lo[nf + 1] = lo + n2  # right half, evaluated second
+                f_n[nf + 1] = n - n2
+                f_lo[nf + 2] = lo  # left half, evaluated first
+                f_n[nf + 2] = n2
+                nf += 3
+        o = out[t]
+        v0 = vals[0]
+        for k in range(d):
+            o[k] += v0[k]
+
+
+_EMPTY_1 = np.empty(0, np.float64)
+_EMPTY_2 = np.empty((0, 1), np.float32)
+"""The absent attention values: float32 like the stored sigma_sq, so "no attention" and PFE's attention share one
+compiled signature (each signature is a compile on a cold cache)."""
+
+
+def segment_sums(
+    src: np.ndarray,
+    order: np.ndarray,
+    starts: np.ndarray,
+    sizes: np.ndarray,
+    *,
+    add: np.ndarray | None = None,
+    reciprocal: bool = False,
+    divide: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
+    attention: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """``np.add.reduceat(term[order], starts, axis=0)`` bit for bit, without materialising `term` (T, D) float64.
+
+    The term of input row ``o = order[r]`` (r a sorted position) is, in float64 and in this order:
+    ``x = src[o] (+ add[o]); x = 1/x if reciprocal; x /= divide[r]; x *= weight[r]; x *= (1/u[o]) / den[t]``
+    with ``attention = (u, den)`` ((N, K) and (T, K), K = 1 or D, t the row's segment). `src` and `add` are
+    (N, D) float32 or float64; `starts` the segments' first sorted positions, `sizes` their lengths (>= 1,
+    consecutive). Serial and GIL-free.
+    """
+    src = np.ascontiguousarray(src)
+    if src.dtype not in (np.float32, np.float64):
+        src = src.astype(np.float64)
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    sizes = np.ascontiguousarray(sizes, dtype=np.int64)
+    out = np.empty((starts.shape[0], src.shape[1]), np.float64)
+    if starts.shape[0] == 0:
+        return out
+    if add is not None and np.asarray(add).dtype != src.dtype:
+        src, add = src.astype(np.float64), np.asarray(add, dtype=np.float64)
+    src2 = np.empty((0, src.shape[1]), src.dtype) if add is None else np.ascontiguousarray(add)
+    div = _EMPTY_1 if divide is None else np.ascontiguousarray(divide, dtype=np.float64)
+    wt = _EMPTY_1 if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    usrc, uden = (_EMPTY_2, _EMPTY_2.astype(np.float64)) if attention is None else attention
+    usrc = np.ascontiguousarray(usrc, dtype=np.float64) if usrc.dtype != np.float32 else np.ascontiguousarray(usrc)
+    uden = np.ascontiguousarray(uden, dtype=np.float64)
+    _segment_sums_kernel(src, src2, order, starts, sizes, div, wt, usrc, uden, bool(reciprocal), out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _segment_min_kernel(src, order, starts, sizes, out):  # pragma: no cover - compiled
+    d = out.shape[1]
+    for t in range(starts.shape[0]):
+        s = starts[t]
+        for k in range(d):
+            out[t, k] = np.float64(src[order[s], k])
+        for r in range(s + 1, s + sizes[t]):
+            o = order[r]
+            for k in range(d):
+                x = np.float64(src[o, k])
+                cur = out[t, k]
+                if x < cur or (x != x and cur == cur):  # np.minimum: a NaN wins
+                    out[t, k] = x
+
+
+def segment_min(src: np.ndarray, order: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """``np.minimum.reduceat(src[order], starts, axis=0)`` as float64 (T, D), without the sorted copy (a NaN wins;
+    for min(0.0, -0.0) this keeps the earlier row's zero, where numpy's SIMD loops may pick either sign)."""
+    src = np.ascontiguousarray(src)
+    if src.dtype not in (np.float32, np.float64):
+        src = src.astype(np.float64)
+    out = np.empty((len(starts), src.shape[1]), np.float64)
+    if len(starts):
+        _segment_min_kernel(
+            src,
+            np.ascontiguousarray(order, dtype=np.int64),
+            np.ascontiguousarray(starts, dtype=np.int64),
+            np.ascontiguousarray(sizes, dtype=np.int64),
+            out,
+        )
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _row_norms_kernel(src, plan_lo, plan_n, out):  # pragma: no cover - compiled
+    d = src.shape[1]
+    buf = np.empty(d, np.float64)
+    vals = np.empty(plan_lo.shape[0], np.float64)
+    for r in range(src.shape[0]):
+        for k in range(d):
+            x = np.float64(src[r, k])
+            buf[k] = x * x
+        out[r] = math.sqrt(_row_sum(buf, plan_lo, plan_n, vals))
+
+
+def row_norms(src: np.ndarray) -> np.ndarray:
+    """``np.linalg.norm(src.astype(float64), axis=1)`` bit for bit, (N,), without the float64 copy."""
+    src = np.ascontiguousarray(src)
+    if src.dtype not in (np.float32, np.float64):
+        src = src.astype(np.float64)
+    out = np.empty(src.shape[0], np.float64)
+    if src.shape[0]:
+        _row_norms_kernel(src, *sum_plan(src.shape[1]), out)
     return out

@@ -21,7 +21,8 @@ from featurestore.schema import STATUS_OK, ModelSpec, Protocol
 from featurestore.store import FeatureStore
 
 FUSION_BLOCK_IMAGES = 16384
-"""Images per fusion task: 32 MiB of float32 512-d embeddings; fuse() works on float64 copies, a few of them at once."""
+"""Images per fusion task: 32 MiB of float32 512-d embeddings (the fusion kernels read them as stored, without
+float64 copies); 118k images make 8 tasks, enough to keep two threads busy."""
 
 
 def uncertainty_source(spec: ModelSpec) -> tuple[str, str]:
@@ -83,26 +84,45 @@ def template_blocks(template: np.ndarray, rows: np.ndarray, block_images: int) -
     return out
 
 
+def read_fusion_inputs(
+    store: FeatureStore, model: str, fusion: str, rows: np.ndarray, options: dict[str, Any] | None = None
+) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """What `fuse(fusion, ...)` needs for ascending `rows`: ((features, template ids), keyword arguments).
+
+    A block of consecutive rows (the usual case: a template's images are stored together) is read as one slice,
+    without read_rows' gathered copy of it.
+    """
+    options = options or {}
+    spec = store.model(model)
+    policy = policy_for(spec)
+    fusion_spec = FUSIONS.get(fusion)
+    dense = rows.size > 0 and int(rows[-1]) - int(rows[0]) + 1 == rows.size
+    sel = slice(int(rows[0]), int(rows[-1]) + 1) if dense else rows
+
+    def read(output: str) -> np.ndarray:
+        return store.read(model, output, sel) if dense else store.read_rows(model, output, rows)
+
+    feats = read("embedding")
+    values = policy.stored(read(policy.value_output)).for_fusion(fusion_spec)
+    kwargs: dict[str, Any] = {"uncertainty": values.values}
+    if "media" in fusion_spec.inputs:
+        kwargs.update(
+            media=store.image_column("media", sel),
+            detector_score=store.image_column("detector_score", sel),
+            keep_norm=options.get("keep_norm", True),
+            use_detector_score=options.get("use_detector_score", True),
+            add_flip=options.get("add_flip", True) and "embedding_flip" in spec.outputs,
+        )
+        if kwargs["add_flip"]:
+            kwargs["features_flip"] = read("embedding_flip")
+    return (feats, store.image_column("template", sel)), kwargs
+
+
 def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: dict[str, Any]) -> FusedTemplates:
     # the caller's open already checked every done chunk's storage objects: a task need not list them again
     with FeatureStore.open(path, check=False) as store:
-        spec = store.model(model)
-        policy = policy_for(spec)
-        fusion_spec = FUSIONS.get(fusion)
-        feats = store.read_rows(model, "embedding", rows)
-        values = policy.stored(store.read_rows(model, policy.value_output, rows)).for_fusion(fusion_spec)
-        kwargs: dict[str, Any] = {}
-        if "media" in fusion_spec.inputs:
-            kwargs = {
-                "media": store.image_column("media", rows),
-                "detector_score": store.image_column("detector_score", rows),
-                "keep_norm": options.get("keep_norm", True),
-                "use_detector_score": options.get("use_detector_score", True),
-                "add_flip": options.get("add_flip", True) and "embedding_flip" in spec.outputs,
-            }
-            if kwargs["add_flip"]:
-                kwargs["features_flip"] = store.read_rows(model, "embedding_flip", rows)
-        return fuse(fusion, feats, store.image_column("template", rows), uncertainty=values.values, **kwargs)
+        (feats, template), kwargs = read_fusion_inputs(store, model, fusion, rows, options)
+        return fuse(fusion, feats, template, **kwargs)
 
 
 def fuse_templates(

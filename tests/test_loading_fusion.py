@@ -1,0 +1,46 @@
+"""fuse_templates reads its blocks as slices when they are dense and by rows otherwise: both equal `fuse` on the
+whole arrays, bit for bit, and `read_fusion_inputs` gives the same inputs either way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from analysis_fixture import build_store
+
+from analyze.fusion import fuse
+from analyze.loading import fuse_templates, read_fusion_inputs, valid_rows
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build_store(tmp_path_factory.mktemp("lf") / "toy.zarr", failed=(4, 31))
+
+
+@pytest.mark.parametrize(
+    ("model", "fusion"),
+    [("magface", "media"), ("pfe", "PFE"), ("scaleface", "weighted"), ("magface", "mean"), ("pfe", "first")],
+)
+@pytest.mark.parametrize("block_images", [5, 1000])
+def test_fuse_templates_equals_fuse_on_all_rows(store, model, fusion, block_images):
+    valid = valid_rows(store, [model], False).mask
+    rows = np.flatnonzero(valid)  # rows 4 and 31 failed: blocks around them are not dense
+    got = fuse_templates(store, model, fusion, valid, block_images=block_images)
+    (feats, template), kwargs = read_fusion_inputs(store, model, fusion, rows)
+    ref = fuse(fusion, feats, template, **kwargs)
+    assert np.array_equal(got.ids, ref.ids) and np.array_equal(got.sizes, ref.sizes)
+    assert np.array_equal(got.features, ref.features)
+    assert (got.uncertainty is None) == (ref.uncertainty is None)
+    if ref.uncertainty is not None:
+        assert np.array_equal(got.uncertainty, ref.uncertainty)
+
+
+def test_dense_and_gathered_reads_agree(store):
+    dense = np.arange(10, 40)
+    (f1, t1), k1 = read_fusion_inputs(store, "magface", "media", dense)
+    gathered = np.r_[dense, 60]  # not consecutive: read_rows' point selection
+    (f2, t2), k2 = read_fusion_inputs(store, "magface", "media", gathered)
+    assert np.array_equal(f1, f2[:-1], equal_nan=True) and np.array_equal(t1, t2[:-1])  # row 31 failed: NaN
+    assert np.array_equal(f1, store.read("magface", "embedding")[dense], equal_nan=True)
+    for key in ("media", "detector_score", "features_flip"):
+        assert np.array_equal(k1[key], k2[key][:-1], equal_nan=True), key
+    assert k1["add_flip"] and k1["keep_norm"] and k1["use_detector_score"]
