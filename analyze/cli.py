@@ -27,7 +27,7 @@ def cli() -> None:
     Examples:
       analyze info --cache ijbc.zarr
       analyze reject --cache ijbc.zarr
-      analyze reject --cache ijbc.zarr --model scaleface --metric cosine_harmonic-harmonic --far 1e-4
+      analyze reject --cache ijbc.zarr --model scaleface --metric cosine_harmonic-harmonic --far 1e-3
       analyze fusion --cache ijbc.zarr
       analyze roc --cache ijbc.zarr --fusion media
       analyze distribution --cache ijbc.zarr --cache lfw.zarr --out dist/
@@ -200,7 +200,7 @@ def reject(
     \b
     Examples:
       analyze reject --cache ijbc.zarr
-      analyze reject --cache ijbc.zarr --level template --fusion PFE --metric MLS_harmonic-sum
+      analyze reject --cache ijbc.zarr --model pfe --level template --fusion PFE --metric MLS_harmonic-sum
       analyze reject --cache ijbc.zarr --threshold fixed --metric cosine_min
     """
     from analyze.commands import RejectOptions

@@ -22,6 +22,7 @@ import pandas as pd
 
 from analyze import experiments
 from analyze.distribution import gallery, plot_distributions, quantities_of, summarize, uncertainty_table
+from analyze.loading import resolve_models
 from analyze.outputs import (
     OutputExistsError,
     OwnedOutput,
@@ -444,9 +445,19 @@ def _distinct_caches(caches: list[str]) -> None:
 
 def _resolve_models(stores: list[FeatureStore], wanted: tuple[str, ...]) -> list[str]:
     """The models to analyse: those asked for (each must be in at least one store), else all."""
+    specs = {m: spec for s in reversed(stores) for m, spec in s.models.items()}
     known = list(dict.fromkeys(m for s in stores for m in s.models))
     if not wanted:
         return known
+    resolved = []
+    for w in wanted:  # a unique prefix or family name stands for its model, as in every command (resolve_models)
+        try:
+            resolved += resolve_models(specs, [w], "the stores")
+        except StoreError as exc:
+            if "ambiguous" in str(exc):
+                raise CommandError(str(exc), "--model") from None
+            resolved.append(w)
+    wanted = tuple(resolved)
     unknown = [m for m in wanted if m not in known]
     if unknown:
         raise CommandError(

@@ -97,7 +97,7 @@ def synthesize(out_dir: str, preset: str, seed: int) -> None:
     from facedata.synthetic import synthesize_dataset
 
     summary = synthesize_dataset(Path(out_dir), preset=preset, seed=seed)
-    click.echo(str(summary))
+    click.echo(summary.format())
 
 
 @cli.command("synthesize-store")
@@ -113,8 +113,7 @@ def synthesize_store_cmd(out: str, preset: str, seed: int) -> None:
 
     \b
     Example:
-      datasets synthesize-store ijbc-synthetic.zarr --preset ijbc
-      analyze info --cache ijbc-synthetic.zarr
+      datasets synthesize-store ijbc-synthetic.zarr --preset ijbc && analyze info --cache ijbc-synthetic.zarr
     """
     from facedata.synthetic import synthesize_store
 
