@@ -6,6 +6,7 @@ import math
 
 import click
 
+from analyze.figure_options import FIGURE_OPTIONS, style_from
 from analyze.outputs import resume_hint
 from featurestore.cli_main import run_cli
 from featurestore.describe import describe
@@ -80,6 +81,7 @@ def _common(f):
                 help="Start a LocalCluster of N workers for the run.",
             ),
             click.option("--no-figures", is_flag=True, help="Tables only."),
+            *FIGURE_OPTIONS,
         ]
     ):
         f = opt(f)
@@ -216,10 +218,11 @@ def reject(
 
 def _options(cls: type, common: dict, **own: object):
     """A command's options dataclass from the options every table command shares (`_common`) and its own."""
+    style = style_from(common)
     return cls(
         models=common["models"], protocol=common["protocol"], partial=common["partial"],
         figures=not common["no_figures"], force=common["force"], scheduler=common["scheduler"],
-        cluster=common["cluster"], **own,
+        cluster=common["cluster"], figure_style=style, **own,
     )  # fmt: skip
 
 
@@ -351,11 +354,12 @@ def info(cache: str, verify: bool) -> None:
 def _register_commands() -> None:
     """The commands defined in their own modules (each a thin click wrapper over a Python entry)."""
     from analyze.accuracy_cli import accuracy
+    from analyze.compare import compare
     from analyze.distribution_cli import distribution
     from analyze.identify_cli import identify
     from analyze.scores_cli import scores
 
-    for command in (distribution, accuracy, scores, identify):
+    for command in (distribution, accuracy, scores, identify, compare):
         cli.add_command(command)
 
 

@@ -79,6 +79,8 @@ class TableOptions:
     force: bool = runtime(False)
     scheduler: str | None = runtime(None)
     cluster: str | None = runtime(None)
+    figure_style: Any = None
+    """analyze.figures.FigureStyle (labels, methods, titles, size, dpi, style sheet); None: the built-in look."""
 
 
 @dataclass(frozen=True)
@@ -314,6 +316,9 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
             allow_tiny_far=o.allow_tiny_far,
         )
         report.params["scheduler"] = where
+        _resolve_params(report, df, fusions="fusion", metrics=("distance", "uncertainty"))
+        report.results = {"auc": _records(auc_df, ["model", "fusion", "distance", "uncertainty", "far", "auc"])}
+        _provenance(report, st)
         out_dir = owned.path
         owned.add(*write_table(df, out_dir, "reject"))
         auc_df.to_csv(out_dir / "auc.csv", index=False)
@@ -322,7 +327,7 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
             from analyze.figures import plot_reject_comparison, plot_reject_curves
 
             plot_reject_curves(df, out_dir / "figures")
-            plot_reject_comparison(df, out_dir / "figures")
+            plot_reject_comparison(df, out_dir / "figures", style=o.figure_style)
         owned.finish()
     text = "\n".join(
         [
@@ -353,6 +358,9 @@ def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) ->
             allow_tiny_far=o.allow_tiny_far,
         )
         report.params["scheduler"] = where
+        _resolve_params(report, df, fusions="fusion", distances="distance")
+        report.results = {"tar": _records(df, ["model", "fusion", "distance", "far", "tar"])}
+        _provenance(report, st)
         out_dir = owned.path
         owned.add(*write_table(df, out_dir, "fusion"), write_json(report, out_dir / "summary.json"))
         if o.figures:
@@ -386,13 +394,16 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
             allow_tiny_far=o.allow_tiny_far,
         )
         report.params["scheduler"] = where
+        _resolve_params(report, curve_df, fusions="fusion")
+        report.results = {"tar": table.to_dict(orient="records")}
+        _provenance(report, st)
         out_dir = owned.path
         owned.add(*write_table(table, out_dir, "roc_table"), *write_table(curve_df, out_dir, "roc_curve"))
         owned.add(write_json(report, out_dir / "summary.json"))
         if o.figures:
             from analyze.figures import plot_roc
 
-            plot_roc(curve_df, out_dir / "figures")
+            plot_roc(curve_df, out_dir / "figures", style=o.figure_style)
         owned.finish()
     text = "\n".join(
         [
@@ -402,6 +413,31 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
     )
     tables = {"roc_table": table, "roc_curve": curve_df}
     return CommandResult("roc", out_dir, tables, report, text, exclusion_notes(report), f"wrote {out_dir}")
+
+
+def _records(df: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    """The headline rows of a table for summary.json (the columns present of `columns`)."""
+    return df[[c for c in columns if c in df.columns]].to_dict(orient="records")
+
+
+def _resolve_params(report: experiments.RunReport, df: pd.DataFrame, **columns: str | tuple[str, str]) -> None:
+    """Parameters left to their defaults (None) recorded as what the run resolved them to, read off its table
+    (fusions, metrics, distances), so summary.json never says null for a value it used."""
+    for key, col in columns.items():
+        if report.params.get(key) is not None or df.empty:
+            continue
+        if isinstance(col, tuple):
+            values = [f"{d}_{u}" if isinstance(u, str) and u else str(d) for d, u in zip(df[col[0]], df[col[1]])]
+        else:
+            values = [str(v) for v in df[col]]
+        report.params[key] = list(dict.fromkeys(values))
+
+
+def _provenance(report: experiments.RunReport, store: FeatureStore) -> None:
+    """The command line, toolkit version and store digest in summary.json (analyze.outputs.provenance)."""
+    from analyze.outputs import provenance
+
+    report.provenance = provenance(store)
 
 
 class CommandError(Exception):

@@ -21,7 +21,7 @@ from analyze.loading import PairSet, ValidRows, build_pair_set, select, valid_ro
 from analyze.policy import policy_for
 from analyze.reject import reject_columns
 from analyze.scores import pair_scores
-from analyze.tables import AUC_COLUMNS, REJECT_COLUMNS
+from analyze.tables import AUC_COLUMNS, REJECT_COLUMNS, add_keys
 from analyze.tarfar import check_far_resolution, check_fars, tar_at_far
 from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty
 from analyze.vocabulary import DISTANCES, fusion_spec, metric_specs
@@ -79,6 +79,10 @@ class RunReport:
     pairs: dict[str, dict[str, int]] = field(default_factory=dict)
     fars_dropped: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
+    results: dict[str, Any] = field(default_factory=dict)
+    """Headline results (the AUC or TAR@FAR rows), filled in by analyze.commands."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Command line, toolkit version, store digest (analyze.outputs.provenance)."""
 
     def exclude_images(self, valid: ValidRows) -> None:
         """Record which images the analysis left out and why (not done, failed status, NaN per output)."""
@@ -230,9 +234,10 @@ def run_reject(
                 aucs.extend(_auc_rows(df, key, threshold_mode, discard_limit))
     if not curves:
         raise _no_far_left(report)
-    reject_df = pd.concat(curves, ignore_index=True)[REJECT_COLUMNS]
+    reject_df = add_keys(pd.concat(curves, ignore_index=True), dataset=store.dataset)[REJECT_COLUMNS]
     report.seconds = time.perf_counter() - t0
-    return reject_df, pd.DataFrame(aucs, columns=AUC_COLUMNS), report
+    auc_df = add_keys(pd.DataFrame(aucs), dataset=store.dataset)
+    return reject_df, auc_df.reindex(columns=AUC_COLUMNS), report
 
 
 def _auc_rows(df: pd.DataFrame, key: dict[str, Any], threshold_mode: str, discard_limit: float) -> list[dict]:
@@ -315,7 +320,10 @@ def run_fusion_table(
     if not rows:
         raise _no_far_left(report)
     report.seconds = time.perf_counter() - t0
-    return pd.DataFrame(rows), report
+    df = add_keys(pd.DataFrame(rows), dataset=store.dataset, level="template", kept_pairs=None)
+    if "pairs" in df.columns:  # named as in reject: the pairs a TAR was measured on (none rejected here)
+        df["kept_pairs"] = df["pairs"]
+    return df, report
 
 
 def run_roc(
@@ -365,8 +373,10 @@ def run_roc(
         raise _no_far_left(report)
     reported = [f"{f:g}" for f in fars if any(f"{f:g}" in r for r in rows)]
     table = pd.DataFrame(rows, columns=["model", "level", "fusion", "distance", "convention", *reported])
+    keys = {"protocol": proto.name, "dataset": store.dataset}
+    curve_df = add_keys(pd.concat(curves, ignore_index=True), **keys)
     report.seconds = time.perf_counter() - t0
-    return table, pd.concat(curves, ignore_index=True), report
+    return add_keys(table, **keys), curve_df, report  # added last: the FAR columns keep their places
 
 
 def roc_points(scores: np.ndarray, labels: np.ndarray, n_points: int = 400) -> tuple[np.ndarray, np.ndarray]:

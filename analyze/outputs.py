@@ -282,6 +282,63 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def command_line() -> str:
+    """The command line that is running, as a user would type it (`analyze reject --cache x.zarr`): the click
+    root command's name and the arguments; outside a click command, the interpreter's argv."""
+    import shlex
+    import sys
+
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        return shlex.join([ctx.find_root().info_name or "", *sys.argv[1:]])
+    return shlex.join(sys.argv)
+
+
+def toolkit_version() -> str:
+    """The installed scaleface-toolkit version ('unknown' when it is run from a tree that is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scaleface-toolkit")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def store_digest(store: Any) -> str:
+    """sha256 identifying a store's contents without reading its arrays: the image rows' digest, the manifest
+    digest, each model's recorded fingerprint, the done marks and the recorded per-chunk checksums (which
+    cover every output's bytes); two stores with the same digest hold the same values."""
+    import hashlib
+
+    from featurestore.integrity import CHECKSUM_KEY, has_checksums
+
+    h = hashlib.sha256()
+    a = store.attrs
+    meta = {
+        "images_digest": a.get("images_digest"),
+        "manifest_digest": a.get("manifest_digest"),
+        "schema": a.get("schema"),
+        "models": {name: spec.recorded_fingerprint for name, spec in store.models.items()},
+    }
+    h.update(json.dumps(_jsonable(meta), sort_keys=True).encode())
+    h.update(np.ascontiguousarray(store.chunk_done(), dtype=np.uint8).tobytes())
+    if has_checksums(store):  # the recorded checksums, not recomputed (a store from before them: the rest only)
+        h.update(np.ascontiguousarray(store._b.array(CHECKSUM_KEY)[:], dtype=np.uint32).tobytes())
+    return h.hexdigest()
+
+
+def provenance(store: Any) -> dict[str, Any]:
+    """What summary.json records of how a result was made: command line, toolkit version, store and its digest."""
+    return {
+        "command_line": command_line(),
+        "toolkit_version": toolkit_version(),
+        "store": str(store.path),
+        "store_digest": store_digest(store),
+    }
+
+
 def write_json(obj: Any, path: Path) -> Path:
     """Pretty JSON (dataclasses and numpy scalars converted, NaN as null)."""
     path.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
