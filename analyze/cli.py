@@ -88,6 +88,10 @@ def _common(f):
     return f
 
 
+CONVENTION_HELP = (
+    "TAR@FAR: exact = the paper's (k-th impostor score), nearest = insightface's (ROC point nearest the FAR)."
+)
+
 FAR_TYPE = click.FloatRange(0, 1, min_open=True)
 """A FAR: in (0, 1]."""
 
@@ -160,7 +164,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     type=click.Choice(["exact", "nearest"]),
     default="exact",
     show_default=True,
-    help="TAR@FAR: exact = paper (k-th impostor score), nearest = insightface (ROC point nearest the FAR).",
+    help=CONVENTION_HELP + " Default exact: reject verification is the paper's, and so is its convention.",
 )
 @click.option(
     "--bias",
@@ -238,8 +242,21 @@ def _echo(result) -> None:
 @_common
 @click.option("--fusion", "fusions", multiple=True, help="Fusions to compare (default: mean, first, media + family's).")
 @click.option("--distance", "distances", multiple=True, help="Distances (default: cosine, plus MLS for PFE).")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="As in reject: a distance or DISTANCE_UNCERTAINTY string, whose distance is used (fusion pairs carry no "
+    "pair uncertainty); the same as --distance DISTANCE.",
+)
 @click.option("--far", "fars", multiple=True, type=FAR_TYPE, help="FARs in (0, 1] (default 1e-6 ... 1e-1).")
-@click.option("--convention", type=click.Choice(["exact", "nearest"]), default="exact", show_default=True)
+@click.option(
+    "--convention",
+    type=click.Choice(["exact", "nearest"]),
+    default="exact",
+    show_default=True,
+    help=CONVENTION_HELP + " Default exact: the paper's fusion script's convention.",
+)
 @click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
 @click.option("--media-no-norm", is_flag=True, help="media fusion: L2-normalise images first (insightface N0).")
 @click.option("--media-no-detector", is_flag=True, help="media fusion: no detector-score weighting (D0).")
@@ -250,6 +267,7 @@ def fusion(
     out,
     fusions,
     distances,
+    metrics,
     fars,
     convention,
     allow_tiny_far,
@@ -266,6 +284,13 @@ def fusion(
     """
     from analyze.commands import FusionOptions
     from analyze.commands import fusion as run
+    from analyze.vocabulary import parse_metric
+
+    try:
+        from_metrics = [m if "_" not in m else parse_metric(m)[0] for m in metrics]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metric") from None
+    distances = tuple(dict.fromkeys([*distances, *from_metrics]))
 
     options = _options(
         FusionOptions, common, fusions=fusions, distances=distances, fars=fars, convention=convention,
@@ -279,7 +304,14 @@ def fusion(
 @_common
 @click.option("--fusion", "fusions", multiple=True, help="Template fusions (default: media, insightface's).")
 @click.option("--far", "fars", multiple=True, type=FAR_TYPE, help="FARs in (0, 1] (default 1e-6 ... 1e-1).")
-@click.option("--convention", type=click.Choice(["exact", "nearest"]), default="nearest", show_default=True)
+@click.option(
+    "--convention",
+    type=click.Choice(["exact", "nearest"]),
+    default="nearest",
+    show_default=True,
+    help=CONVENTION_HELP + " Default nearest: this is insightface's ROC table, which reads the ROC point nearest "
+    "each FAR, so its numbers match insightface's.",
+)
 @click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
 @resume_hint("analyze roc")
 def roc(cache, out, fusions, fars, convention, allow_tiny_far, **common) -> None:  # fmt: skip

@@ -366,7 +366,7 @@ def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) ->
         if o.figures:
             from analyze.figures import plot_fusion
 
-            plot_fusion(df, out_dir / "figures")
+            plot_fusion(df, out_dir / "figures", style=o.figure_style)
         owned.finish()
     table = far_pivot(df, ["model", "fusion", "distance"], "tar")
     text = "\n".join(

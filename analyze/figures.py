@@ -437,26 +437,37 @@ def plot_roc(
 FUSION_COLUMNS = ("model", "fusion", "distance", "far", "tar")
 
 
-def fusion_figures(fusion_df: pd.DataFrame, dataset: str = "") -> Iterator[tuple[str, Figure]]:
+def fusion_figures(
+    fusion_df: pd.DataFrame, dataset: str = "", style: FigureStyle | None = None
+) -> Iterator[tuple[str, Figure]]:
     """One figure per protocol and distance: TAR at each FAR (log x), one line per model and fusion."""
+    st = style or DEFAULT_STYLE
     _check_columns(fusion_df, FUSION_COLUMNS, "fusion table")
     for keys, sub in _groups(fusion_df, ["protocol", "distance", "convention"]):
-        methods = list(_groups(sub, ["model", "fusion"]))
-        fig, ax = plt.subplots(figsize=(7.0, 5.0) if len(methods) <= 8 else (9.5, 5.5))
-        for (mkeys, rows), style in zip(methods, line_styles(len(methods))):
+        methods = [
+            (mkeys, rows)
+            for mkeys, rows in _groups(sub, ["model", "fusion"])
+            if st.wants(method_label(st.name(mkeys["model"]), keys["distance"], fusion=mkeys["fusion"]))
+        ]
+        if not methods:
+            continue
+        fig, ax = _new_figure(st, (7.0, 5.0) if len(methods) <= 8 else (9.5, 5.5))
+        for (mkeys, rows), style_ in zip(methods, line_styles(len(methods))):
             rows = rows.sort_values("far", kind="stable")
-            label = method_label(mkeys["model"], keys["distance"], fusion=mkeys["fusion"])
-            ax.plot(rows["far"].to_numpy(float), rows["tar"].to_numpy(float), label=label, **style)
+            label = method_label(st.name(mkeys["model"]), keys["distance"], fusion=mkeys["fusion"])
+            ax.plot(rows["far"].to_numpy(float), rows["tar"].to_numpy(float), label=label, **style_)
         ax.set_xscale("log")
         _style_axes(ax, "False accept rate (log scale)", "True accept rate at that FAR")
         _pct_axis(ax, "y")
         _method_legend(ax, len(methods))
         head = f"{dataset}: " if dataset else ""
-        ax.set_title(f"{head}TAR@FAR per template fusion\n" + _context(keys, ["protocol", "distance", "convention"]),
-                     fontsize="medium")  # fmt: skip
+        _title(ax, st, f"{head}TAR@FAR per template fusion\n" + _context(keys, ["protocol", "distance", "convention"]))
         yield safe_name("fusion", dataset, keys.get("protocol"), keys.get("distance"), keys.get("convention")), fig
 
 
-def plot_fusion(fusion_df: pd.DataFrame, out_dir: str | Path, dataset: str = "") -> list[Path]:
+def plot_fusion(
+    fusion_df: pd.DataFrame, out_dir: str | Path, dataset: str = "", style: FigureStyle | None = None
+) -> list[Path]:
     """Save `fusion_figures` (PNG and PDF per protocol and distance) under `out_dir`; returns the paths."""
-    return [p for stem, fig in fusion_figures(fusion_df, dataset) for p in save_figure(fig, out_dir, stem)]
+    dpi = (style or DEFAULT_STYLE).dpi
+    return [p for stem, fig in fusion_figures(fusion_df, dataset, style) for p in save_figure(fig, out_dir, stem, dpi)]

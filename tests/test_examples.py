@@ -141,6 +141,7 @@ SUBSTITUTIONS = [
 """The tiny synthetic twins of what an example names (IJB-C-scale presets, real data roots)."""
 
 STORES = ("ijbc.zarr", "lfw.zarr", "lfw.h5", "ms1mv2.zarr", "ms1mv2-val.zarr")
+RUNS = ("run1.analysis", "run2.analysis")
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +153,11 @@ def world(tmp_path_factory) -> Path:
     for i, name in enumerate(STORES):
         synthesize_store(root / name, preset="tiny-store", seed=i)
     synthesize_dataset(root / "synth", preset="tiny", seed=0)
+    from analyze.commands import RejectOptions, reject
+
+    opts = RejectOptions(models=("pfe",), fars=(0.01,), fractions=(0.0, 0.5, 20), figures=False)
+    for i, run in enumerate(RUNS):  # results of two runs for `analyze compare`
+        reject(root / STORES[i], root / run / "reject", opts)
     return root
 
 
@@ -187,7 +193,7 @@ def run_example(example: str, cwd: Path) -> list[subprocess.CompletedProcess]:
     ],
 )
 def test_example_runs(world: Path, tmp_path: Path, where: str, example: str):
-    for name in (*STORES, "synth"):
+    for name in (*STORES, *RUNS, "synth"):
         if re.search(rf"synthesize(-store)? (\./)?{re.escape(name)}\b", example):
             continue  # the example makes it
         src = world / name
