@@ -18,6 +18,7 @@ import pandas as pd
 
 from analyze.curves import auc, roc_curve_points
 from analyze.loading import PairSet, ValidRows, build_pair_set, select, valid_rows
+from analyze.outputs import progress
 from analyze.policy import policy_for
 from analyze.reject import reject_columns
 from analyze.scores import pair_scores
@@ -205,7 +206,7 @@ def run_reject(
         allow_tiny_far=allow_tiny_far,
     )
     curves, aucs = [], []
-    for model in models:
+    for model in progress(models, "analyze reject", unit="model"):
         spec = store.model(model)
         model_fusions = (fusions or default_fusions(spec.outputs)) if level == "template" else ["none"]
         for fusion in model_fusions:
@@ -287,7 +288,7 @@ def run_fusion_table(
         allow_tiny_far=allow_tiny_far,
     )
     rows = []
-    for model in models:
+    for model in progress(models, "analyze fusion", unit="model"):
         policy = policy_for(store.model(model).outputs)
         model_fusions = fusions or policy.fusion_table_fusions()
         for fusion in dict.fromkeys(model_fusions):
@@ -356,7 +357,7 @@ def run_roc(
         allow_tiny_far=allow_tiny_far,
     )
     rows, curves = [], []
-    for model in models:
+    for model in progress(models, "analyze roc", unit="model"):
         for fusion in (fusions or ["media"]) if proto.level == "template" else ["none"]:
             ps = build_pair_set(store, model, proto, proto.level, fusion, valid)
             report.count_pairs(ps)

@@ -353,6 +353,26 @@ def auc_table_text(auc_df: pd.DataFrame) -> str:
     return table.to_string(float_format=lambda v: f"{v:.4f}")
 
 
+def progress(items: Iterable[Any], desc: str, unit: str = "it") -> Iterable[Any]:
+    """`items` with a tqdm bar on stderr while a long analysis step runs: shown only when stderr is a terminal
+    (never in logs, pipes or tests), so the tables and notes a command prints stay the same."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return items
+    from tqdm import tqdm
+
+    items = list(items)
+    return tqdm(items, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=len(items) < 2)
+
+
+def _dashboard_address() -> str | None:
+    """':0' (a free port) when bokeh is installed, so a LocalCluster serves its dashboard; else None."""
+    import importlib.util
+
+    return ":0" if importlib.util.find_spec("bokeh") is not None else None
+
+
 @contextmanager
 def dask_scheduler(scheduler: str | None, cluster: str | None) -> Iterator[str]:
     """Local threads by default; `scheduler` connects a dask.distributed client to that address;
@@ -368,9 +388,23 @@ def dask_scheduler(scheduler: str | None, cluster: str | None) -> Iterator[str]:
         kind, _, n = cluster.partition(":")
         if kind != "local" or not n.isdigit() or int(n) < 1:
             raise ValueError(f"--cluster {cluster!r}: expected local:N with N >= 1")
-        with LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True, dashboard_address=None) as lc:
+        address = _dashboard_address()
+        with LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True, dashboard_address=address) as lc:
             with Client(lc) as client:
+                _say_dashboard(client if address else None)
                 yield f"LocalCluster with {n} workers ({client.scheduler.address})"
         return
     with Client(scheduler) as client:
+        _say_dashboard(client)
         yield f"dask.distributed at {scheduler} ({len(client.scheduler_info()['workers'])} workers)"
+
+
+def _say_dashboard(client: Any) -> None:
+    """The dask dashboard's link on stderr (or why there is none), for watching a --cluster/--scheduler run."""
+    import sys
+
+    link = getattr(client, "dashboard_link", None) if client is not None else None
+    if link:
+        print(f"dask dashboard: {link}", file=sys.stderr, flush=True)
+    else:
+        print("dask dashboard: not served (install bokeh>=3.1 for it)", file=sys.stderr, flush=True)
