@@ -23,7 +23,7 @@ from analyze.accuracy import (
     val_at_far,
 )
 from analyze.experiments import default_metrics, score_pairs
-from analyze.loading import valid_rows
+from analyze.loading import resolve_models, valid_rows
 from analyze.outputs import check_out_dir, claim_out_dir, default_out_dir, resume_hint, write_json, write_table
 from analyze.pair_ids import image_pairs, template_pairs
 from featurestore.errors import StoreError
@@ -85,9 +85,7 @@ def run_accuracy(store: FeatureStore, out: str | Path | None, options: AccuracyO
     t0 = time.perf_counter()
     target = out or default_out_dir(store.path, "accuracy")
     check_out_dir(target, options.force, [store.path])  # refuse a folder before the work, not after
-    models = list(options.models) or list(store.models)
-    for m in models:
-        store.model(m)
+    models = resolve_models(store.models, options.models, str(store.path))
     protos = list(options.protocols) or list(store.protocols_info)
     if not protos:
         raise StoreError(f"{store.path} has no protocol to verify")
@@ -216,7 +214,7 @@ def accuracy(
     \b
     Examples:
       analyze accuracy --cache ms1mv2-val.zarr
-      analyze accuracy --cache ms1mv2-val.zarr --protocol lfw --bootstrap 100 --seed 1
+      analyze accuracy --cache lfw.zarr --bootstrap 100 --seed 1
     """
     from analyze.vocabulary import parse_fusion, parse_metric
 

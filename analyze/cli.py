@@ -6,6 +6,7 @@ import math
 
 import click
 
+from analyze.figure_options import FIGURE_OPTIONS, style_from
 from analyze.outputs import resume_hint
 from featurestore.cli_main import run_cli
 from featurestore.describe import describe
@@ -27,7 +28,7 @@ def cli() -> None:
     Examples:
       analyze info --cache ijbc.zarr
       analyze reject --cache ijbc.zarr
-      analyze reject --cache ijbc.zarr --model scaleface --metric cosine_harmonic-harmonic --far 1e-4
+      analyze reject --cache ijbc.zarr --model scaleface --metric cosine_harmonic-harmonic --far 1e-3
       analyze fusion --cache ijbc.zarr
       analyze roc --cache ijbc.zarr --fusion media
       analyze distribution --cache ijbc.zarr --cache lfw.zarr --out dist/
@@ -80,11 +81,16 @@ def _common(f):
                 help="Start a LocalCluster of N workers for the run.",
             ),
             click.option("--no-figures", is_flag=True, help="Tables only."),
+            *FIGURE_OPTIONS,
         ]
     ):
         f = opt(f)
     return f
 
+
+CONVENTION_HELP = (
+    "TAR@FAR: exact = the paper's (k-th impostor score), nearest = insightface's (ROC point nearest the FAR)."
+)
 
 FAR_TYPE = click.FloatRange(0, 1, min_open=True)
 """A FAR: in (0, 1]."""
@@ -171,7 +177,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     type=click.Choice(["exact", "nearest"]),
     default="exact",
     show_default=True,
-    help="TAR@FAR: exact = paper (k-th impostor score), nearest = insightface (ROC point nearest the FAR).",
+    help=CONVENTION_HELP + " Default exact: reject verification is the paper's, and so is its convention.",
 )
 @click.option(
     "--bias",
@@ -223,7 +229,7 @@ def reject(
     \b
     Examples:
       analyze reject --cache ijbc.zarr
-      analyze reject --cache ijbc.zarr --level template --fusion PFE --metric MLS_harmonic-sum
+      analyze reject --cache ijbc.zarr --model pfe --level template --fusion PFE --metric MLS_harmonic-sum
       analyze reject --cache ijbc.zarr --threshold fixed --metric cosine_min
     """
     from analyze.commands import RejectOptions
@@ -242,10 +248,11 @@ def reject(
 
 def _options(cls: type, common: dict, **own: object):
     """A command's options dataclass from the options every table command shares (`_common`) and its own."""
+    style = style_from(common)
     return cls(
         models=common["models"], protocol=common["protocol"], partial=common["partial"],
         figures=not common["no_figures"], force=common["force"], scheduler=common["scheduler"],
-        cluster=common["cluster"], **own,
+        cluster=common["cluster"], figure_style=style, **own,
     )  # fmt: skip
 
 
@@ -261,8 +268,21 @@ def _echo(result) -> None:
 @_common
 @click.option("--fusion", "fusions", multiple=True, help="Fusions to compare (default: mean, first, media + family's).")
 @click.option("--distance", "distances", multiple=True, help="Distances (default: cosine, plus MLS for PFE).")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="As in reject: a distance or DISTANCE_UNCERTAINTY string, whose distance is used (fusion pairs carry no "
+    "pair uncertainty); the same as --distance DISTANCE.",
+)
 @click.option("--far", "fars", multiple=True, type=FAR_TYPE, help="FARs in (0, 1] (default 1e-6 ... 1e-1).")
-@click.option("--convention", type=click.Choice(["exact", "nearest"]), default="exact", show_default=True)
+@click.option(
+    "--convention",
+    type=click.Choice(["exact", "nearest"]),
+    default="exact",
+    show_default=True,
+    help=CONVENTION_HELP + " Default exact: the paper's fusion script's convention.",
+)
 @click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
 @click.option("--media-no-norm", is_flag=True, help="media fusion: L2-normalise images first (insightface N0).")
 @click.option("--media-no-detector", is_flag=True, help="media fusion: no detector-score weighting (D0).")
@@ -274,6 +294,7 @@ def fusion(
     out,
     fusions,
     distances,
+    metrics,
     fars,
     convention,
     allow_tiny_far,
@@ -292,6 +313,13 @@ def fusion(
     """
     from analyze.commands import FusionOptions
     from analyze.commands import fusion as run
+    from analyze.vocabulary import parse_metric
+
+    try:
+        from_metrics = [m if "_" not in m else parse_metric(m)[0] for m in metrics]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metric") from None
+    distances = tuple(dict.fromkeys([*distances, *from_metrics]))
 
     options = _options(
         FusionOptions, common, fusions=fusions, distances=distances, fars=fars, convention=convention,
@@ -305,7 +333,14 @@ def fusion(
 @_common
 @click.option("--fusion", "fusions", multiple=True, help="Template fusions (default: media, insightface's).")
 @click.option("--far", "fars", multiple=True, type=FAR_TYPE, help="FARs in (0, 1] (default 1e-6 ... 1e-1).")
-@click.option("--convention", type=click.Choice(["exact", "nearest"]), default="nearest", show_default=True)
+@click.option(
+    "--convention",
+    type=click.Choice(["exact", "nearest"]),
+    default="nearest",
+    show_default=True,
+    help=CONVENTION_HELP + " Default nearest: this is insightface's ROC table, which reads the ROC point nearest "
+    "each FAR, so its numbers match insightface's.",
+)
 @click.option("--allow-tiny-far", is_flag=True, help=TINY_FAR_HELP)
 @_bootstrap
 @resume_hint("analyze roc")
@@ -382,11 +417,12 @@ def info(cache: str, verify: bool) -> None:
 def _register_commands() -> None:
     """The commands defined in their own modules (each a thin click wrapper over a Python entry)."""
     from analyze.accuracy_cli import accuracy
+    from analyze.compare import compare
     from analyze.distribution_cli import distribution
     from analyze.identify_cli import identify
     from analyze.scores_cli import scores
 
-    for command in (distribution, accuracy, scores, identify):
+    for command in (distribution, accuracy, scores, identify, compare):
         cli.add_command(command)
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from analyze import experiments
 from analyze.det import EER_RULE
 from analyze.distribution import gallery, plot_distributions, quantities_of, summarize, uncertainty_table
+from analyze.loading import resolve_models
 from analyze.outputs import (
     OutputExistsError,
     OwnedOutput,
@@ -80,6 +81,8 @@ class TableOptions:
     force: bool = runtime(False)
     scheduler: str | None = runtime(None)
     cluster: str | None = runtime(None)
+    figure_style: Any = None
+    """analyze.figures.FigureStyle (labels, methods, titles, size, dpi, style sheet); None: the built-in look."""
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,9 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
         )
         report.params["scheduler"] = where
         report.params["references"] = dict(REFERENCE_ORDERS) if o.references else {}
+        _resolve_params(report, df, fusions="fusion", metrics=("distance", "uncertainty"))
+        report.results = {"auc": _records(auc_df, ["model", "fusion", "distance", "uncertainty", "far", "auc"])}
+        _provenance(report, st)
         out_dir = owned.path
         owned.add(*write_table(df, out_dir, "reject"))
         auc_df.to_csv(out_dir / "auc.csv", index=False)
@@ -351,7 +357,7 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
             from analyze.figures import plot_reject_comparison, plot_reject_curves
 
             plot_reject_curves(df, out_dir / "figures", reference=extra.get("reference"))
-            plot_reject_comparison(df, out_dir / "figures", reference=extra.get("reference"))
+            plot_reject_comparison(df, out_dir / "figures", reference=extra.get("reference"), style=o.figure_style)
         owned.finish()
     lines = [
         f"AUC of TAR over rejected fraction ({o.threshold_mode}, {o.convention} convention):",
@@ -397,12 +403,15 @@ def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) ->
             seed=o.seed,
         )
         report.params["scheduler"] = where
+        _resolve_params(report, df, fusions="fusion", distances="distance")
+        report.results = {"tar": _records(df, ["model", "fusion", "distance", "far", "tar"])}
+        _provenance(report, st)
         out_dir = owned.path
         owned.add(*write_table(df, out_dir, "fusion"), write_json(report, out_dir / "summary.json"))
         if o.figures:
             from analyze.figures import plot_fusion
 
-            plot_fusion(df, out_dir / "figures")
+            plot_fusion(df, out_dir / "figures", style=o.figure_style)
         owned.finish()
     table = far_pivot(df, ["model", "fusion", "distance"], "tar")
     text = "\n".join(
@@ -434,6 +443,9 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
             seed=o.seed,
         )
         report.params["scheduler"] = where
+        _resolve_params(report, curve_df, fusions="fusion")
+        report.results = {"tar": table.to_dict(orient="records")}
+        _provenance(report, st)
         out_dir = owned.path
         owned.add(*write_table(table, out_dir, "roc_table"), *write_table(curve_df, out_dir, "roc_curve"))
         extra = {name: pd.concat(details[name], ignore_index=True) for name in ROC_DETAILS if details.get(name)}
@@ -443,7 +455,7 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
         if o.figures:
             from analyze.figures import plot_det, plot_roc
 
-            plot_roc(curve_df, out_dir / "figures", intervals=extra.get("roc_interval"))
+            plot_roc(curve_df, out_dir / "figures", intervals=extra.get("roc_interval"), style=o.figure_style)
             if "det" in extra:
                 plot_det(extra["det"], out_dir / "figures", eer=extra.get("eer"))
         owned.finish()
@@ -481,6 +493,31 @@ def accuracy(store: str | Path, out: str | Path | None, options: Any) -> Command
     notes, lines = accuracy_lines(run, options)
     tables = {"accuracy": run.accuracy, "accuracy_folds": run.folds, "accuracy_reject": run.reject}
     return CommandResult("accuracy", run.out, tables, run.summary, "\n".join(lines), notes, f"wrote {run.out}")
+
+
+def _records(df: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    """The headline rows of a table for summary.json (the columns present of `columns`)."""
+    return df[[c for c in columns if c in df.columns]].to_dict(orient="records")
+
+
+def _resolve_params(report: experiments.RunReport, df: pd.DataFrame, **columns: str | tuple[str, str]) -> None:
+    """Parameters left to their defaults (None) recorded as what the run resolved them to, read off its table
+    (fusions, metrics, distances), so summary.json never says null for a value it used."""
+    for key, col in columns.items():
+        if report.params.get(key) is not None or df.empty:
+            continue
+        if isinstance(col, tuple):
+            values = [f"{d}_{u}" if isinstance(u, str) and u else str(d) for d, u in zip(df[col[0]], df[col[1]])]
+        else:
+            values = [str(v) for v in df[col]]
+        report.params[key] = list(dict.fromkeys(values))
+
+
+def _provenance(report: experiments.RunReport, store: FeatureStore) -> None:
+    """The command line, toolkit version and store digest in summary.json (analyze.outputs.provenance)."""
+    from analyze.outputs import provenance
+
+    report.provenance = provenance(store)
 
 
 class CommandError(Exception):
@@ -524,9 +561,19 @@ def _distinct_caches(caches: list[str]) -> None:
 
 def _resolve_models(stores: list[FeatureStore], wanted: tuple[str, ...]) -> list[str]:
     """The models to analyse: those asked for (each must be in at least one store), else all."""
+    specs = {m: spec for s in reversed(stores) for m, spec in s.models.items()}
     known = list(dict.fromkeys(m for s in stores for m in s.models))
     if not wanted:
         return known
+    resolved = []
+    for w in wanted:  # a unique prefix or family name stands for its model, as in every command (resolve_models)
+        try:
+            resolved += resolve_models(specs, [w], "the stores")
+        except StoreError as exc:
+            if "ambiguous" in str(exc):
+                raise CommandError(str(exc), "--model") from None
+            resolved.append(w)
+    wanted = tuple(resolved)
     unknown = [m for m in wanted if m not in known]
     if unknown:
         raise CommandError(

@@ -20,10 +20,11 @@ from analyze.bootstrap import BOOTSTRAP_LEVEL, reject_interval, tar_at_far_inter
 from analyze.curves import auc, roc_curve_points
 from analyze.det import det_table, eer_table, roc_long_table
 from analyze.loading import PairSet, ValidRows, build_pair_set, select, valid_rows
+from analyze.outputs import progress
 from analyze.policy import policy_for
 from analyze.reject import REFERENCE_ORDERS, EDCCurve, reference_uncertainty, reject_result
 from analyze.scores import pair_scores
-from analyze.tables import AUC_COLUMNS, EDC_COLUMNS, REJECT_COLUMNS
+from analyze.tables import AUC_COLUMNS, EDC_COLUMNS, REJECT_COLUMNS, add_keys
 from analyze.tarfar import check_far_resolution, check_fars, tar_at_far
 from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty
 from analyze.vocabulary import DISTANCES, fusion_spec, metric_specs
@@ -82,6 +83,10 @@ class RunReport:
     pairs: dict[str, dict[str, int]] = field(default_factory=dict)
     fars_dropped: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
+    results: dict[str, Any] = field(default_factory=dict)
+    """Headline results (the AUC or TAR@FAR rows), filled in by analyze.commands."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Command line, toolkit version, store digest (analyze.outputs.provenance)."""
 
     def exclude_images(self, valid: ValidRows) -> None:
         """Record which images the analysis left out and why (not done, failed status, NaN per output)."""
@@ -216,7 +221,7 @@ def run_reject(
         **_bootstrap_params(bootstrap, seed),
     )
     curves, aucs = [], []
-    for model in models:
+    for model in progress(models, "analyze reject", unit="model"):
         spec = store.model(model)
         model_fusions = (fusions or default_fusions(spec)) if level == "template" else ["none"]
         for fusion in model_fusions:
@@ -238,6 +243,7 @@ def run_reject(
                     "uncertainty": combo,
                     "threshold_mode": threshold_mode,
                     "convention": convention,
+                    "dataset": store.dataset,
                 }
                 curve = reject_result(scores, ps.labels, unc, r, ps_fars, threshold_mode, convention)
                 df = _keyed(curve.columns(), key)
@@ -259,9 +265,10 @@ def run_reject(
     if not curves:
         raise _no_far_left(report)
     extra = INTERVAL_COLUMNS["tar"] if bootstrap else []
-    reject_df = pd.concat(curves, ignore_index=True)[REJECT_COLUMNS + extra[:2]]
+    reject_df = add_keys(pd.concat(curves, ignore_index=True), dataset=store.dataset)[REJECT_COLUMNS + extra[:2]]
     report.seconds = time.perf_counter() - t0
-    return reject_df, pd.DataFrame(aucs, columns=AUC_COLUMNS + (INTERVAL_COLUMNS["auc"] if bootstrap else [])), report
+    auc_df = add_keys(pd.DataFrame(aucs), dataset=store.dataset)
+    return reject_df, auc_df.reindex(columns=AUC_COLUMNS + (INTERVAL_COLUMNS["auc"] if bootstrap else [])), report
 
 
 INTERVAL_COLUMNS = {
@@ -374,7 +381,7 @@ def run_fusion_table(
         **_bootstrap_params(bootstrap, seed),
     )
     rows = []
-    for model in models:
+    for model in progress(models, "analyze fusion", unit="model"):
         policy = policy_for(store.model(model))
         model_fusions = fusions or policy.fusion_table_fusions()
         for fusion in dict.fromkeys(model_fusions):
@@ -414,7 +421,10 @@ def run_fusion_table(
     if not rows:
         raise _no_far_left(report)
     report.seconds = time.perf_counter() - t0
-    return pd.DataFrame(rows), report
+    df = add_keys(pd.DataFrame(rows), dataset=store.dataset, level="template", kept_pairs=None)
+    if "pairs" in df.columns:  # named as in reject: the pairs a TAR was measured on (none rejected here)
+        df["kept_pairs"] = df["pairs"]
+    return df, report
 
 
 def run_roc(
@@ -453,7 +463,9 @@ def run_roc(
         **_bootstrap_params(bootstrap, seed),
     )
     rows, curves = [], []
-    for model in models:
+    keys = {"protocol": proto.name, "dataset": store.dataset}
+    table_keys = {"level": proto.level, **keys}
+    for model in progress(models, "analyze roc", unit="model"):
         for fusion in (fusions or ["media"]) if proto.level == "template" else ["none"]:
             ps = build_pair_set(store, model, proto, proto.level, fusion, valid)
             report.count_pairs(ps)
@@ -467,19 +479,20 @@ def run_roc(
             fpr, tpr = roc_points(scores, ps.labels)
             curves.append(pd.DataFrame({**key, "fpr": fpr, "tpr": tpr}))
             if details is not None:
-                _roc_details(details, scores, ps.labels, {"model": model, "fusion": ps.fusion})
+                _roc_details(details, scores, ps.labels, {"model": model, "fusion": ps.fusion, **table_keys})
             if bootstrap and details is not None:
                 units = ps.units(store)
                 lo, hi = tar_at_far_interval(scores, ps.labels, units, ps_fars, convention, bootstrap, seed)
                 ci = {"model": model, "fusion": ps.fusion, "convention": convention, "far": res.fars, "tar": res.tar}
-                ci |= {"tar_lo": lo, "tar_hi": hi, "bootstrap": bootstrap, "resampled": units.kind}
+                ci |= {"tar_lo": lo, "tar_hi": hi, "bootstrap": bootstrap, "resampled": units.kind, **table_keys}
                 details.setdefault("roc_interval", []).append(pd.DataFrame(ci))
     if not rows:
         raise _no_far_left(report)
     reported = [f"{f:g}" for f in fars if any(f"{f:g}" in r for r in rows)]
     table = pd.DataFrame(rows, columns=["model", "level", "fusion", "distance", "convention", *reported])
+    curve_df = add_keys(pd.concat(curves, ignore_index=True), **keys)
     report.seconds = time.perf_counter() - t0
-    return table, pd.concat(curves, ignore_index=True), report
+    return add_keys(table, **keys), curve_df, report  # added last: the FAR columns keep their places
 
 
 def roc_points(scores: np.ndarray, labels: np.ndarray, n_points: int = 400) -> tuple[np.ndarray, np.ndarray]:

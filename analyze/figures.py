@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +63,16 @@ def safe_name(*parts: Any) -> str:
     return stem.lstrip(".") or "figure"
 
 
-def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
-    """Write `fig` as `<stem>.png` (DPI 150) and `<stem>.pdf` under `out_dir`, close it, return both paths."""
+def save_figure(fig: Figure, out_dir: str | Path, stem: str, dpi: int = DPI) -> list[Path]:
+    """Write `fig` as `<stem>.png` (at `dpi`, default 150) and `<stem>.pdf` under `out_dir`, close it, return both
+    paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = safe_name(stem)
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     try:
         for p in paths:
-            fig.savefig(p, dpi=DPI, bbox_inches="tight")
+            fig.savefig(p, dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
     return paths
@@ -93,6 +95,109 @@ def line_styles(n: int) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+@dataclass(frozen=True)
+class FigureStyle:
+    """How figures look (issue 12 item 5): display names per model (`--label model=Name`), the methods drawn
+    (substrings of the method label; empty: all), titles on or off, size in inches, dpi and a matplotlib style
+    sheet. The default reproduces the built-in look."""
+
+    labels: tuple[tuple[str, str], ...] = ()
+    methods: tuple[str, ...] = ()
+    titles: bool = True
+    size: tuple[float, float] | None = None
+    dpi: int = DPI
+    style_file: str | None = None
+
+    def name(self, model: Any) -> str:
+        """The display name of `model` (its --label, else its store name)."""
+        return dict(self.labels).get(str(model), str(model))
+
+    def wants(self, label: str) -> bool:
+        """Whether a method (its legend label) is drawn: every one unless --method names substrings."""
+        return not self.methods or any(m in label for m in self.methods)
+
+
+DEFAULT_STYLE = FigureStyle()
+
+
+def model_colours(models: Iterable[Any]) -> dict[str, Any]:
+    """One colour per model, stable across figures: tab10 in the order of the sorted model names."""
+    colours = plt.get_cmap("tab10").colors
+    return {m: colours[i % len(colours)] for i, m in enumerate(sorted({str(m) for m in models}))}
+
+
+def parse_labels(values: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """`model=Name` pairs (--label); ValueError naming the bad one."""
+    out = []
+    for v in values:
+        model, eq, name = str(v).partition("=")
+        if not eq or not model.strip() or not name.strip():
+            raise ValueError(f"--label {v!r}: expected MODEL=NAME, e.g. pfe_r50=PFE")
+        out.append((model.strip(), name.strip()))
+    return tuple(out)
+
+
+def parse_size(text: str) -> tuple[float, float]:
+    """`W,H` in inches (--size); ValueError for anything else."""
+    try:
+        w, h = (float(x) for x in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"--size {text!r}: expected W,H in inches, e.g. 6.4,4.8") from None
+    if not (0 < w <= 100 and 0 < h <= 100):
+        raise ValueError(f"--size {text!r}: width and height must be in (0, 100] inches")
+    return w, h
+
+
+def _new_figure(style: FigureStyle, default: tuple[float, float]) -> tuple[Figure, Any]:
+    if style.style_file:
+        with plt.style.context(style.style_file):
+            fig, ax = plt.subplots(figsize=style.size or default)
+    else:
+        fig, ax = plt.subplots(figsize=style.size or default)
+    return fig, ax
+
+
+def _title(ax: Any, style: FigureStyle, text: str) -> None:
+    if style.titles:
+        ax.set_title(text, fontsize="medium")
+
+
+def _shade(colour: Any, level: int) -> Any:
+    """`colour` lightened toward white by `level` steps (for a model's 5th and later metrics)."""
+    if not level:
+        return colour
+    t = min(0.3 * level, 0.75)
+    return tuple(c + (1 - c) * t for c in colour[:3])
+
+
+def _draw_methods(ax: Any, curves: list[tuple[str, str, str, np.ndarray, np.ndarray, str]]) -> int:
+    """Draw (model, metric, label, x, y, suffix) curves: colour by model, line style by metric (beyond the four
+    line styles a lighter shade of the model's colour). A curve identical to one drawn before (same x and y)
+    is drawn on top with open markers, so it does not hide, and its legend says `(= the other)`."""
+    colours = model_colours(c[0] for c in curves)
+    metrics = [c[1] for c in curves]
+    drawn: list[tuple[str, np.ndarray, np.ndarray]] = []
+    for model, metric, label, x, y, suffix in curves:
+        i = metric_index(metric, metrics)
+        same = next(
+            (lab for lab, dx, dy in drawn if len(dx) == len(x) and np.array_equal(dx, x, equal_nan=True)
+             and np.array_equal(dy, y, equal_nan=True)),
+            None,
+        )  # fmt: skip
+        extra = {"marker": "o", "markerfacecolor": "none", "markevery": 0.08, "markersize": 5} if same else {}
+        ax.plot(x, y, color=_shade(colours[model], i // len(_LINESTYLES)), linestyle=_LINESTYLES[i % len(_LINESTYLES)],
+                label=label + suffix + (f" (= {same})" if same else ""), **extra)  # fmt: skip
+        drawn.append((label, x, y))
+    return len(curves)
+
+
+def _legend_below(ax: Any, n: int) -> None:
+    """The legend under the axes, outside the data, in up to 2 columns (3 for many entries)."""
+    if n:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small" if n <= 8 else "x-small",
+                  ncol=1 if n <= 4 else (2 if n <= 16 else 3), frameon=False)  # fmt: skip
 
 
 def _check_columns(df: pd.DataFrame, required: Sequence[str], what: str) -> None:
@@ -247,94 +352,153 @@ _COMPARE_KEYS = ["dataset", "level", "protocol", "far", "threshold_mode", "conve
 _METHOD_KEYS = ["model", "distance", "uncertainty", "fusion"]
 
 
+METRIC_ORDER = (
+    "cosine_mean", "MLS_harmonic-sum", "cosine_harmonic-harmonic", "cosine_min", "cosine", "MLS",
+    "cosine_max", "cosine_mul", "cosine_harmonic-sum", "MLS_mean",
+)  # fmt: skip
+"""Metrics whose line style is fixed (the paper's first): the same metric looks the same in every figure."""
+
+
+def _metric_key(mkeys: dict[str, Any]) -> str:
+    """What a line style stands for: the metric (distance_uncertainty)."""
+    unc = mkeys.get("uncertainty")
+    return f"{mkeys['distance']}_{unc}" if _present(unc) else str(mkeys["distance"])
+
+
+def metric_index(metric: str, others: Iterable[str]) -> int:
+    """The line-style index of `metric`: its place in METRIC_ORDER, else after them in sorted order of `others`."""
+    if metric in METRIC_ORDER:
+        return METRIC_ORDER.index(metric)
+    rest = sorted({m for m in others if m not in METRIC_ORDER})
+    return len(METRIC_ORDER) + rest.index(metric)
+
+
 def reject_comparison_figures(
-    df: pd.DataFrame, dataset: str = "", reference: pd.DataFrame | None = None
+    df: pd.DataFrame, dataset: str = "", reference: pd.DataFrame | None = None, style: FigureStyle | None = None
 ) -> Iterator[tuple[str, Figure]]:
     """One figure per (level, FAR, threshold mode; protocol and convention when mixed): every method's
-    TAR against rejected fraction on one axis, legend `model: distance_uncertainty [fusion]` with AUC; with
-    `reference`, each (model, distance, fusion)'s oracle (dashed) and random (dotted) curves in grey."""
+    TAR against rejected fraction on one axis, one colour per model and one line style per metric, legend
+    `model: distance_uncertainty [fusion]` with AUC below the axes (identical curves merged as `A = B`); the
+    bootstrap band where the table has one; with `reference`, each (model, distance, fusion)'s oracle (dashed)
+    and random (dotted) curves in grey."""
+    st = style or DEFAULT_STYLE
     _check_columns(df, REJECT_COLUMNS, "reject table")
     for keys, sub in _groups(df, _COMPARE_KEYS):
         keys.setdefault("dataset", dataset)
-        methods = list(_groups(sub, _METHOD_KEYS))
+        curves, rows = [], []
+        for mkeys, curve in _groups(sub, _METHOD_KEYS):
+            curve = curve.sort_values("rejected_fraction", kind="stable")
+            x, y = curve["rejected_fraction"].to_numpy(float), curve["tar"].to_numpy(float)
+            label = method_label(st.name(mkeys["model"]), mkeys["distance"], mkeys["uncertainty"], mkeys.get("fusion"))
+            if st.wants(label):
+                curves.append((str(mkeys["model"]), _metric_key(mkeys), label, x, y, f" (AUC {_auc(x, y):.4f})"))
+                rows.append(curve)
+        if not curves:
+            continue
         refs = []
         ref_keys = {k: keys[k] for k in ("level", "protocol", "threshold_mode", "convention", "far") if k in keys}
         for bases, _ in _groups(sub, ["model", "distance", "fusion"]) if reference is not None else ():
-            name = f", {method_label(bases['model'], bases['distance'], fusion=bases.get('fusion'))}"
+            name = f", {method_label(st.name(bases['model']), bases['distance'], fusion=bases.get('fusion'))}"
             refs += [(ref, curve, name) for ref, curve in _references_of(reference, {**ref_keys, **bases})]
-        fig, ax = plt.subplots(figsize=(7.5, 5.0) if len(methods) + len(refs) <= 8 else (9.5, 5.5))
-        for (mkeys, curve), style in zip(methods, line_styles(len(methods))):
-            curve = curve.sort_values("rejected_fraction", kind="stable")
-            x, y = curve["rejected_fraction"].to_numpy(float), curve["tar"].to_numpy(float)
-            label = method_label(mkeys["model"], mkeys["distance"], mkeys["uncertainty"], mkeys.get("fusion"))
-            ax.plot(x, y, label=f"{label} (AUC {_auc(x, y):.4f})", **style)
-            _band(ax, x, curve, "tar", style["color"])
+        fig, ax = _new_figure(st, (7.5, 5.0) if len(curves) + len(refs) <= 8 else (9.5, 6.0))
+        n = _draw_methods(ax, curves)
+        colours = model_colours(c[0] for c in curves)
+        for (model, _m, _l, x, _y, _s), curve in zip(curves, rows):
+            _band(ax, x, curve, "tar", colours[model])
         for ref, curve, name in refs:
             _reference_line(ax, ref, curve, "grey", True, name)
+        n += len(refs)
         _style_axes(ax, "Rejected fraction of pairs", f"TAR@FAR={_far_text(float(keys['far']))}")
         _pct_axis(ax, "x")
         _pct_axis(ax, "y")
-        _method_legend(ax, len(methods) + len(refs))
+        _legend_below(ax, n)
         head = f"{keys['dataset']}: " if _present(keys["dataset"]) else ""
-        ax.set_title(
-            f"{head}TAR@FAR={_far_text(float(keys['far']))} under rejection\n"
-            + _context(keys, ["level", "protocol", "threshold_mode", "convention"]),
-            fontsize="medium",
-        )
+        _title(ax, st, f"{head}TAR@FAR={_far_text(float(keys['far']))} under rejection\n"
+               + _context(keys, ["level", "protocol", "threshold_mode", "convention"]))  # fmt: skip
         stem = safe_name("compare", *(keys.get(k) for k in _COMPARE_KEYS if k != "far"), f"far{keys['far']:g}")
         yield stem, fig
 
 
 def plot_reject_comparison(
-    df: pd.DataFrame, out_dir: str | Path, dataset: str = "", reference: pd.DataFrame | None = None
+    df: pd.DataFrame,
+    out_dir: str | Path,
+    dataset: str = "",
+    reference: pd.DataFrame | None = None,
+    style: FigureStyle | None = None,
 ) -> list[Path]:
     """Save `reject_comparison_figures` (PNG and PDF per level, FAR, threshold mode); returns the paths."""
-    figures = reject_comparison_figures(df, dataset, reference)
-    return [p for stem, fig in figures for p in save_figure(fig, out_dir, stem)]
+    dpi = (style or DEFAULT_STYLE).dpi
+    figs = reject_comparison_figures(df, dataset, reference, style)
+    return [p for stem, fig in figs for p in save_figure(fig, out_dir, stem, dpi)]
 
 
 # ---- ROC ----------------------------------------------------------------------------------------------
 
 
+def fitted_fpr_floor(fpr: np.ndarray) -> float:
+    """The ROC x-axis start: the decade at or below the smallest positive FPR the data resolves (1/n_impostors),
+    so the axis is fitted to the data instead of fixed at 1e-6."""
+    pos = np.asarray(fpr, dtype=float)
+    pos = pos[pos > 0]
+    if not pos.size:
+        return ROC_FPR_RANGE[0]
+    return float(10 ** math.floor(math.log10(pos.min()) + 1e-9))
+
+
 def roc_figures(
-    roc_df: pd.DataFrame, dataset: str = "", intervals: pd.DataFrame | None = None
+    roc_df: pd.DataFrame, dataset: str = "", intervals: pd.DataFrame | None = None, style: FigureStyle | None = None
 ) -> Iterator[tuple[str, Figure]]:
-    """One log-x ROC figure per level (and protocol when present), FPR 1e-6..1, one curve per method;
-    points with FPR 0 cannot sit on a log axis and are left out. With `intervals` (roc_interval: model,
-    fusion, far, tar, tar_lo, tar_hi) each method's bootstrap interval at each FAR as an error bar."""
+    """One log-x ROC figure per level (and protocol when present), one curve per method (colour per model, line
+    style per metric); the x-axis starts at the decade of the smallest FPR the data resolves; points with FPR 0
+    cannot sit on a log axis and are left out. With `intervals` (roc_interval: model, fusion, far, tar, tar_lo,
+    tar_hi) each method's bootstrap interval at each FAR as an error bar."""
+    st = style or DEFAULT_STYLE
     _check_columns(roc_df, ROC_COLUMNS, "ROC table")
     for keys, sub in _groups(roc_df, ["dataset", "level", "protocol"]):
         keys.setdefault("dataset", dataset)
-        methods = list(_groups(sub, ["model", "distance", "uncertainty", "fusion"]))
-        fig, ax = plt.subplots(figsize=(7.0, 5.0) if len(methods) <= 8 else (9.5, 5.5))
-        for (mkeys, curve), style in zip(methods, line_styles(len(methods))):
+        curves, fused = [], []
+        for mkeys, curve in _groups(sub, ["model", "distance", "uncertainty", "fusion"]):
             curve = curve.sort_values("fpr", kind="stable")
             fpr, tpr = curve["fpr"].to_numpy(float), curve["tpr"].to_numpy(float)
             keep = fpr > 0
-            label = method_label(mkeys["model"], mkeys["distance"], mkeys.get("uncertainty"), mkeys.get("fusion"))
-            style = {**style, "marker": None}
-            ax.plot(fpr[keep], tpr[keep], label=label, **style)
-            if intervals is not None:
-                ci = intervals[(intervals["model"] == mkeys["model"]) & (intervals["fusion"] == mkeys.get("fusion"))]
-                if not ci.empty:
-                    tar, lo, hi = (ci[c].to_numpy(float) for c in ("tar", "tar_lo", "tar_hi"))
-                    err = np.vstack([tar - lo, hi - tar]).clip(min=0)
-                    ax.errorbar(ci["far"], tar, yerr=err, fmt="none", ecolor=style["color"], capsize=3, lw=1)
+            label = method_label(
+                st.name(mkeys["model"]), mkeys["distance"], mkeys.get("uncertainty"), mkeys.get("fusion")
+            )
+            if st.wants(label):
+                curves.append((str(mkeys["model"]), _metric_key(mkeys), label, fpr[keep], tpr[keep], ""))
+                fused.append(mkeys.get("fusion"))
+        if not curves:
+            continue
+        fig, ax = _new_figure(st, (7.0, 5.0) if len(curves) <= 8 else (9.5, 6.0))
+        n = _draw_methods(ax, curves)
+        colours = model_colours(c[0] for c in curves)
+        for (model, *_rest), fusion in zip(curves, fused) if intervals is not None else ():
+            ci = intervals[(intervals["model"] == model) & (intervals["fusion"] == fusion)]
+            if not ci.empty:
+                tar, lo, hi = (ci[c].to_numpy(float) for c in ("tar", "tar_lo", "tar_hi"))
+                err = np.vstack([tar - lo, hi - tar]).clip(min=0)
+                ax.errorbar(ci["far"], tar, yerr=err, fmt="none", ecolor=colours[model], capsize=3, lw=1)
         ax.set_xscale("log")
-        ax.set_xlim(*ROC_FPR_RANGE)
+        ax.set_xlim(fitted_fpr_floor(sub["fpr"].to_numpy(float)), ROC_FPR_RANGE[1])
         _style_axes(ax, "False accept rate (FPR, log scale)", "True accept rate (TPR)")
         _pct_axis(ax, "y")
-        _method_legend(ax, len(methods))
+        _legend_below(ax, n)
         head = f"{keys['dataset']}: " if _present(keys["dataset"]) else ""
-        ax.set_title(f"{head}ROC\n" + _context(keys, ["level", "protocol"]), fontsize="medium")
+        _title(ax, st, f"{head}ROC\n" + _context(keys, ["level", "protocol"]))
         yield safe_name("roc", keys.get("dataset"), keys.get("level"), keys.get("protocol")), fig
 
 
 def plot_roc(
-    roc_df: pd.DataFrame, out_dir: str | Path, dataset: str = "", intervals: pd.DataFrame | None = None
+    roc_df: pd.DataFrame,
+    out_dir: str | Path,
+    dataset: str = "",
+    intervals: pd.DataFrame | None = None,
+    style: FigureStyle | None = None,
 ) -> list[Path]:
     """Save `roc_figures` (PNG and PDF per level) under `out_dir`; returns the paths."""
-    return [p for stem, fig in roc_figures(roc_df, dataset, intervals) for p in save_figure(fig, out_dir, stem)]
+    dpi = (style or DEFAULT_STYLE).dpi
+    figs = roc_figures(roc_df, dataset, intervals, style)
+    return [p for stem, fig in figs for p in save_figure(fig, out_dir, stem, dpi)]
 
 
 def _band(ax: Any, x: np.ndarray, rows: pd.DataFrame, value: str, color: Any) -> None:
@@ -350,30 +514,41 @@ def _band(ax: Any, x: np.ndarray, rows: pd.DataFrame, value: str, color: Any) ->
 FUSION_COLUMNS = ("model", "fusion", "distance", "far", "tar")
 
 
-def fusion_figures(fusion_df: pd.DataFrame, dataset: str = "") -> Iterator[tuple[str, Figure]]:
+def fusion_figures(
+    fusion_df: pd.DataFrame, dataset: str = "", style: FigureStyle | None = None
+) -> Iterator[tuple[str, Figure]]:
     """One figure per protocol and distance: TAR at each FAR (log x), one line per model and fusion."""
+    st = style or DEFAULT_STYLE
     _check_columns(fusion_df, FUSION_COLUMNS, "fusion table")
     for keys, sub in _groups(fusion_df, ["protocol", "distance", "convention"]):
-        methods = list(_groups(sub, ["model", "fusion"]))
-        fig, ax = plt.subplots(figsize=(7.0, 5.0) if len(methods) <= 8 else (9.5, 5.5))
-        for (mkeys, rows), style in zip(methods, line_styles(len(methods))):
+        methods = [
+            (mkeys, rows)
+            for mkeys, rows in _groups(sub, ["model", "fusion"])
+            if st.wants(method_label(st.name(mkeys["model"]), keys["distance"], fusion=mkeys["fusion"]))
+        ]
+        if not methods:
+            continue
+        fig, ax = _new_figure(st, (7.0, 5.0) if len(methods) <= 8 else (9.5, 5.5))
+        for (mkeys, rows), style_ in zip(methods, line_styles(len(methods))):
             rows = rows.sort_values("far", kind="stable")
-            label = method_label(mkeys["model"], keys["distance"], fusion=mkeys["fusion"])
-            ax.plot(rows["far"].to_numpy(float), rows["tar"].to_numpy(float), label=label, **style)
-            _band(ax, rows["far"].to_numpy(float), rows, "tar", style["color"])
+            label = method_label(st.name(mkeys["model"]), keys["distance"], fusion=mkeys["fusion"])
+            ax.plot(rows["far"].to_numpy(float), rows["tar"].to_numpy(float), label=label, **style_)
+            _band(ax, rows["far"].to_numpy(float), rows, "tar", style_["color"])
         ax.set_xscale("log")
         _style_axes(ax, "False accept rate (log scale)", "True accept rate at that FAR")
         _pct_axis(ax, "y")
         _method_legend(ax, len(methods))
         head = f"{dataset}: " if dataset else ""
-        ax.set_title(f"{head}TAR@FAR per template fusion\n" + _context(keys, ["protocol", "distance", "convention"]),
-                     fontsize="medium")  # fmt: skip
+        _title(ax, st, f"{head}TAR@FAR per template fusion\n" + _context(keys, ["protocol", "distance", "convention"]))
         yield safe_name("fusion", dataset, keys.get("protocol"), keys.get("distance"), keys.get("convention")), fig
 
 
-def plot_fusion(fusion_df: pd.DataFrame, out_dir: str | Path, dataset: str = "") -> list[Path]:
+def plot_fusion(
+    fusion_df: pd.DataFrame, out_dir: str | Path, dataset: str = "", style: FigureStyle | None = None
+) -> list[Path]:
     """Save `fusion_figures` (PNG and PDF per protocol and distance) under `out_dir`; returns the paths."""
-    return [p for stem, fig in fusion_figures(fusion_df, dataset) for p in save_figure(fig, out_dir, stem)]
+    dpi = (style or DEFAULT_STYLE).dpi
+    return [p for stem, fig in fusion_figures(fusion_df, dataset, style) for p in save_figure(fig, out_dir, stem, dpi)]
 
 
 # ---- DET ------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from analyze.identification import (
     search,
     tpir_at_fpir,
 )
-from analyze.loading import fuse_templates, valid_rows
+from analyze.loading import fuse_templates, resolve_models, valid_rows
 from analyze.outputs import claim_out_dir, default_out_dir, write_json, write_table
 from analyze.policy import PFE_CONFIDENCE, policy_for
 from analyze.rows import check_unit_interval, image_scalar
@@ -125,9 +125,7 @@ def run_identify(store: FeatureStore | str | Path, out: str | Path | None, optio
         )
     name = options.protocol or next(iter(store.identification_info))
     idp = store.identification(name)
-    models = list(options.models) or list(store.models)
-    for m in models:
-        store.model(m)
+    models = resolve_models(store.models, options.models, str(store.path))
     check_galleries({g: ts.subject for g, ts in idp.galleries.items()}, idp.probe.subject)
     valid = valid_rows(store, models, options.partial)
     summary: dict[str, Any] = {

@@ -50,7 +50,7 @@ def identify(
     \b
     Examples:
       analyze identify --cache ijbc.zarr
-      analyze identify --cache ijbc.zarr --model scaleface --fpir 1e-3 --fpir 1e-2 --rank 1 --rank 20
+      analyze identify --cache ijbc.zarr --model scaleface --fpir 0.05 --fpir 0.1 --rank 1 --rank 20
     """
     from analyze.identify import IdentifyOptions, run_identify
 

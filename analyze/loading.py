@@ -7,6 +7,7 @@ once per template, and pair scores are gathered from those in blocks (analyze.sc
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,11 +198,31 @@ class PairSet:
         return ImageValues(self.values, self.mode, self.source)
 
 
+def resolve_models(specs: Mapping[str, ModelSpec], wanted: Sequence[str] | None, where: str = "the store") -> list[str]:
+    """The model names `wanted` stands for (default: all): each an exact name, else the one model whose name
+    starts with it or whose family it names (`pfe` -> `pfe_r50`). StoreError naming --model for an unknown or
+    ambiguous name (the candidates listed)."""
+    if not wanted:
+        return list(specs)
+    out = []
+    for w in wanted:
+        if w in specs:
+            out.append(w)
+            continue
+        hits = [n for n, s in specs.items() if n.startswith(w) or s.family == w]
+        if len(hits) == 1:
+            out.append(hits[0])
+        elif hits:
+            raise StoreError(f"{where}: --model {w!r} is ambiguous: it matches {', '.join(hits)}; give one of them")
+        else:
+            raise StoreError(f"{where}: no model {w!r}; it has: {', '.join(specs) or 'none'}")
+    return list(dict.fromkeys(out))
+
+
 def select(store: FeatureStore, models: list[str] | None, protocol: str | None) -> tuple[list[str], Protocol]:
-    """The models to analyse (default: all, each checked to exist) and the protocol (default: the first)."""
-    models = models or list(store.models)
-    for m in models:
-        store.model(m)
+    """The models to analyse (default: all; a unique prefix or family name picks one, `resolve_models`) and the
+    protocol (default: the first)."""
+    models = resolve_models(store.models, models, str(store.path))
     name = protocol or next(iter(store.protocols_info), None)
     if name is None:
         raise StoreError(f"{store.path} has no protocol to verify")

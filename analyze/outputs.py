@@ -282,6 +282,63 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def command_line() -> str:
+    """The command line that is running, as a user would type it (`analyze reject --cache x.zarr`): the click
+    root command's name and the arguments; outside a click command, the interpreter's argv."""
+    import shlex
+    import sys
+
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        return shlex.join([ctx.find_root().info_name or "", *sys.argv[1:]])
+    return shlex.join(sys.argv)
+
+
+def toolkit_version() -> str:
+    """The installed scaleface-toolkit version ('unknown' when it is run from a tree that is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scaleface-toolkit")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def store_digest(store: Any) -> str:
+    """sha256 identifying a store's contents without reading its arrays: the image rows' digest, the manifest
+    digest, each model's recorded fingerprint, the done marks and the recorded per-chunk checksums (which
+    cover every output's bytes); two stores with the same digest hold the same values."""
+    import hashlib
+
+    from featurestore.integrity import CHECKSUM_KEY, has_checksums
+
+    h = hashlib.sha256()
+    a = store.attrs
+    meta = {
+        "images_digest": a.get("images_digest"),
+        "manifest_digest": a.get("manifest_digest"),
+        "schema": a.get("schema"),
+        "models": {name: spec.recorded_fingerprint for name, spec in store.models.items()},
+    }
+    h.update(json.dumps(_jsonable(meta), sort_keys=True).encode())
+    h.update(np.ascontiguousarray(store.chunk_done(), dtype=np.uint8).tobytes())
+    if has_checksums(store):  # the recorded checksums, not recomputed (a store from before them: the rest only)
+        h.update(np.ascontiguousarray(store._b.array(CHECKSUM_KEY)[:], dtype=np.uint32).tobytes())
+    return h.hexdigest()
+
+
+def provenance(store: Any) -> dict[str, Any]:
+    """What summary.json records of how a result was made: command line, toolkit version, store and its digest."""
+    return {
+        "command_line": command_line(),
+        "toolkit_version": toolkit_version(),
+        "store": str(store.path),
+        "store_digest": store_digest(store),
+    }
+
+
 def write_json(obj: Any, path: Path) -> Path:
     """Pretty JSON (dataclasses and numpy scalars converted, NaN as null)."""
     path.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
@@ -294,6 +351,26 @@ def auc_table_text(auc_df: pd.DataFrame) -> str:
         return "(no AUC rows)"
     table = far_pivot(auc_df.assign(method=method_labels(auc_df, "terminal")), "method", "auc")
     return table.to_string(float_format=lambda v: f"{v:.4f}")
+
+
+def progress(items: Iterable[Any], desc: str, unit: str = "it") -> Iterable[Any]:
+    """`items` with a tqdm bar on stderr while a long analysis step runs: shown only when stderr is a terminal
+    (never in logs, pipes or tests), so the tables and notes a command prints stay the same."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return items
+    from tqdm import tqdm
+
+    items = list(items)
+    return tqdm(items, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=len(items) < 2)
+
+
+def _dashboard_address() -> str | None:
+    """':0' (a free port) when bokeh is installed, so a LocalCluster serves its dashboard; else None."""
+    import importlib.util
+
+    return ":0" if importlib.util.find_spec("bokeh") is not None else None
 
 
 @contextmanager
@@ -311,9 +388,23 @@ def dask_scheduler(scheduler: str | None, cluster: str | None) -> Iterator[str]:
         kind, _, n = cluster.partition(":")
         if kind != "local" or not n.isdigit() or int(n) < 1:
             raise ValueError(f"--cluster {cluster!r}: expected local:N with N >= 1")
-        with LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True, dashboard_address=None) as lc:
+        address = _dashboard_address()
+        with LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True, dashboard_address=address) as lc:
             with Client(lc) as client:
+                _say_dashboard(client if address else None)
                 yield f"LocalCluster with {n} workers ({client.scheduler.address})"
         return
     with Client(scheduler) as client:
+        _say_dashboard(client)
         yield f"dask.distributed at {scheduler} ({len(client.scheduler_info()['workers'])} workers)"
+
+
+def _say_dashboard(client: Any) -> None:
+    """The dask dashboard's link on stderr (or why there is none), for watching a --cluster/--scheduler run."""
+    import sys
+
+    link = getattr(client, "dashboard_link", None) if client is not None else None
+    if link:
+        print(f"dask dashboard: {link}", file=sys.stderr, flush=True)
+    else:
+        print("dask dashboard: not served (install bokeh>=3.1 for it)", file=sys.stderr, flush=True)

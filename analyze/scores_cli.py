@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analyze.experiments import default_fusions, default_metrics, score_pairs
-from analyze.loading import valid_rows
+from analyze.loading import resolve_models, valid_rows
 from analyze.outputs import OutputExistsError, resume_hint
 from analyze.pair_ids import image_pairs, template_pairs
 from featurestore.errors import StoreError
@@ -84,9 +84,7 @@ def run_scores(store: FeatureStore, out: str | Path, options: ScoresOptions) -> 
         parse_metric(m)
     if options.fusion:
         parse_fusion(options.fusion)
-    models = list(options.models) or list(store.models)
-    for m in models:
-        store.model(m)
+    models = resolve_models(store.models, options.models, str(store.path))
     name = options.protocol or next(iter(store.protocols_info), None)
     if name is None:
         raise StoreError(f"{store.path} has no protocol to score")
@@ -161,7 +159,7 @@ def scores(cache, out, models, metrics, protocol, level, fusion, force, partial)
 
     \b
     Example:
-      analyze scores --cache ijbc.zarr --out ijbc_scores.parquet --metric cosine_mean --metric MLS_harmonic-sum
+      analyze scores --cache ijbc.zarr --model pfe --out pfe.parquet --metric cosine_mean --metric MLS_harmonic-sum
     """
     opts = ScoresOptions(tuple(models), tuple(metrics), protocol, level, fusion, force, partial)
     with FeatureStore.open(cache) as store:

@@ -14,8 +14,10 @@ import pandas as pd
 __all__ = [
     "AUC_COLUMNS",
     "EDC_COLUMNS",
+    "KEY_COLUMNS",
     "REJECT_COLUMNS",
     "REJECT_KEY_COLUMNS",
+    "add_keys",
     "far_pivot",
     "method_label",
     "method_labels",
@@ -27,7 +29,9 @@ REJECT_KEY_COLUMNS = (
 )  # fmt: skip
 """The tidy reject table's contract (what figures and reports may rely on)."""
 
-REJECT_COLUMNS = [*REJECT_KEY_COLUMNS, "far_achieved", "kept_genuine", "kept_impostor", "discarded_fraction"]
+REJECT_COLUMNS = [
+    *REJECT_KEY_COLUMNS, "far_achieved", "kept_genuine", "kept_impostor", "discarded_fraction", "dataset",
+]  # fmt: skip
 AUC_COLUMNS = [
     "model",
     "level",
@@ -40,6 +44,7 @@ AUC_COLUMNS = [
     "far",
     "auc",
     "auc_kind",
+    "dataset",
 ]
 EDC_COLUMNS = [
     *AUC_COLUMNS[: AUC_COLUMNS.index("far") + 1],
@@ -48,6 +53,7 @@ EDC_COLUMNS = [
     "pauc",
     "pauc_ideal",
     "pauc_minus_ideal",
+    "dataset",
 ]
 """`analyze reject --threshold fixed`'s edc table: per method (and reference) and FAR, FNMR on all pairs at the
 threshold, the partial area under FNMR up to the discard limit, the ideal curve's, and their difference."""
@@ -99,3 +105,21 @@ def far_pivot(df: pd.DataFrame, index: str | list[str], values: str) -> pd.DataF
     table = df.pivot_table(index=index, columns="far", values=values, sort=False)
     table.columns = [f"FAR={c:g}" for c in table.columns]
     return table
+
+
+KEY_COLUMNS = ("dataset", "model", "level", "protocol", "fusion", "distance", "uncertainty", "convention")
+"""The key columns every table carries where they apply (issue 12 item 6), so tables of several commands,
+runs or stores concatenate and join on the same names."""
+
+
+def add_keys(df: pd.DataFrame, before: str | None = None, **keys: Any) -> pd.DataFrame:
+    """`df` with each missing key column added as a constant (existing columns are never renamed, dropped or
+    changed); placed before column `before` when given (e.g. ahead of the ROC table's FAR columns), else last."""
+    missing = {k: v for k, v in keys.items() if k not in df.columns}
+    if not missing:
+        return df
+    out = df.copy()
+    at = list(out.columns).index(before) if before in out.columns else len(out.columns)
+    for offset, (k, v) in enumerate(missing.items()):
+        out.insert(at + offset, k, pd.Series([v] * len(out), index=out.index, dtype=object if v is None else None))
+    return out

@@ -92,6 +92,7 @@ class DeviceType(click.ParamType):
 )
 @click.option(
     "--out",
+    "--cache",
     type=click.Path(),
     default=None,
     help="Store path: NAME.zarr (default: <dataset>.zarr in the current folder) or NAME.h5.",
@@ -139,8 +140,10 @@ class DeviceType(click.ParamType):
 )
 @click.option(
     "--overwrite",
+    "--force",
     is_flag=True,
-    help="Delete an existing store and start again (default: resume it). Only a feature store is ever deleted.",
+    help="Delete an existing store and start again (default: resume it). Only a feature store is ever deleted. "
+    "--force is the same flag (the toolkit's one word for 'replace what this tool wrote').",
 )
 @click.option(
     "--verify",

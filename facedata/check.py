@@ -32,6 +32,7 @@ class CheckReport:
     outside: list[str] = field(default_factory=list)
     n_outside: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -47,6 +48,8 @@ class CheckReport:
                 lines.append(f"  {key}: {self.counts[key]}")
         for name, (n, g) in self.protocols.items():
             lines.append(f"  protocol {name}: {n} pairs, {g} genuine")
+        for n in self.notes:
+            lines.append(f"  note: {n}")
         for e in self.errors:
             lines.append(f"  error: {e}")
         for p in self.problems:
@@ -108,8 +111,34 @@ def check_dataset(manifest: Manifest, root: str | Path, max_list: int = 10) -> C
     for name, (n_pairs, _) in report.protocols.items():
         if n_pairs == 0:
             report.problems.append(f"protocol {name} has 0 pairs")
-    for key, want in manifest.expected.items():
+    expected, source = expected_counts(manifest, Path(root))
+    if source != manifest.expected_source:
+        report.notes.append(f"synthetic data ({source}): counts compared with its synthetic.json, not official ones")
+    for key, want in expected.items():
         got = report.counts.get(key)
         if got != want:
-            report.mismatches.append(f"{key}: found {got}, {manifest.expected_source} {want}")
+            report.mismatches.append(f"{key}: found {got}, {source} {want}")
     return report
+
+
+SYNTHETIC_KEYS = {"images": "n_images", "templates": "n_templates", "pairs": "n_pairs", "genuine": "n_genuine"}
+"""The expected counts a synthetic dataset's synthetic.json records (`datasets synthesize`)."""
+
+
+def expected_counts(manifest: Manifest, root: Path) -> tuple[dict[str, int], str]:
+    """The counts to compare with and where they come from: a synthetic dataset of this layout (a
+    synthetic.json naming this dataset beside its files) is checked against its own plan, anything else
+    against the manifest's `expected` numbers."""
+    meta = root / "synthetic.json"
+    if meta.is_file():
+        import json
+
+        try:
+            info = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            info = {}
+        if isinstance(info, dict) and info.get("dataset") == manifest.name:
+            got = {k: info[v] for k, v in SYNTHETIC_KEYS.items() if isinstance(info.get(v), int)}
+            if got:
+                return got, f"synthetic preset {info.get('preset')} seed {info.get('seed')}"
+    return dict(manifest.expected), manifest.expected_source

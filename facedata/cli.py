@@ -97,14 +97,15 @@ def synthesize(out_dir: str, preset: str, seed: int) -> None:
     from facedata.synthetic import synthesize_dataset
 
     summary = synthesize_dataset(Path(out_dir), preset=preset, seed=seed)
-    click.echo(str(summary))
+    click.echo(summary.format())
 
 
 @cli.command("synthesize-store")
-@click.argument("out", type=click.Path())
+@click.argument("out", type=click.Path(), required=False)
+@click.option("--cache", "cache", type=click.Path(), default=None, help="The store to write (the same as OUT).")
 @click.option("--preset", type=click.Choice(list(STORE_PRESETS)), default="ijbc", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Same seed, same store.")
-def synthesize_store_cmd(out: str, preset: str, seed: int) -> None:
+def synthesize_store_cmd(out: str | None, cache: str | None, preset: str, seed: int) -> None:
     """Write a feature store without images (OUT.zarr or OUT.h5), for analysis benchmarks.
 
     `--preset ijbc` has IJB-C's official counts: 469,375 images, 23,124 templates, 15,658,489 template
@@ -113,11 +114,13 @@ def synthesize_store_cmd(out: str, preset: str, seed: int) -> None:
 
     \b
     Example:
-      datasets synthesize-store ijbc-synthetic.zarr --preset ijbc
-      analyze info --cache ijbc-synthetic.zarr
+      datasets synthesize-store ijbc-synthetic.zarr --preset ijbc && analyze info --cache ijbc-synthetic.zarr
     """
     from facedata.synthetic import synthesize_store
 
+    if (out is None) == (cache is None):
+        raise click.UsageError("give the store once: OUT or --cache (the name every analyze command uses)")
+    out = out or cache
     path = synthesize_store(Path(out), preset=preset, seed=seed)
     click.echo(f"wrote {path}")
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analyze.outputs import command_line, toolkit_version
 from analyze.tables import far_pivot, method_labels
 from pipelines.context import StepContext
 from pipelines.spec import ResolvedStep
@@ -34,6 +35,8 @@ class Figure:
     caption: str
     png: bytes
     name: str
+    mime: str = "image/png"
+    """The bytes' type: PNG for plots, JPEG for photo galleries (a tenth of the size)."""
 
 
 @dataclass
@@ -64,7 +67,18 @@ def _fig_png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    return buf.getvalue()
+    return _palette_png(buf.getvalue())
+
+
+def _palette_png(png: bytes) -> bytes:
+    """A plot's PNG with an adaptive 256-colour palette: a third of the size, the same look (plots have few
+    colours; anti-aliased edges map to their nearest palette entry)."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue() if buf.tell() < len(png) else png
 
 
 def _store_paths(steps: list[ResolvedStep]) -> list[Path]:
@@ -246,9 +260,56 @@ def distribution_section(step: ResolvedStep) -> Section:
             c for c in ["dataset", "model", "quantity", "kind", "count", "mean", "std", "p5", "p50", "p95"] if c in df
         ]
         sec.table("Per-image quantities (images with status ok)", df[cols])
-    for png in sorted(step.dir.glob("distribution_*.png")) + sorted(step.dir.glob("gallery_*.png")):
+    for png in sorted(step.dir.glob("distribution_*.png")):
         sec.figure(Figure(png.stem.replace("_", " "), _fit_width(png.read_bytes()), f"{step.id}_{png.name}"))
+    shown: dict[tuple, str] = {}
+    signatures = _gallery_signatures(step)
+    for png in sorted(step.dir.glob("gallery_*.png")):
+        key = signatures.get(png.stem)
+        if key is not None and key in shown:
+            sec.text(f"{png.stem.replace('_', ' ')}: the same images in the same order as {shown[key]} (not repeated).")
+            continue
+        if key is not None:
+            shown[key] = png.stem.replace("_", " ")
+        jpeg = _as_jpeg(png.read_bytes())
+        sec.figure(Figure(png.stem.replace("_", " "), jpeg, f"{step.id}_{png.stem}.jpg", "image/jpeg"))
     return sec
+
+
+def _gallery_signatures(step: ResolvedStep) -> dict[str, tuple]:
+    """Per gallery file stem, the image rows it shows (most and least uncertain, in order), from the step's
+    uncertainty table: two galleries with the same signature show the same faces (e.g. two heads on one
+    backbone ranking images alike) and the report shows one of them."""
+    table = step.dir / "uncertainty.parquet"
+    if not table.is_file():
+        return {}
+    from analyze.distribution import QUANTITIES, gallery_rows
+    from analyze.figures import safe_name
+
+    df = pd.read_parquet(table)
+    n = int(step.args.get("gallery_size") or 8)
+    out: dict[str, tuple] = {}
+    for (dataset, model), sub in df.groupby(["dataset", "model"], sort=False):
+        for q in QUANTITIES:
+            if q in sub.columns and sub[q].notna().any():
+                try:
+                    most, least = gallery_rows(sub, q, n)
+                except ValueError:
+                    continue
+                out[safe_name("gallery", dataset, model, q)] = (tuple(most["row"]), tuple(least["row"]))
+    return out
+
+
+def _as_jpeg(png: bytes, width: int = MAX_FIGURE_WIDTH, quality: int = 80) -> bytes:
+    """A gallery (photographs) as a JPEG no wider than `width`: a tenth of the PNG's size, looks the same."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    if img.width > width:
+        img = img.resize((width, round(img.height * width / img.width)), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality, optimize=True)
+    return buf.getvalue()
 
 
 def _fit_width(png: bytes, width: int = MAX_FIGURE_WIDTH) -> bytes:
@@ -257,11 +318,11 @@ def _fit_width(png: bytes, width: int = MAX_FIGURE_WIDTH) -> bytes:
 
     img = Image.open(io.BytesIO(png))
     if img.width <= width:
-        return png
+        return _palette_png(png)
     img = img.resize((width, round(img.height * width / img.width)), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+    return _palette_png(buf.getvalue())
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -551,7 +612,7 @@ def render_html(title: str, header: list[tuple[str, str]], sections: list[Sectio
             else:
                 data = base64.b64encode(block.png).decode("ascii")
                 parts.append(
-                    f'<figure><img alt="{html.escape(block.caption)}" src="data:image/png;base64,{data}">'
+                    f'<figure><img alt="{html.escape(block.caption)}" src="data:{block.mime};base64,{data}">'
                     f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
                 )
         parts.append("</section>")
@@ -581,6 +642,24 @@ def render_markdown(
     return "\n".join(lines)
 
 
+def git_commit() -> str:
+    """The toolkit checkout's git commit (with '+changes' when its work tree differs), or 'n/a' outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return "n/a"
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "n/a"
+    if sha.returncode != 0:
+        return "n/a"
+    return sha.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def write_report(step: ResolvedStep, ctx: StepContext, out: Path) -> list[Path]:
     """report.html (self-contained) and report.md with figures/*.png in `out`; returns the files written."""
     sections, runs = gather(step, ctx)
@@ -590,6 +669,8 @@ def write_report(step: ResolvedStep, ctx: StepContext, out: Path) -> list[Path]:
         ("file", ctx.source),
         ("run folder", str(ctx.out_dir)),
         ("written", datetime.now(UTC).isoformat(timespec="seconds")),
+        ("command line", command_line()),
+        ("toolkit", f"scaleface-toolkit {toolkit_version()}, git commit {git_commit()}"),
     ]
     params = pd.DataFrame(
         [(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in ctx.params.items()],

@@ -90,6 +90,7 @@ def _sayer(log: logging.Logger, step: str) -> Callable[..., None]:
             print(line, file=terminal_err if err else terminal_out, flush=True)
             _file_only(log, f"  {step} | {line}")
 
+    say.log_only = lambda line: _file_only(log, f"  {step} | {line}")  # progress lines (the terminal has the bar)
     return say
 
 

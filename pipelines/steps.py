@@ -125,25 +125,67 @@ def invoke(command: click.Command, argv: list[str], step: ResolvedStep) -> None:
         raise StepError(f"step {step.id!r} ({step.kind}): {exc.format_message()}") from exc
 
 
+PROGRESS_LOG_SECONDS = 30.0
+"""How often a progress bar's state (the extract bar under `pipelines run`) becomes a line in pipeline.log."""
+
+
 class _Lines(io.TextIOBase):
-    """A text stream handing each complete line to `say` (the extract command prints its progress)."""
+    """A text stream handing each complete line to `say` (the extract command prints its progress). A progress
+    bar's carriage-return updates go to the terminal as a live bar when it is one, and every
+    PROGRESS_LOG_SECONDS as a line into pipeline.log (and, when the terminal is not one, onto it too)."""
 
     def __init__(self, say: Callable[..., None], err: bool) -> None:
         self.say, self.err, self.buf, self.busy = say, err, "", False
         self.terminal = sys.stderr if err else sys.stdout  # taken before the redirect
+        self.tty = bool(getattr(self.terminal, "isatty", lambda: False)())
+        self.last_logged = -PROGRESS_LOG_SECONDS
+        self.last_state = ""
+        self.bar_shown = False
 
     def write(self, s: str) -> int:
         if self.busy:  # `say` itself printed to sys.stdout (which is this stream): straight to the terminal
             return self.terminal.write(s)
         self.buf += s
         *lines, self.buf = self.buf.split("\n")
+        if "\r" in self.buf:  # a bar's updates (tqdm writes '\r' + state): each state, the newest kept as buf
+            *states, self.buf = self.buf.split("\r")
+            for state in [*states, self.buf]:
+                self._progress(state)
         self.busy = True
         try:
             for line in lines:
+                line = line.rsplit("\r", 1)[-1]
+                if self.bar_shown:
+                    self.terminal.write("\r\x1b[K")  # the finished bar is said as a line below
+                    self.bar_shown = False
                 self.say(line, err=self.err)
         finally:
             self.busy = False
         return len(s)
+
+    def _progress(self, state: str) -> None:
+        import time
+
+        if not state.strip() or state == self.last_state:
+            return
+        self.last_state = state
+        if self.tty:
+            self.terminal.write("\r" + state)
+            self.terminal.flush()
+            self.bar_shown = True
+        now = time.monotonic()
+        if now - self.last_logged < PROGRESS_LOG_SECONDS:
+            return
+        self.last_logged = now
+        log_only = getattr(self.say, "log_only", None)
+        self.busy = True
+        try:
+            if self.tty and log_only is not None:
+                log_only(f"progress: {state.strip()}")
+            elif not self.tty:
+                self.say(f"progress: {state.strip()}", err=self.err)
+        finally:
+            self.busy = False
 
     def close_line(self) -> None:
         if self.buf:
@@ -236,7 +278,7 @@ def run_extract(step: ResolvedStep, ctx: StepContext) -> list[Path]:
     from featurestore.store import FeatureStore
 
     args = {k: v for k, v in step.args.items() if k not in ("out", "overwrite")}
-    args.setdefault("quiet", True)
+    # no forced --quiet: the bar shows on a terminal and its state goes into pipeline.log (_Lines)
     step.dir.mkdir(parents=True, exist_ok=True)
     argv = to_cli_args(args, negatable=("flip",)) + ["--out", str(step.store)]
     if ctx.overwrite:

@@ -61,6 +61,18 @@ class SynthSummary:
     n_genuine: int
     seconds: float
 
+    def format(self) -> str:
+        """A readable summary for the terminal (what `datasets synthesize` prints)."""
+        return "\n".join(
+            [
+                f"wrote synthetic dataset {self.root} (preset {self.preset}, seed {self.seed}) in {self.seconds:.1f} s",
+                f"  images {self.n_images:,}  subjects {self.n_subjects:,}  templates {self.n_templates:,}  "
+                f"medias {self.n_medias:,}",
+                f"  pairs {self.n_pairs:,}  genuine {self.n_genuine:,}  impostor {self.n_pairs - self.n_genuine:,}",
+                f"  next: datasets check --dataset ijbc --data-root {self.root}",
+            ]
+        )
+
 
 @dataclass
 class DatasetPlan:
