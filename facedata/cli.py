@@ -194,8 +194,8 @@ def import_cmd(
     Example:
       datasets import --dataset ijbc.zarr --out quality.zarr --embeddings 'ijbc.zarr#scaleface' \\
         --quality 'scaleface=ijbc.zarr#scaleface/scale:confidence' \\
-        --quality 'ofiq=ofiq.csv#UnifiedQualityScore:confidence' --quality crfiqa=crfiqa.txt:confidence
-      analyze reject --cache quality.zarr
+        --quality 'ofiq=ofiq.csv#UnifiedQualityScore:confidence' --quality crfiqa=crfiqa.txt:confidence \\
+        && analyze reject --cache quality.zarr
 
     See docs/import.md (formats, OFIQ and CR-FIQA against ScaleFace end to end).
     """

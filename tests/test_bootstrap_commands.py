@@ -98,7 +98,7 @@ def test_fusion_and_roc_write_intervals_from_the_subject_bootstrap(store, tmp_pa
     roc = commands.roc(store.path, tmp_path / "r", RocOptions(fusions=("mean",), fars=(0.1,), bootstrap=10))
     ci = roc.tables["roc_interval"]
     assert list(ci.columns) == ["model", "fusion", "convention", "far", "tar", "tar_lo", "tar_hi", "bootstrap",
-                                "resampled"]  # fmt: skip
+                                "resampled", "level", "protocol", "dataset"]  # fmt: skip
     assert (tmp_path / "r" / "roc_interval.csv").is_file()
     wide = roc.tables["roc_table"].set_index("model")["0.1"]
     np.testing.assert_array_equal(ci.set_index("model")["tar"].loc[wide.index], wide)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = {"datasets": "facedata.cli", "extract": "extract.cli", "analyze": "analyze.cli", "pipelines": "pipelines.cli"}
+TOOLS = {"datasets": "facedata.cli", "extract": "extract.cli", "analyze": "analyze.cli", "pipelines": "pipelines.cli", "train": "train.cli"}
 
 
 def _commands():

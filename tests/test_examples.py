@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,8 +64,9 @@ def _joined(lines: list[str]) -> list[str]:
             continue
         line = (cur + line.strip()).strip()
         cur = ""
-        if "#" in line:
-            line = line[: line.index("#")].rstrip() if not line.startswith("#") else ""
+        comment = re.search(r"(^|\s)#", line)  # a shell comment: '#' at a word's start (not 'store#model')
+        if comment:
+            line = line[: comment.start()].rstrip()
         if line:
             out.append(re.sub(r"\s+", " ", line))
     return out
@@ -142,6 +144,7 @@ SUBSTITUTIONS = [
 
 STORES = ("ijbc.zarr", "lfw.zarr", "lfw.h5", "ms1mv2.zarr", "ms1mv2-val.zarr")
 RUNS = ("run1.analysis", "run2.analysis")
+QUALITY_FILES = ("ofiq.csv", "crfiqa.txt")
 
 
 @pytest.fixture(scope="module")
@@ -155,10 +158,24 @@ def world(tmp_path_factory) -> Path:
     synthesize_dataset(root / "synth", preset="tiny", seed=0)
     from analyze.commands import RejectOptions, reject
 
+    _quality_files(root)
     opts = RejectOptions(models=("pfe",), fars=(0.01,), fractions=(0.0, 0.5, 20), figures=False)
     for i, run in enumerate(RUNS):  # results of two runs for `analyze compare`
         reject(root / STORES[i], root / run / "reject", opts)
     return root
+
+
+def _quality_files(root: Path) -> None:
+    """`datasets import`'s example files for ijbc.zarr's images: an OFIQ-style ';' CSV (Filename column) and a
+    CR-FIQA-style `path score` text file, scores drawn at random (the example shows the formats, not a result)."""
+    from featurestore.store import FeatureStore
+
+    with FeatureStore.open(root / "ijbc.zarr") as store:
+        paths = [str(p) for p in store.image_column("path")]
+    rng = np.random.default_rng(0)
+    rows = [f"{p};{q:.4f}" for p, q in zip(paths, rng.uniform(0, 100, len(paths)))]
+    (root / "ofiq.csv").write_text("Filename;UnifiedQualityScore\n" + "\n".join(rows) + "\n")
+    (root / "crfiqa.txt").write_text("".join(f"{p} {q:.6f}\n" for p, q in zip(paths, rng.uniform(0, 3, len(paths)))))
 
 
 def _env() -> dict[str, str]:
@@ -193,7 +210,7 @@ def run_example(example: str, cwd: Path) -> list[subprocess.CompletedProcess]:
     ],
 )
 def test_example_runs(world: Path, tmp_path: Path, where: str, example: str):
-    for name in (*STORES, *RUNS, "synth"):
+    for name in (*STORES, *RUNS, *QUALITY_FILES, "synth"):
         if re.search(rf"synthesize(-store)? (\./)?{re.escape(name)}\b", example):
             continue  # the example makes it
         src = world / name
