@@ -38,6 +38,10 @@ from featurestore.interrupts import Interrupted
 from pipelines.context import StepContext
 from pipelines.report import write_report
 from pipelines.spec import ResolvedStep
+from pipelines.train_step import RUNTIME_KEYS as TRAIN_RUNTIME_KEYS
+from pipelines.train_step import file_inputs as train_file_inputs
+from pipelines.train_step import run_train
+from pipelines.train_step import store_inputs as train_store_inputs
 
 FINGERPRINT_FORMAT = 1
 """Bumped when what a fingerprint covers changes, so old markers no longer match."""
@@ -349,6 +353,9 @@ KINDS: dict[str, StepKind] = {
     ),
     **{command: _analysis(command) for command in ANALYSES},
     "report": StepKind("report", run_report),
+    "train": StepKind(
+        "train", run_train, TRAIN_RUNTIME_KEYS, store_inputs=train_store_inputs, file_inputs=train_file_inputs
+    ),  # fmt: skip
 }
 """Every step kind by name (pipelines.spec.KINDS lists the same names)."""
 
