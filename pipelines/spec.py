@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from featurestore.resources import package_data_dir
-from pipelines import train_step
+from pipelines import train_spec
 
 PIPELINE_DIR = package_data_dir("pipelines", "configs", "pipelines")
 """Where `load_pipeline('demo')` looks for built-in pipelines: package data `pipelines/configs/pipelines/`
@@ -259,10 +259,10 @@ def resolve_steps(spec: PipelineSpec, params: dict[str, Any], out_dir: Path) -> 
             refs[f"steps.{s.id}.store"] = str(step.store)
         if s.kind == "train":
             try:
-                train_step.check_args(args, f"{spec.source}: step {s.id!r} (train)")
-            except train_step.TrainStepError as exc:
+                train_spec.check_args(args, f"{spec.source}: step {s.id!r} (train)")
+            except train_spec.TrainStepError as exc:
                 raise PipelineError(str(exc)) from None
-            refs |= {f"steps.{s.id}.{name}": path for name, path in train_step.outputs(step_dir, args).items()}
+            refs |= {f"steps.{s.id}.{name}": path for name, path in train_spec.outputs(step_dir, args).items()}
     return resolved
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.spec import PipelineError, load_pipeline, parse_pipeline, resolve_params, resolve_steps
-from pipelines.train_step import CHECKPOINT_NAMES, TASKS
+from pipelines.train_spec import CHECKPOINT_NAMES, TASKS
 
 
 def _steps(spec, params=None, out=Path("/runs/x")):
@@ -112,7 +112,7 @@ def test_train_fingerprint_covers_options_and_store_not_device(tmp_path):
 TINY_PIPE = """
 name: tiny-train
 params:
-  steps: {default: 3}
+  n: {default: 3}
 steps:
   - id: ex
     kind: extract
@@ -120,7 +120,7 @@ steps:
            device: cpu, workers: 0}
   - id: train
     kind: train
-    with: {task: demo-heads, cache: "${steps.ex.store}", warmup_steps: "${steps}", scale_steps: "${steps}",
+    with: {task: demo-heads, cache: "${steps.ex.store}", warmup_steps: "${n}", scale_steps: "${n}",
            pfe_steps: 2, batch_size: 16, device: cpu}
   - id: after
     kind: extract
@@ -174,9 +174,20 @@ def test_train_step_runs_skips_and_resumes(tmp_path):
     assert again.actions["train"] == "ran"
     assert len((out / "train" / "scale" / "metrics.jsonl").read_text().splitlines()) == 3
     # changed parameters: the step starts again (the warm-up changes what the fine-tune starts from)
-    third = run_pipeline(pipe, out, {"steps": 5})
+    third = run_pipeline(pipe, out, {"n": 5})
     assert third.actions["train"] == "ran" and third.actions["after"] == "ran"
     assert "args.warmup_steps" in third.reasons["train"]
     state = torch.load(out / "train" / "scale" / "train_state.pt", weights_only=True)
     assert state["step"] == 5
     assert len((out / "train" / "scale" / "metrics.jsonl").read_text().splitlines()) == 5
+
+
+def test_task_config_applies_the_cli_overrides_and_refuses_another_tasks_config():
+    from train.config import ConfigTaskError, task_config
+
+    pfe = task_config("pfe-head", batch_size=32, epochs=2, lr=0.5)
+    assert (pfe.identities_per_batch, pfe.images_per_identity, pfe.epochs, pfe.optimizer.lr) == (8, 4, 2, 0.5)
+    scale = task_config("scale-head", batch_size=32)
+    assert scale.batch_size == 32 and scale.task == "scale-head" and scale.model == "scaleface_r50"
+    with pytest.raises(ConfigTaskError, match="is a pfe-head config, not scale-head"):
+        task_config("scale-head", "pfe")
