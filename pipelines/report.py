@@ -312,6 +312,47 @@ def _as_jpeg(png: bytes, width: int = MAX_FIGURE_WIDTH, quality: int = 80) -> by
     return buf.getvalue()
 
 
+def train_section(step: ResolvedStep) -> Section:
+    """A train step: the held-out Spearman correlations of the learned scale and PFE sigma^2 with the true
+    degradation (demo-heads), first and last losses, and each run's loss plot."""
+    sec = Section(f"Training: {step.id}", f"step-{step.id}")
+    if step.description:
+        sec.text(step.description)
+    metrics = _json(step.dir / "demo_metrics.json")
+    if metrics:
+        sec.text(
+            f"Held-out images: {metrics.get('n_heldout', '?')} (warm-up on {metrics.get('n_warmup', '?')}, heads on "
+            f"{metrics.get('n_head', '?')}). The method works when the learned scale falls as the true degradation "
+            "severity rises (Spearman < 0; the goal is <= -0.3) and PFE's sigma^2 rises with it (> 0)."
+        )
+        rows = []
+        quantities = (("scale", "ScaleFace scale", "< 0"), ("pfe_log_sigma_sq", "PFE mean log sigma^2", "> 0"))
+        for key, label, sign in quantities:
+            if f"{key}_spearman_vs_severity" in metrics:
+                lo, hi = (metrics.get(f"{key}_heldout_range") or [float("nan")] * 2)[:2]
+                rows.append((label, metrics[f"{key}_spearman_vs_severity"], sign, lo, hi))
+        sec.table(
+            "Spearman correlation with the true degradation severity on held-out images",
+            pd.DataFrame(rows, columns=["quantity", "spearman", "works when", "held-out min", "held-out max"]),
+        )
+        losses = [
+            (run, metrics.get(f"{run}_first_loss"), metrics.get(f"{run}_last_loss"), metrics.get(f"{run}_seconds"))
+            for run in ("warmup", "scale", "pfe")
+            if f"{run}_last_loss" in metrics
+        ]
+        sec.table("Runs", pd.DataFrame(losses, columns=["run", "first loss", "last loss", "seconds (this run)"]))
+    else:
+        summary = _json(step.dir / "summary.json")
+        if summary:
+            keep = {k: v for k, v in summary.items() if not isinstance(v, dict | list)}
+            sec.table("Run summary", pd.DataFrame([(k, str(v)) for k, v in keep.items()], columns=["field", "value"]))
+    for png in sorted(step.dir.glob("**/loss.png")):
+        run = png.parent.relative_to(step.dir).as_posix()
+        name = f"{step.id}_{run.replace('/', '_')}_loss.png" if run != "." else f"{step.id}_loss.png"
+        sec.figure(Figure(f"Loss per step ({run if run != '.' else step.id})", _fit_width(png.read_bytes()), name))
+    return sec
+
+
 def _fit_width(png: bytes, width: int = MAX_FIGURE_WIDTH) -> bytes:
     """A PNG no wider than `width` pixels (the page shows ~1100): keeps the HTML small, looks the same."""
     from PIL import Image
@@ -462,6 +503,7 @@ SECTIONS = {
     "distribution": distribution_section,
     "identify": identify_section,
     "accuracy": accuracy_section,
+    "train": train_section,
 }
 
 

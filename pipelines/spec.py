@@ -4,7 +4,8 @@ A pipeline names parameters (with defaults, or required), and an ordered list of
 (extract, reject, fusion, roc, distribution, identify, accuracy, report) with arguments that mirror the
 command-line options.
 `${name}` is a parameter, `${out}` the run folder, `${steps.ID.store}` / `${steps.ID.dir}` another step's
-store / folder (which also makes that step a dependency). See docs/pipelines.md.
+store / folder, `${steps.ID.checkpoint}` (or `scale_checkpoint`, `pfe_checkpoint`) a train step's checkpoint
+(each also makes that step a dependency). See docs/pipelines.md.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import Any
 import yaml
 
 from featurestore.resources import package_data_dir
+from pipelines import train_spec
 
 PIPELINE_DIR = package_data_dir("pipelines", "configs", "pipelines")
 """Where `load_pipeline('demo')` looks for built-in pipelines: package data `pipelines/configs/pipelines/`
 (the repository's configs/pipelines/ links to it)."""
 
-KINDS = ("extract", "reject", "fusion", "roc", "distribution", "identify", "accuracy", "report")
+KINDS = ("extract", "reject", "fusion", "roc", "distribution", "identify", "accuracy", "train", "report")
 """Step kinds a pipeline may use (implemented in pipelines.steps)."""
 
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
@@ -256,6 +258,12 @@ def resolve_steps(spec: PipelineSpec, params: dict[str, Any], out_dir: Path) -> 
         refs[f"steps.{s.id}.dir"] = str(step_dir)
         if s.kind == "extract":
             refs[f"steps.{s.id}.store"] = str(step.store)
+        if s.kind == "train":
+            try:
+                train_spec.check_args(args, f"{spec.source}: step {s.id!r} (train)")
+            except train_spec.TrainStepError as exc:
+                raise PipelineError(str(exc)) from None
+            refs |= {f"steps.{s.id}.{name}": path for name, path in train_spec.outputs(step_dir, args).items()}
     return resolved
 
 
@@ -298,8 +306,9 @@ def _lookup(name: str, values: dict[str, Any], where: str) -> Any:
     if name not in values:
         if name.startswith("steps."):
             raise PipelineError(
-                f"{where}: ${{{name}}}: steps are referred to as ${{steps.ID.dir}} or, for an "
-                "extract step, ${steps.ID.store}"
+                f"{where}: ${{{name}}}: steps are referred to as ${{steps.ID.dir}}, for an "
+                "extract step ${steps.ID.store}, for a train step ${steps.ID.checkpoint} (task demo-heads: "
+                "${steps.ID.scale_checkpoint}, ${steps.ID.pfe_checkpoint})"
             )
         raise PipelineError(f"{where}: unknown placeholder ${{{name}}}")
     return values[name]

@@ -37,9 +37,12 @@ from analyze.commands import (
 from analyze.identify import IdentifyOptions
 from analyze.outputs import OWNER_FILE, OutputExistsError, check_out_dir, claim_out_dir, clear_owned
 from featurestore.interrupts import Interrupted
+from pipelines import train_step
 from pipelines.context import StepContext
 from pipelines.report import write_report
 from pipelines.spec import ResolvedStep
+from pipelines.train_spec import RUNTIME_KEYS as TRAIN_RUNTIME_KEYS
+from pipelines.train_spec import TrainStepError
 
 FINGERPRINT_FORMAT = 1
 """Bumped when what a fingerprint covers changes, so old markers no longer match."""
@@ -367,6 +370,29 @@ def run_report(step: ResolvedStep, ctx: StepContext) -> list[Path]:
     return written
 
 
+# ---- train ------------------------------------------------------------------------------------------------
+
+
+def run_train(step: ResolvedStep, ctx: StepContext) -> list[Path]:
+    """pipelines.train_step into the step's folder: continues its runs (train --resume) when the step was
+    interrupted (no step.json) or its outputs are incomplete with the same fingerprint; starts again when its
+    inputs or parameters changed (the warm-up changes what a fine-tune starts from)."""
+    if step.dir.resolve().parent != ctx.out_dir.resolve():
+        raise StepError(f"step {step.id!r}: its folder {step.dir} is not inside the run folder {ctx.out_dir}")
+    try:
+        marker = json.loads((step.dir / MARKER).read_text())
+    except (OSError, ValueError):
+        marker = None
+    resume = marker is None or marker.get("fingerprint") == fingerprint(fingerprint_payload(step, ctx))
+    (step.dir / MARKER).unlink(missing_ok=True)
+    try:
+        written = train_step.run_train(step, ctx, resume)
+    except TrainStepError as exc:
+        raise StepError(str(exc)) from None
+    skip = {*STEP_FILES}
+    return [p for p in written if p.name not in skip]
+
+
 ANALYSES: dict[str, tuple[type, Callable[..., CommandResult]]] = {
     "reject": (RejectOptions, commands.reject),
     "fusion": (FusionOptions, commands.fusion),
@@ -395,6 +421,9 @@ KINDS: dict[str, StepKind] = {
     ),
     **{command: _analysis(command) for command in ANALYSES},
     "report": StepKind("report", run_report),
+    "train": StepKind(
+        "train", run_train, TRAIN_RUNTIME_KEYS, store_inputs=train_step.store_inputs, file_inputs=train_step.file_inputs
+    ),  # fmt: skip
 }
 """Every step kind by name (pipelines.spec.KINDS lists the same names)."""
 

@@ -82,21 +82,14 @@ def _common(f):
 
 
 def _run(task: str, config_name, centres=None, estimate_centres=False, mode=None, classifier=None, **kw) -> None:
-    from train.config import DEFAULT_CONFIG, load_train_config
+    from train.config import ConfigTaskError, task_config
     from train.run import TrainOptions, train
 
-    config = load_train_config(config_name or DEFAULT_CONFIG[task])
-    if config.task != task:
-        raise click.BadParameter(f"{config.source} is a {config.task} config, not {task}", param_hint="--config")
-    overrides = {"epochs": kw.pop("epochs"), "batch_size": kw.pop("batch_size"), "mode": mode, "classifier": classifier}
-    if task != "scale-head" and overrides["batch_size"] is not None:
-        overrides["identities_per_batch"] = max(2, overrides.pop("batch_size") // config.images_per_identity)
-    config = config.with_overrides(**overrides)
-    lr = kw.pop("lr")
-    if lr is not None:
-        from dataclasses import replace
-
-        config = replace(config, optimizer=replace(config.optimizer, lr=lr))
+    try:
+        config = task_config(task, config_name, epochs=kw.pop("epochs"), batch_size=kw.pop("batch_size"), mode=mode,
+                             classifier=classifier, lr=kw.pop("lr"))  # fmt: skip
+    except ConfigTaskError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
     opts = TrainOptions(
         config=config,
         out=Path(kw.pop("out")),

@@ -24,6 +24,10 @@ class TrainConfigError(ValueError):
     """A training config that cannot be used; the message names the file and key."""
 
 
+class ConfigTaskError(TrainConfigError):
+    """A config of another task than the one asked for (the CLI names --config)."""
+
+
 @dataclass(frozen=True)
 class OptimizerConfig:
     """SGD settings; `lr` is for a global batch of `TrainConfig.lr_reference_batch` (0: used as given)."""
@@ -147,3 +151,27 @@ def train_config_from_dict(data: Any, source: str = "<dict>") -> TrainConfig:
     except (TypeError, ValueError) as exc:
         raise TrainConfigError(f"{source}: bad value: {exc}") from exc
     return TrainConfig(optimizer=optimizer, source=source, **kwargs)
+
+
+def task_config(
+    task: str,
+    name_or_path: str | Path | None = None,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    mode: str | None = None,
+    classifier: str | None = None,
+    lr: float | None = None,
+) -> TrainConfig:
+    """A task's config (its default one unless named) with the CLI's overrides; a config of another task is
+    refused. For PFE and the pair classifier `batch_size` sets identities per batch (x images per identity)."""
+    config = load_train_config(name_or_path or DEFAULT_CONFIG[task])
+    if config.task != task:
+        raise ConfigTaskError(f"{config.source} is a {config.task} config, not {task}")
+    overrides: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "mode": mode, "classifier": classifier}
+    if task != "scale-head" and batch_size is not None:
+        overrides["identities_per_batch"] = max(2, overrides.pop("batch_size") // config.images_per_identity)
+    config = config.with_overrides(**overrides)
+    if lr is not None:
+        config = replace(config, optimizer=replace(config.optimizer, lr=lr))
+    return config

@@ -81,13 +81,15 @@ def train_demo_heads(
     seed: int = 0,
     device: str = "cpu",
     force: bool = False,
+    resume: bool = False,
     progress: bool = False,
 ) -> DemoResult:
     """On the store's bottleneck array, leaving `holdout` of each identity's images out: a plain-ArcFace warm-up
     of the backbone's fc + features and the centres (a random backbone's embedding carries no identity, so a scale
     head fitted on it collapses to s = 0), then a ScaleFace fine-tune and a PFE head on the warmed-up embedding;
     reports on the held-out images the Spearman correlation of the learned scale with the true severity (the
-    method works when it is negative) and of PFE's mean log sigma^2 (positive)."""
+    method works when it is negative) and of PFE's mean log sigma^2 (positive). `resume` continues each of the
+    three runs from its train_state.pt (a finished one is only re-read)."""
     out = Path(out)
     data, model = cached_data(store)
     with FeatureStore.open(store) as s:
@@ -110,6 +112,7 @@ def train_demo_heads(
         seed=seed,
         device=device,
         force=force,
+        resume=resume,
         progress=progress,
         items=warm_items,
         estimate_centres=True,
