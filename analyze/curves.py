@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["auc", "binary_counts", "roc_curve_points"]
+__all__ = ["Counts", "auc", "binary_counts", "roc_curve_points"]
 
 
 def binary_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -30,13 +30,18 @@ def binary_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     return fps, tps, s_sorted[idx]
 
 
-def roc_curve_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Counts = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""What `binary_counts` returns: (false positives, true positives, thresholds)."""
+
+
+def roc_curve_points(labels: np.ndarray, scores: np.ndarray, counts: Counts | None = None) -> Counts:
     """The points of sklearn.metrics.roc_curve(labels, scores) (defaults: drop_intermediate=True).
 
     The same construction on `binary_counts` (one point per distinct score, descending; collinear
     points dropped; (0, 0) prepended with threshold inf). A class with no pair gives NaN rates.
+    `counts`: `binary_counts(labels, scores)` computed already (one sort shared by several curves).
     """
-    fps, tps, thresholds = binary_counts(labels, scores)
+    fps, tps, thresholds = binary_counts(labels, scores) if counts is None else counts
     if tps.size > 2:
         keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
         fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from analyze.curves import binary_counts, roc_curve_points
+from analyze.curves import Counts, binary_counts, roc_curve_points
 from analyze.tarfar import check_scores_labels
 
 __all__ = ["EER_RULE", "EerResult", "det_points", "det_table", "eer", "eer_table", "roc_long_table"]
@@ -25,19 +25,24 @@ EER_RULE = "linear-between-operating-points"
 sign crosses FNMR = FMR; the same number as brentq(1 - x - interp1d(fpr, tpr)(x)) on the full ROC polyline."""
 
 
-def _counts(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+def _counts(
+    scores: ArrayLike, labels: ArrayLike, counts: Counts | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     s, lab = check_scores_labels(scores, labels)
     n_gen = int(lab.sum())
     n_imp = int(lab.size - n_gen)
     if n_gen == 0 or n_imp == 0:
         raise ValueError(f"EER/DET need genuine and impostor pairs, got {n_gen} genuine and {n_imp} impostor")
-    fps, tps, thr = binary_counts(lab, s)
+    fps, tps, thr = binary_counts(lab, s) if counts is None else counts
     return fps, tps, thr, n_gen, n_imp
 
 
-def det_points(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fmr, fnmr, threshold) at every operating point, thresholds descending, starting at (0, 1, inf)."""
-    fps, tps, thr, n_gen, n_imp = _counts(scores, labels)
+def det_points(
+    scores: ArrayLike, labels: ArrayLike, counts: Counts | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fmr, fnmr, threshold) at every operating point, thresholds descending, starting at (0, 1, inf).
+    `counts`: `binary_counts(labels, scores)` when computed already (one sort shared by EER, DET and ROC)."""
+    fps, tps, thr, n_gen, n_imp = _counts(scores, labels, counts)
     fmr = np.r_[0.0, fps / n_imp]
     fnmr = np.r_[1.0, 1.0 - tps / n_gen]
     return fmr, fnmr, np.r_[np.inf, thr]
@@ -54,11 +59,11 @@ class EerResult:
     rule: str = EER_RULE
 
 
-def eer(scores: ArrayLike, labels: ArrayLike) -> EerResult:
+def eer(scores: ArrayLike, labels: ArrayLike, counts: Counts | None = None) -> EerResult:
     """Equal error rate under `EER_RULE`: between the last operating point with FNMR >= FMR and the next one
     (FNMR <= FMR), EER = FMR + t (FMR' - FMR) with t = d / (d - d'), d = FNMR - FMR; `threshold` is that of
     the segment end with the smaller |FNMR - FMR| (the higher-threshold end on ties)."""
-    fmr, fnmr, thr = det_points(scores, labels)
+    fmr, fnmr, thr = det_points(scores, labels, counts)
     d = fnmr - fmr
     k = int(np.argmax(d <= 0))  # first point at or past the crossing; d[0] = 1 > 0 and d[-1] = -1
     d0, d1 = d[k - 1], d[k]
@@ -68,23 +73,29 @@ def eer(scores: ArrayLike, labels: ArrayLike) -> EerResult:
     return EerResult(value, float(thr[near]), float(fmr[near]), float(fnmr[near]))
 
 
-def det_table(scores: ArrayLike, labels: ArrayLike, key: dict[str, Any] | None = None) -> pd.DataFrame:
+def det_table(
+    scores: ArrayLike, labels: ArrayLike, key: dict[str, Any] | None = None, counts: Counts | None = None
+) -> pd.DataFrame:
     """Tidy DET points (fmr, fnmr, threshold) with `key`'s columns in front; plot both axes log (or probit)."""
-    fmr, fnmr, thr = det_points(scores, labels)
+    fmr, fnmr, thr = det_points(scores, labels, counts)
     return _with_key(pd.DataFrame({"fmr": fmr, "fnmr": fnmr, "threshold": thr}), key)
 
 
-def roc_long_table(scores: ArrayLike, labels: ArrayLike, key: dict[str, Any] | None = None) -> pd.DataFrame:
+def roc_long_table(
+    scores: ArrayLike, labels: ArrayLike, key: dict[str, Any] | None = None, counts: Counts | None = None
+) -> pd.DataFrame:
     """The tidy long ROC table (far, tar, threshold): sklearn roc_curve's points (`roc_curve_points`), one row
     each, `key`'s columns in front, beside the wide TAR@FAR table."""
     s, lab = check_scores_labels(scores, labels)
-    far, tar, thr = roc_curve_points(lab, s)
+    far, tar, thr = roc_curve_points(lab, s, counts)
     return _with_key(pd.DataFrame({"far": far, "tar": tar, "threshold": thr}), key)
 
 
-def eer_table(scores: ArrayLike, labels: ArrayLike, key: dict[str, Any] | None = None) -> pd.DataFrame:
+def eer_table(
+    scores: ArrayLike, labels: ArrayLike, key: dict[str, Any] | None = None, counts: Counts | None = None
+) -> pd.DataFrame:
     """One row (key..., eer, threshold, fmr, fnmr, eer_rule)."""
-    r = eer(scores, labels)
+    r = eer(scores, labels, counts)
     row = {**(key or {}), "eer": r.eer, "threshold": r.threshold, "fmr": r.fmr, "fnmr": r.fnmr, "eer_rule": r.rule}
     return pd.DataFrame([row])
 

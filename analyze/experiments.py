@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analyze.bootstrap import BOOTSTRAP_LEVEL, reject_interval, tar_at_far_interval
-from analyze.curves import auc, roc_curve_points
+from analyze.curves import Counts, auc, binary_counts, roc_curve_points
 from analyze.det import det_table, eer_table, roc_long_table
 from analyze.loading import PairSet, ValidRows, build_pair_set, select, valid_rows
 from analyze.outputs import progress
@@ -476,10 +476,11 @@ def run_roc(
             res = tar_at_far(scores, ps.labels, ps_fars, convention, allow_tiny_far=True)
             key = {"model": model, "level": proto.level, "fusion": ps.fusion, "distance": "cosine"}
             rows.append({**key, "convention": convention, **{f"{f:g}": t for f, t in zip(res.fars, res.tar)}})
-            fpr, tpr = roc_points(scores, ps.labels)
+            counts = binary_counts(ps.labels, scores)  # one sort for the curve, EER, DET and the long table
+            fpr, tpr = roc_points(scores, ps.labels, counts=counts)
             curves.append(pd.DataFrame({**key, "fpr": fpr, "tpr": tpr}))
             if details is not None:
-                _roc_details(details, scores, ps.labels, {"model": model, "fusion": ps.fusion, **table_keys})
+                _roc_details(details, scores, ps.labels, {"model": model, "fusion": ps.fusion, **table_keys}, counts)
             if bootstrap and details is not None:
                 units = ps.units(store)
                 lo, hi = tar_at_far_interval(scores, ps.labels, units, ps_fars, convention, bootstrap, seed)
@@ -495,9 +496,11 @@ def run_roc(
     return add_keys(table, **keys), curve_df, report  # added last: the FAR columns keep their places
 
 
-def roc_points(scores: np.ndarray, labels: np.ndarray, n_points: int = 400) -> tuple[np.ndarray, np.ndarray]:
+def roc_points(
+    scores: np.ndarray, labels: np.ndarray, n_points: int = 400, counts: Counts | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The ROC curve (`roc_curve_points`, sklearn's roc_curve) thinned to ~n_points log-spaced FPRs, for plotting."""
-    fpr, tpr, _ = roc_curve_points(labels, scores)
+    fpr, tpr, _ = roc_curve_points(labels, scores, counts)
     idx = log_spaced_index(fpr, n_points)
     return fpr[idx], tpr[idx]
 
@@ -510,12 +513,14 @@ def log_spaced_index(rate: np.ndarray, n_points: int = 400) -> np.ndarray:
     return np.unique(np.maximum(idx, 0))
 
 
-def _roc_details(details: dict[str, list[pd.DataFrame]], scores: np.ndarray, labels: np.ndarray, key: dict) -> None:
+def _roc_details(
+    details: dict[str, list[pd.DataFrame]], scores: np.ndarray, labels: np.ndarray, key: dict, counts: Counts
+) -> None:
     """EER row, DET points thinned for a log-log figure (every point is kept where there are few) and the
     tidy long ROC (sklearn's roc_curve points) of one (model, fusion), appended to `details`."""
     if labels.all() or not labels.any():
         return  # EER and DET need both classes; the ROC table already shows NaN
-    details.setdefault("eer", []).append(eer_table(scores, labels, key))
-    det = det_table(scores, labels, key)
+    details.setdefault("eer", []).append(eer_table(scores, labels, key, counts))
+    det = det_table(scores, labels, key, counts)
     details.setdefault("det", []).append(det.iloc[log_spaced_index(det["fmr"].to_numpy())].reset_index(drop=True))
-    details.setdefault("roc_long", []).append(roc_long_table(scores, labels, key))
+    details.setdefault("roc_long", []).append(roc_long_table(scores, labels, key, counts))
