@@ -119,7 +119,7 @@ def test_without_force_a_non_empty_folder_is_refused_but_a_record_alone_is_not(t
 def test_an_interrupted_analysis_stays_incomplete_and_force_replaces_it(tmp_path, store, monkeypatch):
     import analyze.figures
 
-    def stop(df, out_dir, dataset=""):
+    def stop(df, out_dir, *args, **kwargs):
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "half.png").write_bytes(b"x")
         raise Interrupted(signal.SIGINT)
@@ -218,7 +218,7 @@ def test_run_roc_api_keeps_explicit_fars_strict(store):
     with pytest.raises(ValueError, match="below the smallest meaningful FAR"):
         run_roc(store, models=["scaleface"], fars=(1e-6, 0.1))
     table, _, report = run_roc(store, models=["scaleface"], fars=(1e-6, 0.1), allow_tiny_far=True)
-    assert list(table.columns[-2:]) == ["1e-06", "0.1"] and report.fars_dropped == {}
+    assert list(table.columns[-4:]) == ["1e-06", "0.1", "protocol", "dataset"] and report.fars_dropped == {}
 
 
 # ---- exclusions --------------------------------------------------------------------------------------
