@@ -337,11 +337,10 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
             seed=o.seed,
             references=o.references,
         )
-        report.params["scheduler"] = where
         report.params["references"] = dict(REFERENCE_ORDERS) if o.references else {}
         _resolve_params(report, df, fusions="fusion", metrics=("distance", "uncertainty"))
         report.results = {"auc": _records(auc_df, ["model", "fusion", "distance", "uncertainty", "far", "auc"])}
-        _provenance(report, st)
+        _provenance(report, st, where)
         out_dir = owned.path
         owned.add(*write_table(df, out_dir, "reject"))
         auc_df.to_csv(out_dir / "auc.csv", index=False)
@@ -402,10 +401,9 @@ def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) ->
             bootstrap=o.bootstrap,
             seed=o.seed,
         )
-        report.params["scheduler"] = where
         _resolve_params(report, df, fusions="fusion", distances="distance")
         report.results = {"tar": _records(df, ["model", "fusion", "distance", "far", "tar"])}
-        _provenance(report, st)
+        _provenance(report, st, where)
         out_dir = owned.path
         owned.add(*write_table(df, out_dir, "fusion"), write_json(report, out_dir / "summary.json"))
         if o.figures:
@@ -442,10 +440,9 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
             bootstrap=o.bootstrap,
             seed=o.seed,
         )
-        report.params["scheduler"] = where
         _resolve_params(report, curve_df, fusions="fusion")
         report.results = {"tar": table.to_dict(orient="records")}
-        _provenance(report, st)
+        _provenance(report, st, where)
         out_dir = owned.path
         owned.add(*write_table(table, out_dir, "roc_table"), *write_table(curve_df, out_dir, "roc_curve"))
         extra = {name: pd.concat(details[name], ignore_index=True) for name in ROC_DETAILS if details.get(name)}
@@ -513,10 +510,12 @@ def _resolve_params(report: experiments.RunReport, df: pd.DataFrame, **columns: 
         report.params[key] = list(dict.fromkeys(values))
 
 
-def _provenance(report: experiments.RunReport, store: FeatureStore) -> None:
-    """The command line, toolkit version and store digest in summary.json (analyze.outputs.provenance)."""
+def _provenance(report: experiments.RunReport, store: FeatureStore, scheduler: str) -> None:
+    """Where the run ran (the scheduler) and the command line, toolkit version and store digest in summary.json
+    (analyze.outputs.provenance)."""
     from analyze.outputs import provenance
 
+    report.params["scheduler"] = scheduler
     report.provenance = provenance(store)
 
 

@@ -458,16 +458,3 @@ def reject_result(
     if method is None:
         raise ValueError(f"no reject curve for threshold mode {threshold_mode!r} with the {convention!r} convention")
     return method(scores, labels, uncertainty, fractions, fars)
-
-
-def reject_columns(
-    scores: ArrayLike,
-    labels: ArrayLike,
-    uncertainty: ArrayLike,
-    fractions: ArrayLike,
-    fars: ArrayLike,
-    threshold_mode: str = "recompute",
-    convention: str = "exact",
-) -> dict[str, np.ndarray]:
-    """The tidy columns (`.columns()`) of `reject_result`."""
-    return reject_result(scores, labels, uncertainty, fractions, fars, threshold_mode, convention).columns()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyze.reject import REJECT_METHODS, nearest_reject_curve, reject_columns
+from analyze.reject import REJECT_METHODS, nearest_reject_curve, reject_result
 from analyze.tables import far_pivot, method_label, method_labels
 from analyze.tarfar import tar_at_far
 
@@ -54,9 +54,11 @@ def test_nearest_curve_is_tar_at_far_on_each_kept_prefix():
 
 def test_every_reject_method_has_one_column_shape():
     scores, labels, unc = _data()
-    shapes = {key: reject_columns(scores, labels, unc, [0.0, 0.25, 0.5], [0.1, 0.3], *key) for key in REJECT_METHODS}
+    shapes = {
+        key: reject_result(scores, labels, unc, [0.0, 0.25, 0.5], [0.1, 0.3], *key).columns() for key in REJECT_METHODS
+    }
     keys = {tuple(cols) for cols in shapes.values()}
     assert len(keys) == 1 and "discarded_fraction" in next(iter(keys))
     assert all(len(c["tar"]) == 6 for c in shapes.values())
     with pytest.raises(ValueError, match="no reject curve for threshold mode 'fixed' with the 'nearest'"):
-        reject_columns(scores, labels, unc, [0.0], [0.1], "fixed", "nearest")
+        reject_result(scores, labels, unc, [0.0], [0.1], "fixed", "nearest")
