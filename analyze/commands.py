@@ -37,6 +37,7 @@ from analyze.outputs import (
 )
 from analyze.reject import REFERENCE_ORDERS
 from analyze.tables import far_pivot, method_labels
+from analyze.timing import StageTimes, stage, timed_run
 from analyze.vocabulary import check_distance, fusion_spec, metric_specs
 from featurestore.errors import StoreError
 from featurestore.schema import STATUS_OK
@@ -316,7 +317,7 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
             "--bootstrap",
         )
     details: dict[str, list[pd.DataFrame]] = {}
-    with _claimed(store, out, o, "reject") as (st, owned, where):
+    with timed_run() as times, _claimed(store, out, o, "reject") as (st, owned, where):
         df, auc_df, report = experiments.run_reject(
             st,
             models=_models(o),
@@ -342,21 +343,24 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
         report.results = {"auc": _records(auc_df, ["model", "fusion", "distance", "uncertainty", "far", "auc"])}
         _provenance(report, st, where)
         out_dir = owned.path
-        owned.add(*write_table(df, out_dir, "reject"))
-        auc_df.to_csv(out_dir / "auc.csv", index=False)
-        owned.add(out_dir / "auc.csv", write_json(report, out_dir / "summary.json"))
-        extra = {name: pd.concat(details[name], ignore_index=True) for name in REJECT_DETAILS if details.get(name)}
-        for name, table in extra.items():
-            if name == "reference_auc":
-                table.to_csv(out_dir / "reference_auc.csv", index=False)
-                owned.add(out_dir / "reference_auc.csv")
-            else:
-                owned.add(*write_table(table, out_dir, name))
+        with stage("write"):
+            owned.add(*write_table(df, out_dir, "reject"))
+            auc_df.to_csv(out_dir / "auc.csv", index=False)
+            owned.add(out_dir / "auc.csv")
+            extra = {name: pd.concat(details[name], ignore_index=True) for name in REJECT_DETAILS if details.get(name)}
+            for name, table in extra.items():
+                if name == "reference_auc":
+                    table.to_csv(out_dir / "reference_auc.csv", index=False)
+                    owned.add(out_dir / "reference_auc.csv")
+                else:
+                    owned.add(*write_table(table, out_dir, name))
         if o.figures:
             from analyze.figures import plot_reject_comparison, plot_reject_curves
 
-            plot_reject_curves(df, out_dir / "figures", reference=extra.get("reference"))
-            plot_reject_comparison(df, out_dir / "figures", reference=extra.get("reference"), style=o.figure_style)
+            with stage("figures"):
+                plot_reject_curves(df, out_dir / "figures", reference=extra.get("reference"))
+                plot_reject_comparison(df, out_dir / "figures", reference=extra.get("reference"), style=o.figure_style)
+        _write_summary(report, times, owned)
         owned.finish()
     lines = [
         f"AUC of TAR over rejected fraction ({o.threshold_mode}, {o.convention} convention):",
@@ -372,7 +376,7 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
         ]
     text = "\n".join(lines)
     tables = {"reject": df, "auc": auc_df, **extra}
-    return CommandResult("reject", out_dir, tables, report, text, exclusion_notes(report), f"wrote {out_dir}")
+    return CommandResult("reject", out_dir, tables, report, text, exclusion_notes(report), _footer(out_dir, times))
 
 
 REJECT_DETAILS = ("reference", "reference_auc", "edc")
@@ -386,7 +390,7 @@ def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) ->
     o = options
     check_names(fusions=o.fusions, distances=o.distances)
     media = {"keep_norm": o.media_norm, "use_detector_score": o.media_detector, "add_flip": o.media_flip}
-    with _claimed(store, out, o, "fusion") as (st, owned, where):
+    with timed_run() as times, _claimed(store, out, o, "fusion") as (st, owned, where):
         df, report = experiments.run_fusion_table(
             st,
             models=_models(o),
@@ -405,11 +409,14 @@ def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) ->
         report.results = {"tar": _records(df, ["model", "fusion", "distance", "far", "tar"])}
         _provenance(report, st, where)
         out_dir = owned.path
-        owned.add(*write_table(df, out_dir, "fusion"), write_json(report, out_dir / "summary.json"))
+        with stage("write"):
+            owned.add(*write_table(df, out_dir, "fusion"))
         if o.figures:
             from analyze.figures import plot_fusion
 
-            plot_fusion(df, out_dir / "figures", style=o.figure_style)
+            with stage("figures"):
+                plot_fusion(df, out_dir / "figures", style=o.figure_style)
+        _write_summary(report, times, owned)
         owned.finish()
     table = far_pivot(df, ["model", "fusion", "distance"], "tar")
     text = "\n".join(
@@ -418,7 +425,8 @@ def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) ->
             table.to_string(float_format=lambda v: f"{v:.4f}"),
         ]
     )
-    return CommandResult("fusion", out_dir, {"fusion": df}, report, text, exclusion_notes(report), f"wrote {out_dir}")
+    footer = _footer(out_dir, times)
+    return CommandResult("fusion", out_dir, {"fusion": df}, report, text, exclusion_notes(report), footer)
 
 
 def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> CommandResult:
@@ -426,7 +434,7 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
     o = options
     check_names(fusions=o.fusions)
     details: dict[str, list[pd.DataFrame]] = {}
-    with _claimed(store, out, o, "roc") as (st, owned, where):
+    with timed_run() as times, _claimed(store, out, o, "roc") as (st, owned, where):
         table, curve_df, report = experiments.run_roc(
             st,
             models=_models(o),
@@ -444,17 +452,19 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
         report.results = {"tar": table.to_dict(orient="records")}
         _provenance(report, st, where)
         out_dir = owned.path
-        owned.add(*write_table(table, out_dir, "roc_table"), *write_table(curve_df, out_dir, "roc_curve"))
-        extra = {name: pd.concat(details[name], ignore_index=True) for name in ROC_DETAILS if details.get(name)}
-        for name, df in extra.items():
-            owned.add(*write_table(df, out_dir, name))
-        owned.add(write_json(report, out_dir / "summary.json"))
+        with stage("write"):
+            owned.add(*write_table(table, out_dir, "roc_table"), *write_table(curve_df, out_dir, "roc_curve"))
+            extra = {name: pd.concat(details[name], ignore_index=True) for name in ROC_DETAILS if details.get(name)}
+            for name, df in extra.items():
+                owned.add(*write_table(df, out_dir, name))
         if o.figures:
             from analyze.figures import plot_det, plot_roc
 
-            plot_roc(curve_df, out_dir / "figures", intervals=extra.get("roc_interval"), style=o.figure_style)
-            if "det" in extra:
-                plot_det(extra["det"], out_dir / "figures", eer=extra.get("eer"))
+            with stage("figures"):
+                plot_roc(curve_df, out_dir / "figures", intervals=extra.get("roc_interval"), style=o.figure_style)
+                if "det" in extra:
+                    plot_det(extra["det"], out_dir / "figures", eer=extra.get("eer"))
+        _write_summary(report, times, owned)
         owned.finish()
     lines = [f"TAR@FAR ({o.convention} convention):", table.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
     if "eer" in extra:
@@ -462,7 +472,7 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
         lines += [f"EER ({EER_RULE}):", eer_df.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
     text = "\n".join(lines)
     tables = {"roc_table": table, "roc_curve": curve_df, **extra}
-    return CommandResult("roc", out_dir, tables, report, text, exclusion_notes(report), f"wrote {out_dir}")
+    return CommandResult("roc", out_dir, tables, report, text, exclusion_notes(report), _footer(out_dir, times))
 
 
 ROC_DETAILS = ("eer", "det", "roc_long", "roc_interval")
@@ -508,6 +518,17 @@ def _resolve_params(report: experiments.RunReport, df: pd.DataFrame, **columns: 
         else:
             values = [str(v) for v in df[col]]
         report.params[key] = list(dict.fromkeys(values))
+
+
+def _footer(out_dir: Path, times: StageTimes) -> str:
+    """The command's last line: where it wrote, and where the time went."""
+    return f"wrote {out_dir}\n{times.line()}"
+
+
+def _write_summary(report: experiments.RunReport, times: StageTimes, owned: OwnedOutput) -> None:
+    """summary.json, written last so that its `timings` (analyze.timing) cover the tables and figures too."""
+    report.timings = times.as_dict()
+    owned.add(write_json(report, owned.path / "summary.json"))
 
 
 def _provenance(report: experiments.RunReport, store: FeatureStore, scheduler: str) -> None:

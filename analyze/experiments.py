@@ -83,6 +83,8 @@ class RunReport:
     pairs: dict[str, dict[str, int]] = field(default_factory=dict)
     fars_dropped: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    """Wall seconds per stage of the whole command (analyze.timing: read, fuse, score, ..., other, total)."""
     results: dict[str, Any] = field(default_factory=dict)
     """Headline results (the AUC or TAR@FAR rows), filled in by analyze.commands."""
     provenance: dict[str, Any] = field(default_factory=dict)
