@@ -85,9 +85,11 @@ def test_nist_layout_and_subject_check(tmp_path):
     raw = nist_raw(root)
     test4 = root / "protocols" / "test4"
     test4.mkdir(parents=True)
-    (test4 / "gallery_G1.csv").write_text(HEAD + "1,100,img/5.jpg,a\n1,100,frames/7_1.png,a\n")
-    (test4 / "gallery_G2.csv").write_text(HEAD + "2,200,img/6.jpg,b\n")
-    (test4 / "probes.csv").write_text(HEAD + "11,100,frames/7_2.png,a\n12,300,img/8.jpg,c\n")
+    # NIST's header and face-box columns, as public IJB-C tooling reads protocols/test4/*.csv
+    nist_head = "TEMPLATE_ID,SUBJECT_ID,FILENAME,FACE_X,FACE_Y,FACE_WIDTH,FACE_HEIGHT\n"
+    (test4 / "gallery_G1.csv").write_text(nist_head + "1,100,img/5.jpg,10,12,80,96\n1,100,frames/7_1.png,3,4,50,60\n")
+    (test4 / "gallery_G2.csv").write_text(nist_head + "2,200,img/6.jpg,0,0,112,112\n")
+    (test4 / "probes.csv").write_text(nist_head + "11,100,frames/7_2.png,5,5,40,48\n12,300,img/8.jpg,1,2,30,33\n")
     raw["identification"] = yaml.safe_load(open(load_manifest("ijbc-nist").source))["identification"]
     t = read_dataset(manifest(tmp_path, raw), root)
     idp = t.identification["identification_1N"]
