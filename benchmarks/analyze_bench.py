@@ -427,7 +427,20 @@ def part_budgets(store_path: Path, names: list[str], cluster: str | None) -> dic
                 )
                 if r["rc"]:
                     print("      " + " | ".join(r["tail"]))
+                r["stages"] = stage_seconds(out)
+                if r["stages"]:
+                    print("      " + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items()) + " (s, summary.json)")
     return {"floors": fl, "commands": rows}
+
+
+def stage_seconds(out: Path) -> dict[str, float]:
+    """The `timings` a command wrote into its summary.json (analyze.timing: read, fuse, score, ...); {} if none."""
+    path = out / "summary.json"
+    if not path.is_file():
+        return {}
+    import json
+
+    return dict(json.loads(path.read_text()).get("timings") or {})
 
 
 def main() -> None:

@@ -201,6 +201,13 @@ def check(args: argparse.Namespace) -> dict:
             res["run_extraction"][prec] = {"images_per_s": round(ips, 1), "summary": summary}
             res["cosine_vs_cpu_fp32"][f"run_extraction/{prec}"] = float(cos.min())
             log(f"run_extraction {prec}: {ips:,.0f} images/s, min cosine {cos.min():.6f}\n{summary}")
+            kw["preprocess"] = "device"  # extract --preprocess device: workers read bytes, the device decodes
+            extract_images_per_s(tmp / "warm-dev.zarr", tmp, sub, run, **kw)
+            ips, emb, summary = extract_images_per_s(tmp / f"{prec}-device.zarr", tmp, tables, run, **kw)
+            cos = row_cosine(emb[:n_sub], ref)
+            res["run_extraction"][f"{prec}+preprocess-device"] = {"images_per_s": round(ips, 1), "summary": summary}
+            res["cosine_vs_cpu_fp32"][f"run_extraction/{prec}+preprocess-device"] = float(cos.min())
+            log(f"run_extraction --preprocess device {prec}: {ips:,.0f} images/s, min cosine {cos.min():.6f}")
         paths = [str(p) for p in tables.images.path]
         for prec in precisions:
             nvjpeg_images_per_s(tmp, paths[: args.batch_size], run[0], device, prec, args.batch_size)  # warm-up

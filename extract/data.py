@@ -34,20 +34,32 @@ class DecodedFace:
     seconds: float
 
 
-def decode_and_align(root: Path, path: str, landmarks: np.ndarray) -> tuple[np.ndarray | None, int, str]:
-    """(RGB crop, status, message) for one image, as insightface's IJB-C evaluation prepares it:
-    decode to BGR with OpenCV, warp by the 5-point similarity (or pass a pre-aligned face), then RGB."""
+def read_image(root: Path, path: str) -> tuple[bytes | None, int, str]:
+    """(encoded bytes, status, message) of one row's image file: missing and unreadable files get their status."""
     try:
-        data = open_image_bytes(root, path)  # one verified open: no check-then-open race
+        return open_image_bytes(root, path), STATUS_OK, ""  # one verified open: no check-then-open race
     except MissingFileError as exc:
         if split_member(path)[1] is None:
             return None, STATUS_MISSING, "file not found"
         return None, STATUS_UNREADABLE, str(exc)
     except DataError as exc:
         return None, STATUS_UNREADABLE, str(exc)
+
+
+def undecodable(data: bytes) -> str:
+    """The message of an image whose bytes no decoder reads."""
+    return f"cannot decode {len(data)} bytes as an image"
+
+
+def decode_and_align(root: Path, path: str, landmarks: np.ndarray) -> tuple[np.ndarray | None, int, str]:
+    """(RGB crop, status, message) for one image, as insightface's IJB-C evaluation prepares it:
+    decode to BGR with OpenCV, warp by the 5-point similarity (or pass a pre-aligned face), then RGB."""
+    data, status, message = read_image(root, path)
+    if data is None:
+        return None, status, message
     img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if img is None:
-        return None, STATUS_UNREADABLE, f"cannot decode {len(data)} bytes as an image"
+        return None, STATUS_UNREADABLE, undecodable(data)
     result = align_face(img, landmarks)
     if not result.ok:
         return None, STATUS_ALIGN_FAILED, result.message
@@ -74,6 +86,59 @@ class FaceCrops(Dataset):
         if crop is None:
             crop = np.zeros((CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
         return DecodedFace(int(row), crop, status, message, time.perf_counter() - t0)
+
+
+@dataclass
+class RawFace:
+    """One row's file contents for device-side decoding (`--preprocess device`): bytes, or None with why."""
+
+    row: int
+    data: bytes | None
+    status: int
+    message: str
+    seconds: float
+
+
+class FaceBytes(Dataset):
+    """Map-style dataset over store rows whose item is the row's encoded image (RawFace): the workers only read
+    files; decoding and alignment happen on the device (extract.gpu_preprocess.device_batch)."""
+
+    def __init__(self, root: str | Path, paths: Sequence[str]) -> None:
+        self.root = Path(root)
+        self.paths = np.asarray(paths, dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, row: int) -> RawFace:
+        t0 = time.perf_counter()
+        try:
+            data, status, message = read_image(self.root, str(self.paths[row]))
+        except Exception as exc:  # as FaceCrops: record it and go on
+            data, status, message = None, STATUS_UNREADABLE, f"{type(exc).__name__}: {exc}"
+        return RawFace(int(row), data, status, message, time.perf_counter() - t0)
+
+
+@dataclass
+class RawBatch:
+    """Collated RawFaces: rows, file contents (None where unread), statuses, messages and read time."""
+
+    rows: np.ndarray
+    data: list[bytes | None]
+    status: np.ndarray
+    messages: list[str]
+    decode_seconds: float
+
+
+def collate_raw(items: list[RawFace]) -> RawBatch:
+    """Collate RawFaces into one RawBatch."""
+    return RawBatch(
+        rows=np.array([it.row for it in items], dtype=np.int64),
+        data=[it.data for it in items],
+        status=np.array([it.status for it in items], dtype=np.uint8),
+        messages=[it.message for it in items],
+        decode_seconds=float(sum(it.seconds for it in items)),
+    )
 
 
 @dataclass

@@ -18,12 +18,17 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from extract.checkpoints import LoadedModel
-from extract.data import Batch, ChunkBatches, FaceCrops, collate
+from extract.data import Batch, ChunkBatches, FaceBytes, FaceCrops, collate, collate_raw
+from extract.gpu_preprocess import device_batch
 from extract.preprocess import preprocess_batch
 from featurestore.errors import StoreWriteError
 from featurestore.interrupts import Interrupted, ignore_in_worker
 from featurestore.schema import STATUS_NAMES, STATUS_OK
 from featurestore.store import FeatureStore, shard_chunks
+
+PREPROCESS_MODES = ("cpu", "device")
+"""Where images are decoded and aligned: OpenCV in the DataLoader workers (the default: insightface's crops exactly),
+or on the run's device (nvjpeg decode, grid_sample alignment: extract.gpu_preprocess)."""
 
 
 class ExtractionError(RuntimeError):
@@ -197,8 +202,12 @@ def run_extraction(
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
     only_chunks: list[int] | None = None,
+    preprocess: str = "cpu",
 ) -> ExtractSummary:
     """Fill the store's pending chunks of shard `shard` (i, n); returns the run's summary.
+
+    `preprocess`: "cpu" (OpenCV decode and alignment in the DataLoader workers: insightface's crops exactly) or
+    "device" (the workers only read files; extract.gpu_preprocess decodes and aligns on `device`).
 
     `on_chunk(chunk)` is called after each chunk is written and marked done (tests use it to
     interrupt a run at a known point). `only_chunks` (repair) restricts the run to those chunks.
@@ -223,6 +232,7 @@ def run_extraction(
             progress=progress,
             on_chunk=on_chunk,
             only_chunks=only_chunks,
+            preprocess=preprocess,
         )
     except Interrupted as exc:
         done = int(store.chunk_done()[chunks.start : chunks.stop].sum())
@@ -252,7 +262,10 @@ def _run_extraction(
     progress: bool,
     on_chunk: Callable[[int], None] | None,
     only_chunks: list[int] | None,
+    preprocess: str = "cpu",
 ) -> ExtractSummary:
+    if preprocess not in PREPROCESS_MODES:
+        raise ValueError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}")
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every batch is (B, 3, 112, 112): tune the kernels once
@@ -272,12 +285,13 @@ def _run_extraction(
         summary.chunks_skipped = len(chunks) - len(pending)
         ranges = [store.chunk_rows_range(c) for c in pending]
         total = sum(b - a for a, b in ranges)
+        on_device = preprocess == "device"
         loader = DataLoader(
-            FaceCrops(data_root, paths, landmarks),
+            FaceBytes(data_root, paths) if on_device else FaceCrops(data_root, paths, landmarks),
             batch_sampler=ChunkBatches(ranges, batch_size),
             num_workers=workers,
-            collate_fn=collate,
-            pin_memory=dev.type == "cuda",
+            collate_fn=collate_raw if on_device else collate,
+            pin_memory=dev.type == "cuda" and not on_device,
             persistent_workers=False,
             prefetch_factor=4 if workers > 0 else None,
             worker_init_fn=_worker_init if workers > 0 else None,
@@ -298,6 +312,10 @@ def _run_extraction(
         try:
             for batch in loader:
                 assert buf is not None
+                if on_device:
+                    t0 = time.perf_counter()
+                    batch = device_batch(batch, landmarks[batch.rows], dev)
+                    batch.decode_seconds += time.perf_counter() - t0
                 if pending_write is not None and pending_write.done() and pending_write.exception() is not None:
                     collect(pending_write)  # stop at the first failed write, not at the next full chunk
                 _record_failures(batch, paths, summary, strict)
