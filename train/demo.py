@@ -79,15 +79,18 @@ def _head(family: str, config: dict) -> dict:
 def optimal_scales(z: torch.Tensor, labels: torch.Tensor, cap: float = 64.0, iters: int = 50) -> torch.Tensor:
     """Per image, the scale s* in [0, cap] minimising its ScaleFace loss for fixed margin cosines z (B, C): the root
     of dL/ds = sum_j p_j(s) z_j - z_y, which rises with s (its derivative is the variance of z under p); 0 where
-    z_y is at most the mean of z (the loss only grows with s), cap where z_y is the largest z. Bisection."""
+    z_y is at most the mean of z (the loss only grows with s, or is flat), cap where z_y is also at least every
+    other z (the loss falls all the way). Bisection in float64."""
     z = z.double()
     zy = z.gather(1, labels.view(-1, 1)).squeeze(1)
+    others = z.scatter(1, labels.view(-1, 1), float("-inf")).max(dim=1).values
     lo, hi = torch.zeros(len(z), dtype=z.dtype), torch.full((len(z),), float(cap), dtype=z.dtype)
     for _ in range(iters):
         mid = (lo + hi) / 2
         below = (torch.softmax(mid[:, None] * z, dim=1) * z).sum(1) < zy
         lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-    return (lo + hi) / 2
+    s = torch.where(zy >= others, torch.full_like(lo, float(cap)), (lo + hi) / 2)
+    return torch.where(zy <= z.mean(dim=1), torch.zeros_like(s), s)
 
 
 def _embedding(data: Any, checkpoint: Path | None, store_cfg: dict) -> torch.Tensor:
