@@ -23,7 +23,7 @@ from train.centres import estimate_centres, save_shards
 from train.config import load_train_config
 from train.data import cached_data, identity_split
 from train.losses import class_cosines, margin_cosines
-from train.run import TrainOptions, train
+from train.run import TrainError, TrainOptions, train
 
 DEMO_LR = {"warmup": 0.5, "scale": 0.02, "pfe": 1e-3}
 """Reference-batch learning rates of the demo (x batch/512 as in the original): the repository's lr (1e-4, 1e-3)
@@ -192,6 +192,12 @@ def train_demo_heads(
         metrics["n_centre_identities"] = int(len(np.unique(data.labels[clean])))
     else:
         centres = estimate_centres(emb[head_idx], labels[head_idx], data.n_classes) if not warmup_steps else None
+    if len(head_idx) < batch_size:
+        raise TrainError(
+            f"{store}: {len(head_idx)} images for the scale head, fewer than one batch of {batch_size}"
+            + (f" (only identities with a training image of severity <= {centre_max_severity} have a centre)"
+               if centre_max_severity is not None else "")
+        )  # fmt: skip
     metrics |= {"n_warmup": len(warm_items), "n_head": len(head_idx)}
     head_items = tuple(int(i) for i in head_idx)
     scale = replace(base, config=load_train_config("scale_finetune"), out=out / "scale", items=head_items, **after)
