@@ -324,9 +324,19 @@ def train_section(step: ResolvedStep) -> Section:
             f"Held-out images: {metrics.get('n_heldout', '?')} (warm-up on {metrics.get('n_warmup', '?')}, heads on "
             f"{metrics.get('n_head', '?')}). The method works when the learned scale falls as the true degradation "
             "severity rises (Spearman < 0; the goal is <= -0.3) and PFE's sigma^2 rises with it (> 0)."
+            + (
+                f" Class centres: the {metrics['n_centre_images']} training images with true severity <= "
+                f"{metrics['centre_max_severity']} ({metrics.get('n_centre_identities', '?')} identities)."
+                if "n_centre_images" in metrics
+                else ""
+            )
         )
         rows = []
-        quantities = (("scale", "ScaleFace scale", "< 0"), ("pfe_log_sigma_sq", "PFE mean log sigma^2", "> 0"))
+        quantities = (
+            ("scale", "ScaleFace scale", "< 0"),
+            ("optimal_scale", "loss-optimal scale s* (the objective's own target)", "< 0"),
+            ("pfe_log_sigma_sq", "PFE mean log sigma^2", "> 0"),
+        )
         for key, label, sign in quantities:
             if f"{key}_spearman_vs_severity" in metrics:
                 lo, hi = (metrics.get(f"{key}_heldout_range") or [float("nan")] * 2)[:2]

@@ -17,7 +17,18 @@ tests/test_pipeline_train.py checks the two agree)."""
 DEMO_METRICS = "demo_metrics.json"
 """The demo task's held-out figures (train.demo.DemoResult.metrics), in the step's folder."""
 
-DEMO_KEYS = frozenset({"warmup_steps", "scale_steps", "pfe_steps", "batch_size", "holdout", "warmup_fraction", "seed"})
+DEMO_KEYS = frozenset(
+    {
+        "warmup_steps",
+        "scale_steps",
+        "pfe_steps",
+        "batch_size",
+        "holdout",
+        "warmup_fraction",
+        "centre_max_severity",
+        "seed",
+    }
+)
 """Arguments of the demo task besides `task`, `cache` and the runtime ones (train_demo_heads' keywords)."""
 
 TRAIN_KEYS = frozenset(

@@ -2,7 +2,7 @@
 folder (pipelines.steps.run_train decides whether it resumes); pipelines/train_spec.py names the checkpoints
 later steps load and checks the arguments.
 
-Tasks: `demo-heads` calls `train.demo.train_demo_heads` (warm-up, ScaleFace fine-tune and PFE on a synthetic
+Tasks: `demo-heads` calls `train.demo.train_demo_heads` (centres, ScaleFace fine-tune and PFE on a synthetic
 store's bottleneck, with the held-out Spearman figures in `demo_metrics.json`); `scale-head`, `pfe-head` and
 `pair-classifier` call `train.run.train` with a `TrainOptions` built from the step's YAML. torch is imported
 only when a train step runs, so loading or checking a pipeline never needs it."""

@@ -193,8 +193,10 @@ def run_example(example: str, cwd: Path) -> list[subprocess.CompletedProcess]:
     for part in re.split(r"\s*&&\s*", example):
         argv = shlex.split(part)
         code = f"from {TOOLS[argv[0]]} import main; main()"
+        # the demo trains heads too: 8 to 18 minutes on 2 CPU cores (README.md)
+        limit = 1800 if argv[:3] == ["pipelines", "run", "demo"] else 600
         res = subprocess.run(
-            [sys.executable, "-c", code, *argv[1:]], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600
+            [sys.executable, "-c", code, *argv[1:]], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=limit
         )
         done.append(res)
         assert res.returncode == 0, f"{part!r} exited {res.returncode}:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"

@@ -25,7 +25,7 @@ def test_checkpoint_names_match_train():
 
 
 def test_demo_pipeline_trains_then_extracts_with_the_trained_heads():
-    steps = _steps(load_pipeline("demo-train"))
+    steps = _steps(load_pipeline("demo"))
     train, trained = steps["train"], steps["extract-trained"]
     assert train.kind == "train" and train.needs == ["extract-train"]
     assert train.args["cache"] == str(steps["extract-train"].store)

@@ -171,3 +171,13 @@ def test_round_trip_extract_stores_the_trained_heads_scales(store, tmp_path):
         want = model.head(model.backbone(preprocess_batch(x, model.preprocessing)).bottleneck).numpy()
     np.testing.assert_allclose(stored, want, rtol=1e-5)
     assert np.std(stored) > 0
+
+
+@pytest.mark.slow
+def test_demo_heads_with_too_few_clean_identities_is_one_error_line(store, tmp_path):
+    """24 rows leave a handful of images of identities with a clean-ish centre: the demo names the cause."""
+    from train.demo import train_demo_heads
+    from train.run import TrainError
+
+    with pytest.raises(TrainError, match=r"images for the scale head, fewer than one batch of 16 \(only identities"):
+        train_demo_heads(store[0], tmp_path / "heads", scale_steps=2, pfe_steps=0, batch_size=16)
