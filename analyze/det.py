@@ -74,10 +74,18 @@ def eer(scores: ArrayLike, labels: ArrayLike, counts: Counts | None = None) -> E
 
 
 def det_table(
-    scores: ArrayLike, labels: ArrayLike, key: dict[str, Any] | None = None, counts: Counts | None = None
+    scores: ArrayLike,
+    labels: ArrayLike,
+    key: dict[str, Any] | None = None,
+    counts: Counts | None = None,
+    rows: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Tidy DET points (fmr, fnmr, threshold) with `key`'s columns in front; plot both axes log (or probit)."""
+    """Tidy DET points (fmr, fnmr, threshold) with `key`'s columns in front; plot both axes log (or probit).
+    `rows`: keep only these operating points (positions, e.g. a thinning for a figure), selected before the
+    table is built, so millions of points never become a keyed frame."""
     fmr, fnmr, thr = det_points(scores, labels, counts)
+    if rows is not None:
+        fmr, fnmr, thr = fmr[rows], fnmr[rows], thr[rows]
     return _with_key(pd.DataFrame({"fmr": fmr, "fnmr": fnmr, "threshold": thr}), key)
 
 
