@@ -167,7 +167,7 @@ def _exact_counts(counts: Counts, f: np.ndarray, n_gen: int, n_imp: int) -> TarF
     for i, k in enumerate(ks):
         if k == 0:
             top = int(np.searchsorted(fps, 1.0, side="left"))  # the highest impostor's threshold
-            thr[i] = k0_threshold(thr_desc[top])
+            thr[i] = k0_threshold(float(thr_desc[top]))  # in float64, as _exact (counts may be float32)
             c = int(np.searchsorted(-thr_desc[:top], -thr[i], side="right"))  # thresholds >= thr[i], all above top
         else:
             c = int(np.searchsorted(fps, float(k), side="left")) + 1
