@@ -18,7 +18,7 @@ import pandas as pd
 
 from analyze.bootstrap import BOOTSTRAP_LEVEL, reject_interval, tar_at_far_interval
 from analyze.curves import Counts, auc, binary_counts, roc_curve_points
-from analyze.det import det_points, det_table, eer_table, roc_long_table
+from analyze.det import det_table, eer_table, roc_long_table
 from analyze.loading import PairSet, ValidRows, build_pair_set, select, valid_rows
 from analyze.outputs import progress
 from analyze.policy import policy_for
@@ -528,6 +528,5 @@ def _roc_details(
     if labels.all() or not labels.any():
         return  # EER and DET need both classes; the ROC table already shows NaN
     details.setdefault("eer", []).append(eer_table(scores, labels, key, counts))
-    fmr = det_points(scores, labels, counts)[0]
-    details.setdefault("det", []).append(det_table(scores, labels, key, counts, rows=log_spaced_index(fmr)))
+    details.setdefault("det", []).append(det_table(scores, labels, key, counts, rows=log_spaced_index))
     details.setdefault("roc_long", []).append(roc_long_table(scores, labels, key, counts))

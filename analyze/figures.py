@@ -71,11 +71,24 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, dpi: int = DPI) -> 
     stem = safe_name(stem)
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     try:
+        bbox = _tight_bbox(fig, dpi)
         for p in paths:
-            fig.savefig(p, dpi=dpi, bbox_inches="tight")
+            fig.savefig(p, dpi=dpi, bbox_inches=bbox)
     finally:
         plt.close(fig)
     return paths
+
+
+def _tight_bbox(fig: Figure, dpi: float) -> Any:
+    """The bounding box `bbox_inches="tight"` would crop to (the figure's artists at `dpi`, padded by
+    savefig.pad_inches), computed once with one layout pass and reused by the PNG and the PDF: "tight" makes
+    every savefig lay the whole figure out again first (~0.3 s per file for a log-log figure)."""
+    with matplotlib.cbook._setattr_cm(fig, dpi=dpi):
+        renderer = fig.canvas.get_renderer()
+        fig.draw_without_rendering()
+        bbox = fig.get_tightbbox(renderer)
+    pad = plt.rcParams["savefig.pad_inches"]
+    return bbox.padded(pad, pad)
 
 
 def line_styles(n: int) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analyze import curves
-from analyze.det import det_table
+from analyze.det import det_points, det_table, eer
 from analyze.experiments import log_spaced_index
 from analyze.tarfar import tar_at_far
 
@@ -90,3 +90,36 @@ def test_det_rows_equal_thinning_the_full_table():
     full = det_table(scores, lab, key)
     rows = log_spaced_index(full["fmr"].to_numpy())
     pd.testing.assert_frame_equal(det_table(scores, lab, key, rows=rows), full.iloc[rows].reset_index(drop=True))
+
+
+def _eer_on_full_curve(scores, labels):
+    """The EER as computed before the bisection: d = FNMR - FMR over every DET point, first d <= 0."""
+    fmr, fnmr, thr = det_points(scores, labels)
+    d = fnmr - fmr
+    k = int(np.argmax(d <= 0))
+    d0, d1 = d[k - 1], d[k]
+    value = float(fmr[k - 1] + d0 / (d0 - d1) * (fmr[k] - fmr[k - 1]))
+    near = k if abs(d1) < abs(d0) else k - 1
+    return value, float(thr[near]), float(fmr[near]), float(fnmr[near])
+
+
+@pytest.mark.parametrize("name,scores,labels", list(_cases()), ids=[c[0] for c in _cases()])
+def test_eer_bisection_equals_full_curve(name, scores, labels):
+    if labels.all() or not labels.any():
+        with pytest.raises(ValueError, match="genuine and impostor"):
+            eer(scores, labels)
+        return
+    r = eer(scores, labels, curves.binary_counts(labels, scores))
+    assert (r.eer, r.threshold, r.fmr, r.fnmr) == _eer_on_full_curve(scores, labels)
+
+
+def test_eer_bisection_on_crossings_at_both_ends():
+    # the crossing at the first and at the last operating point, and exactly on a point (d = 0)
+    for scores, labels in (
+        (np.array([0.9, 0.1, 0.2, 0.3]), np.array([1, 0, 0, 0], bool)),
+        (np.array([0.9, 0.8, 0.7, 0.1]), np.array([1, 1, 1, 0], bool)),
+        (np.array([0.1, 0.9, 0.5, 0.4]), np.array([1, 1, 0, 0], bool)),
+        (np.array([0.5, 0.5, 0.5, 0.5]), np.array([1, 0, 1, 0], bool)),
+    ):
+        r = eer(scores, labels)
+        assert (r.eer, r.threshold, r.fmr, r.fnmr) == _eer_on_full_curve(scores, labels)
