@@ -189,7 +189,21 @@ class SortedPairs:
             raise ValueError("SortedPairs.bind(units) first")
         ai, ag, bi, bg = self._units
         total = None if self._totals is None else self._totals.total(m)
-        return self._stats(m[ai] * m[bi], m[ag] * m[bg], fars, convention, total)
+        w, w2, ci = self._buffers(ai.size)
+        np.take(m, ai, out=w)  # into this thread's buffers: no fresh pages for millions of pairs per replicate
+        np.take(m, bi, out=w2)
+        np.multiply(w, w2, out=w)
+        ci[0] = 0.0
+        np.cumsum(w, out=ci[1:])
+        cg = np.r_[0.0, np.cumsum(m[ag] * m[bg])]
+        return self._from_cumulative(cg, ci, fars, convention, total)
+
+    def _buffers(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This thread's impostor weight buffers (two of n, one of n + 1), kept across replicates."""
+        local = self.__dict__.setdefault("_local", threading.local())
+        if getattr(local, "n", None) != n:
+            local.n, local.bufs = n, (np.empty(n), np.empty(n), np.empty(n + 1))
+        return local.bufs
 
     def _stats(
         self, w_imp: np.ndarray, w_gen: np.ndarray, fars: np.ndarray, convention: str, total: float | None = None
@@ -197,6 +211,11 @@ class SortedPairs:
         """`total`: the weight of all impostors where `w_imp` holds only a head's (None: w_imp holds them all)."""
         ci = np.r_[0.0, np.cumsum(w_imp)]  # ci[c]: weight of the c highest impostors
         cg = np.r_[0.0, np.cumsum(w_gen)]
+        return self._from_cumulative(cg, ci, fars, convention, total)
+
+    def _from_cumulative(
+        self, cg: np.ndarray, ci: np.ndarray, fars: np.ndarray, convention: str, total: float | None
+    ) -> tuple | None:
         w_all = ci[-1] if total is None else total
         if convention == "exact":
             return self._exact(cg, ci, fars, w_all)
