@@ -26,8 +26,14 @@ def binary_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     s = np.asarray(scores)
     lab = np.asarray(labels).astype(bool, copy=False)
     if s.size and s.dtype.kind == "f" and np.isfinite(s).all():
-        return _sorted_counts(lab, s)
-    return _argsort_counts(labels, scores)
+        return _SharedCounts(_sorted_counts(lab, s))
+    return _SharedCounts(_argsort_counts(labels, scores))
+
+
+class _SharedCounts(tuple):
+    """What binary_counts returns: the (fps, tps, thresholds) tuple, which also remembers the ROC points
+    computed from it (`roc_curve_points`), so TAR@FAR, the plotted curve and the long table passing the same
+    counts thin millions of points once. The remembered arrays are read-only."""
 
 
 def _argsort_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,7 +80,19 @@ def roc_curve_points(labels: np.ndarray, scores: np.ndarray, counts: Counts | No
     points dropped; (0, 0) prepended with threshold inf). A class with no pair gives NaN rates.
     `counts`: `binary_counts(labels, scores)` computed already (one sort shared by several curves).
     """
-    fps, tps, thresholds = binary_counts(labels, scores) if counts is None else counts
+    cached = counts.__dict__.get("roc") if isinstance(counts, _SharedCounts) else None
+    if cached is not None:
+        return cached
+    points = _roc_points(*(binary_counts(labels, scores) if counts is None else counts))
+    if isinstance(counts, _SharedCounts):
+        for a in points:
+            a.setflags(write=False)
+        counts.__dict__["roc"] = points
+    return points
+
+
+def _roc_points(fps: np.ndarray, tps: np.ndarray, thresholds: np.ndarray) -> Counts:
+    """roc_curve_points on counts: drop collinear points, prepend (0, 0, inf), divide by the class totals."""
     if tps.size > 2:
         keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
         fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]

@@ -123,3 +123,20 @@ def test_eer_bisection_on_crossings_at_both_ends():
     ):
         r = eer(scores, labels)
         assert (r.eer, r.threshold, r.fmr, r.fnmr) == _eer_on_full_curve(scores, labels)
+
+
+def test_shared_counts_remember_their_roc_points_read_only():
+    rng = np.random.default_rng(11)
+    lab = rng.random(3000) < 0.2
+    scores = np.round(rng.standard_normal(3000) + lab, 2)
+    counts = curves.binary_counts(lab, scores)
+    fps, tps, thr = counts  # still the plain 3-tuple
+    first = curves.roc_curve_points(lab, scores, counts)
+    again = curves.roc_curve_points(lab, scores, counts)
+    assert all(a is b for a, b in zip(first, again))
+    fresh = curves.roc_curve_points(lab, scores)
+    assert all(np.array_equal(a, b) for a, b in zip(first, fresh))
+    with pytest.raises(ValueError, match="read-only"):
+        first[0][0] = 1.0
+    plain = curves.roc_curve_points(lab, scores, (fps, tps, thr))  # a plain tuple: computed, not remembered
+    assert all(np.array_equal(a, b) for a, b in zip(plain, fresh)) and plain[0].flags.writeable
