@@ -133,10 +133,9 @@ class SortedPairs:
         self.n = s.size
         n_imp = s.size - int(np.count_nonzero(lab))
         if head is not None and head < n_imp:
-            imp_idx = np.flatnonzero(~lab)
-            cut = np.partition(s[imp_idx], n_imp - max(head, 1))[n_imp - max(head, 1)]
+            at = s.size - max(head, 1)  # genuine pairs as -inf sit below every impostor: the head-th highest impostor
+            cut = np.partition(np.where(lab, -np.inf, s), at)[at]
             keep = np.flatnonzero(lab | (s >= cut))  # ascending pair index: the stable sort's tie order is kept
-            del imp_idx
             order = keep[np.argsort(-s[keep], kind="stable")]
         else:
             order = np.argsort(-s, kind="stable")
@@ -168,9 +167,7 @@ class SortedPairs:
             np.asarray(u[o], dtype=dt) for u in (units.a, units.b) for o in (self.imp_order, self.gen_order)
         )
         if not self.complete:  # a head: the impostor weight below it comes from the unit-pair counts
-            impostor = np.ones(self.n, dtype=bool)
-            impostor[self.gen_order] = False
-            self._totals = _UnitPairTotals(units.a[impostor], units.b[impostor], units.n_units)
+            self._totals = _UnitPairTotals(units.a, units.b, units.n_units, minus=self.gen_order)
 
     def tar_at_far(
         self, weights: np.ndarray, fars: np.ndarray, convention: str = "exact"
@@ -358,13 +355,22 @@ class _UnitPairTotals:
 
     DENSE_UNITS = 4096
 
-    def __init__(self, a: np.ndarray, b: np.ndarray, n_units: int) -> None:
-        key = np.asarray(a, np.int64) * n_units + np.asarray(b, np.int64)
+    def __init__(self, a: np.ndarray, b: np.ndarray, n_units: int, minus: np.ndarray | None = None) -> None:
+        """The pairs (a[i], b[i]), less those at positions `minus` (e.g. the genuine ones, a few: subtracting
+        their counts spares a copy of the millions of others)."""
         self.dense = n_units <= self.DENSE_UNITS
+        dt = np.int32 if n_units * n_units < 2**31 else np.int64
+        key = np.asarray(a, dt) * dt(n_units) + np.asarray(b, dt)
         if self.dense:
-            self.c = np.bincount(key, minlength=n_units * n_units).astype(np.float64).reshape(n_units, n_units)
+            c = np.bincount(key, minlength=n_units * n_units)
+            del key
+            if minus is not None and len(minus):
+                c -= np.bincount(np.asarray(a[minus], np.int64) * n_units + b[minus], minlength=n_units * n_units)
+            self.c = c.astype(np.float64).reshape(n_units, n_units)
         else:
-            keys, counts = np.unique(key, return_counts=True)
+            if minus is not None and len(minus):
+                key = np.delete(key, minus)
+            keys, counts = np.unique(key.astype(np.int64), return_counts=True)
             self.a, self.b, self.counts = keys // n_units, keys % n_units, counts.astype(np.float64)
 
     def total(self, m: np.ndarray) -> float:

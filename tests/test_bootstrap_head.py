@@ -85,3 +85,17 @@ def test_unit_pair_totals_dense_and_sparse_equal_the_sum_over_pairs(monkeypatch,
         assert dense.total(m) == sparse.total(m) == want
     empty = _UnitPairTotals(np.zeros(0, int), np.zeros(0, int), n_units)
     assert empty.total(np.ones(n_units)) == 0.0
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_unit_pair_totals_less_some_pairs(monkeypatch, dense):
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, 30, 800), rng.integers(0, 30, 800)
+    minus = np.flatnonzero(rng.random(800) < 0.1)
+    rest = np.setdiff1d(np.arange(800), minus)
+    if not dense:
+        monkeypatch.setattr(_UnitPairTotals, "DENSE_UNITS", 0)
+    t = _UnitPairTotals(a, b, 30, minus=minus)
+    assert t.dense == dense
+    for m in replicate_multiplicities(30, 5, 2):
+        assert t.total(m) == float(np.sum(m[a[rest]] * m[b[rest]]))
