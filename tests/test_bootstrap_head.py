@@ -99,3 +99,22 @@ def test_unit_pair_totals_less_some_pairs(monkeypatch, dense):
     assert t.dense == dense
     for m in replicate_multiplicities(30, 5, 2):
         assert t.total(m) == float(np.sum(m[a[rest]] * m[b[rest]]))
+
+
+@pytest.mark.parametrize("case", ["subjects", "mixed", "ids only", "wide ids", "one pair"])
+def test_pair_units_ranks_equal_np_unique(case):
+    rng = np.random.default_rng(8)
+    n = 1 if case == "one pair" else 500
+    ia, ib = rng.integers(0, 40, n), rng.integers(0, 40, n)
+    if case == "wide ids":
+        ia, ib = ia * 10**9, ib * 10**9 + 7  # a span far wider than the keys: the np.unique path
+    sa, sb = rng.integers(0, 25, n), rng.integers(0, 25, n)
+    if case == "mixed":
+        sa[rng.random(n) < 0.3] = -1
+    if case in ("ids only", "wide ids"):
+        sa[:], sb[:] = -1, -1
+    u = pair_units(ia, ib, sa, sb)
+    ka, kb = np.where(sa >= 0, sa, -1 - ia), np.where(sb >= 0, sb, -1 - ib)
+    keys, inv = np.unique(np.r_[ka, kb], return_inverse=True)
+    assert np.array_equal(u.a, inv[:n]) and np.array_equal(u.b, inv[n:]) and u.n_units == keys.size
+    assert pair_units([], [], [], []).n_units == 0
