@@ -16,7 +16,10 @@ takes cumulative sums, O(n) per replicate and statistic. numpy only. See docs/me
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,10 +75,28 @@ def pair_units(
     # key >= 0: subject; key < 0: -1 - id (ids are >= 0), so the two kinds stay distinct
     ka = np.where(sa >= 0, sa, -1 - ia)
     kb = np.where(sb >= 0, sb, -1 - ib)
-    keys, inv = np.unique(np.r_[ka, kb], return_inverse=True)
-    known = np.r_[sa, sb] >= 0
-    kind = "subject" if known.all() else (id_kind if not known.any() else f"subject, else {id_kind}")
-    return PairUnits(inv[: ia.size], inv[ia.size :], int(keys.size), kind)
+    n_known = int(np.count_nonzero(sa >= 0)) + int(np.count_nonzero(sb >= 0))
+    kind = "subject" if n_known == 2 * ia.size else (id_kind if not n_known else f"subject, else {id_kind}")
+    inv_a, inv_b, n_units = _dense_ranks(ka, kb)
+    return PairUnits(inv_a, inv_b, n_units, kind)
+
+
+def _dense_ranks(ka: np.ndarray, kb: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """np.unique(np.r_[ka, kb], return_inverse=True) split back into the two sides, and the number of keys.
+    Keys spanning a range not much wider than their count (subjects, template ids) are ranked by a presence
+    table, with no sort and no concatenated copy of millions of pairs; the ranks are the same."""
+    if not ka.size:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp), 0
+    lo = min(int(ka.min()), int(kb.min()))
+    span = max(int(ka.max()), int(kb.max())) - lo + 1
+    if span > 4 * (ka.size + kb.size) + 1024:
+        keys, inv = np.unique(np.r_[ka, kb], return_inverse=True)
+        return inv[: ka.size], inv[ka.size :], int(keys.size)
+    present = np.zeros(span, dtype=bool)
+    present[ka - lo] = True
+    present[kb - lo] = True
+    rank = np.cumsum(present, dtype=np.intp) - 1
+    return rank[ka - lo], rank[kb - lo], int(rank[-1]) + 1
 
 
 def replicate_multiplicities(n_units: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
@@ -122,12 +143,23 @@ class SortedPairs:
     """Scores sorted once (descending), split by class, with every index a weighted TAR@FAR needs, so a
     weighting costs a gather of its genuine and impostor weights and one cumulative sum of each."""
 
-    def __init__(self, scores: ArrayLike, labels: ArrayLike) -> None:
+    def __init__(self, scores: ArrayLike, labels: ArrayLike, head: int | None = None) -> None:
+        """`head`: order only the `head` highest impostors (more where ties straddle the cut; None: all), for
+        statistics that never look below them (TAR@FAR up to a largest FAR): `complete` says whether every
+        impostor is in; a head needs the impostor total from elsewhere (`tar_at_far_units` with `bind`)."""
         s, lab = check_scores_labels(scores, labels)
         self.n = s.size
-        order = np.argsort(-s, kind="stable")
+        n_imp = s.size - int(np.count_nonzero(lab))
+        if head is not None and head < n_imp:
+            at = s.size - max(head, 1)  # genuine pairs as -inf sit below every impostor: the head-th highest impostor
+            cut = np.partition(np.where(lab, -np.inf, s), at)[at]
+            keep = np.flatnonzero(lab | (s >= cut))  # ascending pair index: the stable sort's tie order is kept
+            order = keep[np.argsort(-s[keep], kind="stable")]
+        else:
+            order = np.argsort(-s, kind="stable")
         lab_o = lab[order]
         self.imp_order, self.gen_order = order[~lab_o], order[lab_o]
+        self.complete = self.imp_order.size == n_imp
         del order, lab_o
         self.imp_s, self.gen_s = s[self.imp_order], s[self.gen_order]
         neg_imp, neg_gen = -self.imp_s, -self.gen_s
@@ -135,12 +167,16 @@ class SortedPairs:
         ends = np.r_[np.flatnonzero(np.diff(self.imp_s)), self.imp_s.size - 1] if self.imp_s.size else np.zeros(0, int)
         self.imp_group_last = np.repeat(ends, np.diff(np.r_[-1, ends]))
         self.gen_at_least = np.searchsorted(neg_gen, neg_imp, side="right")
-        # distinct scores of both classes (descending): how many of each class score >= it
+        # distinct scores of both classes (descending): how many of each class score >= it; in a head, only
+        # the scores down to its lowest impostor (below it the impostor counts are unknown)
         distinct = -np.unique(np.r_[neg_imp, neg_gen])
+        if not self.complete:
+            distinct = distinct[distinct >= self.imp_s[-1]] if self.imp_s.size else distinct[:0]
         self.thresholds = distinct
         self.imp_at_distinct = np.searchsorted(neg_imp, -distinct, side="right")
         self.gen_at_distinct = np.searchsorted(neg_gen, -distinct, side="right")
         self._units: tuple[np.ndarray, ...] | None = None
+        self._totals: _UnitPairTotals | None = None
 
     def bind(self, units: PairUnits) -> None:
         """Keep each class's units in sorted order, for `tar_at_far_units` (int32 where they fit)."""
@@ -148,37 +184,68 @@ class SortedPairs:
         self._units = tuple(
             np.asarray(u[o], dtype=dt) for u in (units.a, units.b) for o in (self.imp_order, self.gen_order)
         )
+        if not self.complete:  # a head: the impostor weight below it comes from the unit-pair counts
+            self._totals = _UnitPairTotals(units.a, units.b, units.n_units, minus=self.gen_order)
 
     def tar_at_far(
         self, weights: np.ndarray, fars: np.ndarray, convention: str = "exact"
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(tar, threshold, far_achieved) per FAR for pair weights in input order; NaN for a weightless class."""
+        if not self.complete:
+            raise ValueError("a head of the impostors cannot weigh pairs in input order; use tar_at_far_units")
         return self._stats(weights[self.imp_order], weights[self.gen_order], fars, convention)
 
     def tar_at_far_units(
         self, m: np.ndarray, fars: np.ndarray, convention: str = "exact"
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`tar_at_far` with weights m_a * m_b from unit multiplicities m (after `bind`): the replicate loop."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """`tar_at_far` with weights m_a * m_b from unit multiplicities m (after `bind`): the replicate loop.
+        On a head (`complete` False): None where this replicate's FARs reach below the head."""
         if self._units is None:
             raise ValueError("SortedPairs.bind(units) first")
         ai, ag, bi, bg = self._units
-        return self._stats(m[ai] * m[bi], m[ag] * m[bg], fars, convention)
+        total = None if self._totals is None else self._totals.total(m)
+        w, w2, ci = self._buffers(ai.size)
+        np.take(m, ai, out=w)  # into this thread's buffers: no fresh pages for millions of pairs per replicate
+        np.take(m, bi, out=w2)
+        np.multiply(w, w2, out=w)
+        ci[0] = 0.0
+        np.cumsum(w, out=ci[1:])
+        cg = np.r_[0.0, np.cumsum(m[ag] * m[bg])]
+        return self._from_cumulative(cg, ci, fars, convention, total)
 
-    def _stats(self, w_imp: np.ndarray, w_gen: np.ndarray, fars: np.ndarray, convention: str) -> tuple:
+    def _buffers(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This thread's impostor weight buffers (two of n, one of n + 1), kept across replicates."""
+        local = self.__dict__.setdefault("_local", threading.local())
+        if getattr(local, "n", None) != n:
+            local.n, local.bufs = n, (np.empty(n), np.empty(n), np.empty(n + 1))
+        return local.bufs
+
+    def _stats(
+        self, w_imp: np.ndarray, w_gen: np.ndarray, fars: np.ndarray, convention: str, total: float | None = None
+    ) -> tuple | None:
+        """`total`: the weight of all impostors where `w_imp` holds only a head's (None: w_imp holds them all)."""
         ci = np.r_[0.0, np.cumsum(w_imp)]  # ci[c]: weight of the c highest impostors
         cg = np.r_[0.0, np.cumsum(w_gen)]
+        return self._from_cumulative(cg, ci, fars, convention, total)
+
+    def _from_cumulative(
+        self, cg: np.ndarray, ci: np.ndarray, fars: np.ndarray, convention: str, total: float | None
+    ) -> tuple | None:
+        w_all = ci[-1] if total is None else total
         if convention == "exact":
-            return self._exact(cg, ci, fars)
+            return self._exact(cg, ci, fars, w_all)
         if convention == "nearest":
-            return self._nearest(cg, ci, fars)
+            return self._nearest(cg, ci, fars, w_all)
         raise ValueError(f"unknown TAR@FAR convention {convention!r}; use 'exact' or 'nearest'")
 
-    def _exact(self, cg: np.ndarray, ci: np.ndarray, fars: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _exact(self, cg: np.ndarray, ci: np.ndarray, fars: np.ndarray, w_imp: float) -> tuple[np.ndarray, ...] | None:
         nan = np.full(fars.size, np.nan)
-        w_gen, w_imp = cg[-1], ci[-1]
+        w_gen = cg[-1]
         if w_imp <= 0:
             return nan, nan.copy(), nan.copy()
         ks = np.minimum(np.round(fars * w_imp), w_imp)  # round half to even, as far_ranks; never past all impostors
+        if not self.complete and not (ci[-1] >= ks.max() and ci[-1] > 0):
+            return None  # the k-th impostor (or the first of positive weight) lies below the head
         tar, thr, far = np.empty(fars.size), np.empty(fars.size), np.empty(fars.size)
         for q, k in enumerate(ks):
             if k == 0:
@@ -195,14 +262,16 @@ class SortedPairs:
             far[q] = ci[n_imp] / w_imp
         return tar, thr, far
 
-    def _nearest(self, cg: np.ndarray, ci: np.ndarray, fars: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _nearest(self, cg: np.ndarray, ci: np.ndarray, fars: np.ndarray, w_imp: float) -> tuple[np.ndarray, ...] | None:
         """roc_curve_points' construction on weighted counts (zero-weight tie groups dropped, as sklearn's
         sample_weight does), then the first FPR nearest each FAR on the flipped curve. Only the curve's head
         up to a little past the largest FAR is built (a point's thinning depends on its neighbours only)."""
         nan = np.full(fars.size, np.nan)
-        w_imp, w_gen = ci[-1], cg[-1]
+        w_gen = cg[-1]
         if w_imp <= 0:
             return nan, nan.copy(), nan.copy()
+        if not self.complete and not ci[-1] > fars.max() * w_imp:
+            return None  # the largest FAR lies below the head
         n_d = self.thresholds.size
         head = int(np.searchsorted(ci, fars.max() * w_imp, side="right"))  # impostors up to the largest FAR
         end = min(n_d, int(np.searchsorted(self.imp_at_distinct, head, side="right")) + 1024)
@@ -212,6 +281,8 @@ class SortedPairs:
             if end == n_d or np.unique(inner[inner > fars.max()]).size >= 2:
                 break
             end = min(n_d, 2 * end)
+        if end == n_d and not self.complete:
+            return None  # the curve would need points below the head
         idx = np.array([_nearest_index(fpr, f) for f in fars], dtype=np.int64)
         return tpr[idx], thr[idx], fpr[idx]
 
@@ -261,11 +332,69 @@ def tar_at_far_interval(
     level: float = BOOTSTRAP_LEVEL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(tar_lo, tar_hi) per FAR: for `analyze roc` and `analyze fusion` (one call per model, fusion, distance)."""
-    sp = SortedPairs(scores, labels)
-    sp.bind(units)
     f = check_fars(fars)
-    reps = [sp.tar_at_far_units(m, f, convention)[0] for m in replicate_multiplicities(units.n_units, n_boot, seed)]
+    lab = np.asarray(labels).astype(bool)
+    n_imp = lab.size - int(np.count_nonzero(lab))
+    head = int(math.ceil(HEAD_FACTOR * float(f.max(initial=0.0)) * n_imp)) + HEAD_MARGIN
+    sp = SortedPairs(scores, labels, head=head if head < n_imp // 2 else None)
+    sp.bind(units)
+    full: list[SortedPairs] = []
+    lock = threading.Lock()
+
+    def replicate(m: np.ndarray) -> np.ndarray:
+        got = sp.tar_at_far_units(m, f, convention)
+        if got is None:  # this replicate reaches below the head: the whole order (built once)
+            with lock:
+                if not full:
+                    whole = SortedPairs(scores, labels)
+                    whole.bind(units)
+                    full.append(whole)
+            got = full[0].tar_at_far_units(m, f, convention)
+        return got[0]
+
+    ms = list(replicate_multiplicities(units.n_units, n_boot, seed))  # the same stream, drawn in order
+    with ThreadPoolExecutor(max_workers=BOOTSTRAP_THREADS) as pool:  # numpy's gathers and sums drop the GIL
+        reps = list(pool.map(replicate, ms))
     return percentile_interval(np.stack(reps), level)
+
+
+HEAD_FACTOR = 2.0
+"""tar_at_far_interval orders only the HEAD_FACTOR x (largest FAR) x n_impostors highest impostors (plus
+HEAD_MARGIN): a replicate's k-th impostor lies there unless its weights are far from even; one that does not
+is recomputed on the whole order, so the intervals never depend on this choice."""
+HEAD_MARGIN = 4096
+BOOTSTRAP_THREADS = 2
+"""Replicates in flight at once (each is numpy gathers and cumulative sums that release the GIL)."""
+
+
+class _UnitPairTotals:
+    """The total weight sum_pairs m_a m_b of a pair list, from the counts C[u, v] of its unit pairs: m' C m, in
+    integers (float64, exact below 2**53), without a pass over the pairs; dense for up to DENSE_UNITS units."""
+
+    DENSE_UNITS = 4096
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, n_units: int, minus: np.ndarray | None = None) -> None:
+        """The pairs (a[i], b[i]), less those at positions `minus` (e.g. the genuine ones, a few: subtracting
+        their counts spares a copy of the millions of others)."""
+        self.dense = n_units <= self.DENSE_UNITS
+        dt = np.int32 if n_units * n_units < 2**31 else np.int64
+        key = np.asarray(a, dt) * dt(n_units) + np.asarray(b, dt)
+        if self.dense:
+            c = np.bincount(key, minlength=n_units * n_units)
+            del key
+            if minus is not None and len(minus):
+                c -= np.bincount(np.asarray(a[minus], np.int64) * n_units + b[minus], minlength=n_units * n_units)
+            self.c = c.astype(np.float64).reshape(n_units, n_units)
+        else:
+            if minus is not None and len(minus):
+                key = np.delete(key, minus)
+            keys, counts = np.unique(key.astype(np.int64), return_counts=True)
+            self.a, self.b, self.counts = keys // n_units, keys % n_units, counts.astype(np.float64)
+
+    def total(self, m: np.ndarray) -> float:
+        if self.dense:
+            return float(m @ (self.c @ m))
+        return float(np.dot(self.counts, m[self.a] * m[self.b]))
 
 
 def _kept_weights(w_in_order: np.ndarray, fraction: float) -> np.ndarray:

@@ -8,6 +8,7 @@ accept-nothing point (threshold inf, FMR 0, FNMR 1). The EER's interpolation rul
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,21 +64,43 @@ def eer(scores: ArrayLike, labels: ArrayLike, counts: Counts | None = None) -> E
     """Equal error rate under `EER_RULE`: between the last operating point with FNMR >= FMR and the next one
     (FNMR <= FMR), EER = FMR + t (FMR' - FMR) with t = d / (d - d'), d = FNMR - FMR; `threshold` is that of
     the segment end with the smaller |FNMR - FMR| (the higher-threshold end on ties)."""
-    fmr, fnmr, thr = det_points(scores, labels, counts)
-    d = fnmr - fmr
-    k = int(np.argmax(d <= 0))  # first point at or past the crossing; d[0] = 1 > 0 and d[-1] = -1
-    d0, d1 = d[k - 1], d[k]
+    fps, tps, thresholds, n_gen, n_imp = _counts(scores, labels, counts)
+
+    def point(j: int) -> tuple[float, float, float]:
+        """(fmr, fnmr, threshold) of det_points' point j, by the same float operations on one element."""
+        if j == 0:
+            return 0.0, 1.0, np.inf
+        return fps[j - 1] / n_imp, 1.0 - tps[j - 1] / n_gen, thresholds[j - 1]
+
+    # d = FNMR - FMR is non-increasing along the points (rounding is monotone), d[0] = 1 > 0 and d[-1] = -1:
+    # bisect for the first point at or past the crossing instead of building the curve of millions of points
+    lo, hi = 0, fps.size  # d(lo) > 0 >= d(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        fmr_m, fnmr_m, _ = point(mid)
+        lo, hi = (lo, mid) if fnmr_m - fmr_m <= 0 else (mid, hi)
+    (fmr0, fnmr0, thr0), (fmr1, fnmr1, thr1) = point(hi - 1), point(hi)
+    d0, d1 = fnmr0 - fmr0, fnmr1 - fmr1
     t = d0 / (d0 - d1)
-    value = float(fmr[k - 1] + t * (fmr[k] - fmr[k - 1]))
-    near = k if abs(d1) < abs(d0) else k - 1
-    return EerResult(value, float(thr[near]), float(fmr[near]), float(fnmr[near]))
+    value = float(fmr0 + t * (fmr1 - fmr0))
+    near = (thr1, fmr1, fnmr1) if abs(d1) < abs(d0) else (thr0, fmr0, fnmr0)
+    return EerResult(value, float(near[0]), float(near[1]), float(near[2]))
 
 
 def det_table(
-    scores: ArrayLike, labels: ArrayLike, key: dict[str, Any] | None = None, counts: Counts | None = None
+    scores: ArrayLike,
+    labels: ArrayLike,
+    key: dict[str, Any] | None = None,
+    counts: Counts | None = None,
+    rows: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """Tidy DET points (fmr, fnmr, threshold) with `key`'s columns in front; plot both axes log (or probit)."""
+    """Tidy DET points (fmr, fnmr, threshold) with `key`'s columns in front; plot both axes log (or probit).
+    `rows`: the operating points to keep (positions, or a function of the fmr array returning them, e.g. a
+    thinning for a figure), selected before the table is built, so millions of points never become a keyed frame."""
     fmr, fnmr, thr = det_points(scores, labels, counts)
+    if rows is not None:
+        keep = rows(fmr) if callable(rows) else rows
+        fmr, fnmr, thr = fmr[keep], fnmr[keep], thr[keep]
     return _with_key(pd.DataFrame({"fmr": fmr, "fnmr": fnmr, "threshold": thr}), key)
 
 

@@ -26,6 +26,7 @@ from analyze.reject import REFERENCE_ORDERS, EDCCurve, reference_uncertainty, re
 from analyze.scores import pair_scores
 from analyze.tables import AUC_COLUMNS, EDC_COLUMNS, REJECT_COLUMNS, add_keys
 from analyze.tarfar import check_far_resolution, check_fars, tar_at_far
+from analyze.timing import stage
 from analyze.uncertainty import as_uncertainty, combination_mode, pair_uncertainty
 from analyze.vocabulary import DISTANCES, fusion_spec, metric_specs
 from featurestore.errors import StoreError
@@ -475,17 +476,21 @@ def run_roc(
             if not ps_fars.size:
                 continue
             scores = pair_scores("cosine", ps.features, ps.i, ps.j)
-            res = tar_at_far(scores, ps.labels, ps_fars, convention, allow_tiny_far=True)
-            key = {"model": model, "level": proto.level, "fusion": ps.fusion, "distance": "cosine"}
-            rows.append({**key, "convention": convention, **{f"{f:g}": t for f, t in zip(res.fars, res.tar)}})
-            counts = binary_counts(ps.labels, scores)  # one sort for the curve, EER, DET and the long table
-            fpr, tpr = roc_points(scores, ps.labels, counts=counts)
-            curves.append(pd.DataFrame({**key, "fpr": fpr, "tpr": tpr}))
-            if details is not None:
-                _roc_details(details, scores, ps.labels, {"model": model, "fusion": ps.fusion, **table_keys}, counts)
+            with stage("sort"):  # one sort for TAR@FAR, the curve, EER, DET and the long table
+                counts = binary_counts(ps.labels, scores)
+            with stage("curves"):
+                res = tar_at_far(scores, ps.labels, ps_fars, convention, allow_tiny_far=True, counts=counts)
+                key = {"model": model, "level": proto.level, "fusion": ps.fusion, "distance": "cosine"}
+                rows.append({**key, "convention": convention, **{f"{f:g}": t for f, t in zip(res.fars, res.tar)}})
+                fpr, tpr = roc_points(scores, ps.labels, counts=counts)
+                curves.append(pd.DataFrame({**key, "fpr": fpr, "tpr": tpr}))
+                if details is not None:
+                    table_key = {"model": model, "fusion": ps.fusion, **table_keys}
+                    _roc_details(details, scores, ps.labels, table_key, counts)
             if bootstrap and details is not None:
                 units = ps.units(store)
-                lo, hi = tar_at_far_interval(scores, ps.labels, units, ps_fars, convention, bootstrap, seed)
+                with stage("bootstrap"):
+                    lo, hi = tar_at_far_interval(scores, ps.labels, units, ps_fars, convention, bootstrap, seed)
                 ci = {"model": model, "fusion": ps.fusion, "convention": convention, "far": res.fars, "tar": res.tar}
                 ci |= {"tar_lo": lo, "tar_hi": hi, "bootstrap": bootstrap, "resampled": units.kind, **table_keys}
                 details.setdefault("roc_interval", []).append(pd.DataFrame(ci))
@@ -523,6 +528,5 @@ def _roc_details(
     if labels.all() or not labels.any():
         return  # EER and DET need both classes; the ROC table already shows NaN
     details.setdefault("eer", []).append(eer_table(scores, labels, key, counts))
-    det = det_table(scores, labels, key, counts)
-    details.setdefault("det", []).append(det.iloc[log_spaced_index(det["fmr"].to_numpy())].reset_index(drop=True))
+    details.setdefault("det", []).append(det_table(scores, labels, key, counts, rows=log_spaced_index))
     details.setdefault("roc_long", []).append(roc_long_table(scores, labels, key, counts))

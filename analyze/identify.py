@@ -30,6 +30,7 @@ from analyze.loading import fuse_templates, resolve_models, valid_rows
 from analyze.outputs import claim_out_dir, default_out_dir, write_json, write_table
 from analyze.policy import PFE_CONFIDENCE, policy_for
 from analyze.rows import check_unit_interval, image_scalar
+from analyze.timing import StageTimes, stage, timed_run
 from analyze.vocabulary import fusion_spec, parse_fusion
 from featurestore.errors import StoreError
 from featurestore.store import FeatureStore
@@ -111,6 +112,14 @@ def run_identify(store: FeatureStore | str | Path, out: str | Path | None, optio
     if not isinstance(store, FeatureStore):
         with FeatureStore.open(store) as opened:
             return run_identify(opened, out, options)
+    with timed_run() as times:
+        return _run_identify(store, out, options, times)
+
+
+def _run_identify(
+    store: FeatureStore, out: str | Path | None, options: IdentifyOptions, times: StageTimes
+) -> IdentifyResult:
+    """run_identify on an open store; `times` collects the stages for summary.json's `timings`."""
     t0 = time.perf_counter()
     for f in options.fusions:
         parse_fusion(f)
@@ -167,7 +176,8 @@ def run_identify(store: FeatureStore | str | Path, out: str | Path | None, optio
     for model in models:
         for fusion in options.fusions:
             key = f"{model}/{fusion}"
-            fused = fuse_templates(store, model, fusion, valid.mask)
+            with stage("fuse"):
+                fused = fuse_templates(store, model, fusion, valid.mask)
             p_rows, p_found = _set_rows(fused.ids, idp.probe.template)
             dropped = {"probe": int((~p_found).sum())}
             probe_subjects = idp.probe.subject[p_found]
@@ -178,7 +188,8 @@ def run_identify(store: FeatureStore | str | Path, out: str | Path | None, optio
             for g, ts in idp.galleries.items():
                 g_rows, g_found = _set_rows(fused.ids, ts.template)
                 dropped[g] = int((~g_found).sum())
-                res = search(probe_feats, probe_subjects, fused.features[g_rows], ts.subject[g_found], gallery=g)
+                with stage("search"):
+                    res = search(probe_feats, probe_subjects, fused.features[g_rows], ts.subject[g_found], gallery=g)
                 if res.n_mated == 0:
                     raise ValueError(
                         f"{key}: gallery {g!r} has no mated probe left once templates without usable images were "
@@ -190,92 +201,101 @@ def run_identify(store: FeatureStore | str | Path, out: str | Path | None, optio
             per_gallery_fpirs = {}
             probe_units, n_units = _probe_units(probe_subjects, idp.probe.template[p_found])
             replicates: dict[str, np.ndarray] = {}
-            for g, res in searches.items():
-                cmc_all = cmc(res, ranks)
-                cmc_rows += [
-                    {"model": model, "fusion": fusion, "gallery": g, "rank": int(r), "rate": float(v)}
-                    for r, v in zip(ranks, cmc_all)
-                ]
-                top_rank = int(min(res.n_gallery, max(20, ranks.max())))
-                curve_r = np.arange(1, top_rank + 1)
-                cmc_curve_rows += [
-                    {"model": model, "fusion": fusion, "gallery": g, "rank": int(r), "rate": float(v)}
-                    for r, v in zip(curve_r, cmc(res, curve_r))
-                ]
-                if res.n_nonmated == 0:
-                    summary["notes"].append(f"{key} gallery {g}: no non-mated probe, so no TPIR@FPIR (CMC only)")
-                    continue
-                kept, tiny = resolved_fpirs(fpirs, bool(options.fpirs), res.n_nonmated, options.allow_tiny_far)
-                if tiny.size:
-                    summary["fpirs_dropped"][f"{key}/{g}"] = {
-                        "fpirs": tiny.tolist(),
-                        "smallest_fpir": 1.0 / res.n_nonmated,
-                        "n_nonmated": res.n_nonmated,
-                    }
-                per_gallery_fpirs[g] = kept
-                if kept.size and options.bootstrap:
-                    ident = np.where(res.mate_rank == 1, res.mate_score, -np.inf)
-                    replicates[g] = tpir_replicates(
-                        res.mated, ident, res.top1, probe_units, n_units, kept, options.bootstrap, options.seed
-                    )
-                    lo, hi = percentile_interval(replicates[g])
-                    interval_rows += [
-                        {"model": model, "fusion": fusion, "gallery": g, "fpir": float(f), "tpir_lo": a, "tpir_hi": b}
-                        for f, a, b in zip(kept, lo, hi)
+            with stage("curves"):  # TPIR@FPIR, CMC and the rejection curves of every gallery
+                for g, res in searches.items():
+                    cmc_all = cmc(res, ranks)
+                    cmc_rows += [
+                        {"model": model, "fusion": fusion, "gallery": g, "rank": int(r), "rate": float(v)}
+                        for r, v in zip(ranks, cmc_all)
                     ]
-                if kept.size:
-                    r = tpir_at_fpir(res, kept)
-                    for j, f in enumerate(kept):
-                        tpir_rows.append(
+                    top_rank = int(min(res.n_gallery, max(20, ranks.max())))
+                    curve_r = np.arange(1, top_rank + 1)
+                    cmc_curve_rows += [
+                        {"model": model, "fusion": fusion, "gallery": g, "rank": int(r), "rate": float(v)}
+                        for r, v in zip(curve_r, cmc(res, curve_r))
+                    ]
+                    if res.n_nonmated == 0:
+                        summary["notes"].append(f"{key} gallery {g}: no non-mated probe, so no TPIR@FPIR (CMC only)")
+                        continue
+                    kept, tiny = resolved_fpirs(fpirs, bool(options.fpirs), res.n_nonmated, options.allow_tiny_far)
+                    if tiny.size:
+                        summary["fpirs_dropped"][f"{key}/{g}"] = {
+                            "fpirs": tiny.tolist(),
+                            "smallest_fpir": 1.0 / res.n_nonmated,
+                            "n_nonmated": res.n_nonmated,
+                        }
+                    per_gallery_fpirs[g] = kept
+                    if kept.size and options.bootstrap:
+                        ident = np.where(res.mate_rank == 1, res.mate_score, -np.inf)
+                        with stage("bootstrap"):
+                            replicates[g] = tpir_replicates(
+                                res.mated, ident, res.top1, probe_units, n_units, kept, options.bootstrap, options.seed
+                            )
+                        lo, hi = percentile_interval(replicates[g])
+                        interval_rows += [
                             {
                                 "model": model,
                                 "fusion": fusion,
                                 "gallery": g,
                                 "fpir": float(f),
-                                "tpir": float(r.tpir[j]),
-                                "threshold": float(r.threshold[j]),
-                                "convention": CONVENTION,
-                                "fpir_achieved": float(r.fpir_achieved[j]),
-                                "n_mated": r.n_mated,
-                                "n_nonmated": r.n_nonmated,
+                                "tpir_lo": a,
+                                "tpir_hi": b,
                             }
-                        )
-                grid = np.unique(np.geomspace(1.0 / res.n_nonmated, 1.0, CURVE_POINTS))
-                rc = tpir_at_fpir(res, grid)
-                curve_rows += [
-                    {"model": model, "fusion": fusion, "gallery": g, "fpir": float(f), "tpir": float(t)}
-                    for f, t in zip(rc.fpir_achieved, rc.tpir)
-                ]
-                if options.reject and probe_unc is not None and kept.size:
-                    for mode in ("recompute", "fixed"):
-                        curve = reject_curve(res, probe_unc, fractions, kept, mode)
-                        df = pd.DataFrame(
-                            {
-                                "fpir": np.tile(kept, fractions.size),
-                                "rejected_fraction": np.repeat(fractions, kept.size),
-                                "tpir": curve.tpir.ravel(),
-                                "threshold": curve.threshold.ravel(),
-                                "kept_mated": np.repeat(curve.kept_mated, kept.size),
-                                "kept_nonmated": np.repeat(curve.kept_nonmated, kept.size),
-                            }
-                        )
-                        for k, v in (("model", model), ("fusion", fusion), ("uncertainty", unc_name)):
-                            df[k] = v
-                        df["gallery"], df["threshold_mode"] = g, mode
-                        reject_parts.append(df[REJECT_COLUMNS])
-                        auc_rows += [
-                            {
-                                "model": model,
-                                "fusion": fusion,
-                                "uncertainty": unc_name,
-                                "gallery": g,
-                                "threshold_mode": mode,
-                                "fpir": float(f),
-                                "auc": float(a),
-                                "auc_kind": "tpir_vs_rejected_fraction",
-                            }
-                            for f, a in zip(kept, curve.auc())
+                            for f, a, b in zip(kept, lo, hi)
                         ]
+                    if kept.size:
+                        r = tpir_at_fpir(res, kept)
+                        for j, f in enumerate(kept):
+                            tpir_rows.append(
+                                {
+                                    "model": model,
+                                    "fusion": fusion,
+                                    "gallery": g,
+                                    "fpir": float(f),
+                                    "tpir": float(r.tpir[j]),
+                                    "threshold": float(r.threshold[j]),
+                                    "convention": CONVENTION,
+                                    "fpir_achieved": float(r.fpir_achieved[j]),
+                                    "n_mated": r.n_mated,
+                                    "n_nonmated": r.n_nonmated,
+                                }
+                            )
+                    grid = np.unique(np.geomspace(1.0 / res.n_nonmated, 1.0, CURVE_POINTS))
+                    rc = tpir_at_fpir(res, grid)
+                    curve_rows += [
+                        {"model": model, "fusion": fusion, "gallery": g, "fpir": float(f), "tpir": float(t)}
+                        for f, t in zip(rc.fpir_achieved, rc.tpir)
+                    ]
+                    if options.reject and probe_unc is not None and kept.size:
+                        for mode in ("recompute", "fixed"):
+                            curve = reject_curve(res, probe_unc, fractions, kept, mode)
+                            df = pd.DataFrame(
+                                {
+                                    "fpir": np.tile(kept, fractions.size),
+                                    "rejected_fraction": np.repeat(fractions, kept.size),
+                                    "tpir": curve.tpir.ravel(),
+                                    "threshold": curve.threshold.ravel(),
+                                    "kept_mated": np.repeat(curve.kept_mated, kept.size),
+                                    "kept_nonmated": np.repeat(curve.kept_nonmated, kept.size),
+                                }
+                            )
+                            for k, v in (("model", model), ("fusion", fusion), ("uncertainty", unc_name)):
+                                df[k] = v
+                            df["gallery"], df["threshold_mode"] = g, mode
+                            reject_parts.append(df[REJECT_COLUMNS])
+                            auc_rows += [
+                                {
+                                    "model": model,
+                                    "fusion": fusion,
+                                    "uncertainty": unc_name,
+                                    "gallery": g,
+                                    "threshold_mode": mode,
+                                    "fpir": float(f),
+                                    "auc": float(a),
+                                    "auc_kind": "tpir_vs_rejected_fraction",
+                                }
+                                for f, a in zip(kept, curve.auc())
+                            ]
             same = [per_gallery_fpirs.get(g) for g in replicates]
             if len(replicates) == len(idp.galleries) > 1 and all(np.array_equal(same[0], f) for f in same):
                 lo, hi = percentile_interval(np.mean([replicates[g] for g in replicates], axis=0))
@@ -308,17 +328,25 @@ def run_identify(store: FeatureStore | str | Path, out: str | Path | None, optio
         out or default_out_dir(store.path, "identify"), options.force, "analyze identify", [store.path]
     ) as owned:
         d = owned.path
-        owned.add(*write_table(tpir_df, d, "tpir"), *write_table(cmc_df, d, "cmc"))
-        if options.reject:
-            owned.add(*write_table(reject_df, d, "reject"), *write_table(auc_df, d, "reject_auc"))
-        summary["seconds"] = time.perf_counter() - t0
-        owned.add(write_json(summary, d / "summary.json"))
+        with stage("write"):
+            owned.add(*write_table(tpir_df, d, "tpir"), *write_table(cmc_df, d, "cmc"))
+            if options.reject:
+                owned.add(*write_table(reject_df, d, "reject"), *write_table(auc_df, d, "reject_auc"))
         if options.figures:
             from analyze.identify_figures import plot_identification
 
-            plot_identification(
-                pd.DataFrame(curve_rows), tpir_df, pd.DataFrame(cmc_curve_rows), reject_df, d / "figures", store.dataset
-            )
+            with stage("figures"):
+                plot_identification(
+                    pd.DataFrame(curve_rows),
+                    tpir_df,
+                    pd.DataFrame(cmc_curve_rows),
+                    reject_df,
+                    d / "figures",
+                    store.dataset,
+                )
+        summary["seconds"] = time.perf_counter() - t0  # written last, so seconds and timings cover the figures
+        summary["timings"] = times.as_dict()
+        owned.add(write_json(summary, d / "summary.json"))
         owned.finish()
     return IdentifyResult(d, tpir_df, cmc_df, reject_df, auc_df, summary)
 
@@ -371,7 +399,10 @@ def result_lines(res: IdentifyResult) -> tuple[list[str], list[str]]:
         lines += [f"TPIR@FPIR ({s['params']['convention']} threshold rule):", t.to_string(float_format=_f4)]
     c = res.cmc.pivot_table(index=["model", "fusion", "gallery"], columns="rank", values="rate", sort=False)
     c.columns = [f"rank {r}" for r in c.columns]
-    lines += ["CMC:", c.to_string(float_format=_f4), f"wrote {res.out} in {s['seconds']:.1f} s"]
+    footer = f"wrote {res.out} in {s['seconds']:.1f} s"
+    if s.get("timings"):  # the same `time:` line as the other analyze commands (analyze.timing)
+        footer += "\ntime: " + ", ".join(f"{name} {value:.1f} s" for name, value in s["timings"].items())
+    lines += ["CMC:", c.to_string(float_format=_f4), footer]
     return notes, lines
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from analyze.curves import auc, roc_curve_points
+from analyze.curves import Counts, auc, roc_curve_points
 from analyze.rows import check_unit_interval
 
 __all__ = [
@@ -116,6 +116,7 @@ def tar_at_far(
     fars: ArrayLike,
     convention: Convention = "exact",
     allow_tiny_far: bool = False,
+    counts: Counts | None = None,
 ) -> TarFarResult:
     """TAR at each requested FAR with one sort; ``convention`` is "exact" (paper) or "nearest" (insightface).
 
@@ -123,20 +124,20 @@ def tar_at_far(
     highest + 1e-8), accept score >= threshold; ties at the threshold are all accepted, so the
     achieved FAR can exceed the requested one. nearest: sklearn ``roc_curve``, then the ROC point
     whose FPR is nearest the target (ties: the larger FPR). No genuine pairs: TAR is NaN.
-    No impostor pairs: ValueError.
+    No impostor pairs: ValueError. `counts`: `binary_counts(labels, scores)` computed already; both
+    conventions then read their thresholds off it instead of sorting again (the same numbers).
     """
     s, lab = check_scores_labels(scores, labels)
     f = check_fars(fars)
-    imp = s[~lab]
-    n_imp = int(imp.size)
-    n_gen = int(s.size - n_imp)
+    n_gen = int(np.count_nonzero(lab))
+    n_imp = int(s.size - n_gen)
     if n_imp == 0:
         raise ValueError("no impostor pairs: TAR@FAR is undefined (labels are all genuine)")
     check_far_resolution(f, n_imp, allow_tiny_far)
     if convention == "exact":
-        return _exact(s[lab], imp, f)
+        return _exact(s[lab], s[~lab], f) if counts is None else _exact_counts(counts, f, n_gen, n_imp)
     if convention == "nearest":
-        return _nearest(s, lab, f, n_gen, n_imp)
+        return _nearest(s, lab, f, n_gen, n_imp, counts)
     raise ValueError(f"unknown TAR@FAR convention {convention!r}; use 'exact' or 'nearest'")
 
 
@@ -155,9 +156,32 @@ def _exact(gen: np.ndarray, imp: np.ndarray, f: np.ndarray) -> TarFarResult:
     return TarFarResult(f, tar, thr, imp_acc / n_imp, n_gen, n_imp, "exact")
 
 
-def _nearest(s: np.ndarray, lab: np.ndarray, f: np.ndarray, n_gen: int, n_imp: int) -> TarFarResult:
+def _exact_counts(counts: Counts, f: np.ndarray, n_gen: int, n_imp: int) -> TarFarResult:
+    """`_exact` read off binary_counts: the k-th highest impostor is the first distinct threshold whose
+    cumulative impostor count reaches k, and the pairs accepted there are its counts (ties included)."""
+    fps, tps, thr_desc = counts
+    ks = far_ranks(n_imp, f)
+    thr = np.empty(f.size)
+    imp_acc = np.empty(f.size, dtype=np.int64)
+    gen_acc = np.empty(f.size, dtype=np.int64)
+    for i, k in enumerate(ks):
+        if k == 0:
+            top = int(np.searchsorted(fps, 1.0, side="left"))  # the highest impostor's threshold
+            thr[i] = k0_threshold(float(thr_desc[top]))  # in float64, as _exact (counts may be float32)
+            c = int(np.searchsorted(-thr_desc[:top], -thr[i], side="right"))  # thresholds >= thr[i], all above top
+        else:
+            c = int(np.searchsorted(fps, float(k), side="left")) + 1
+            thr[i] = thr_desc[c - 1]
+        imp_acc[i], gen_acc[i] = (int(fps[c - 1]), int(tps[c - 1])) if c else (0, 0)
+    tar = gen_acc / n_gen if n_gen else np.full(f.size, np.nan)
+    return TarFarResult(f, tar, thr, imp_acc / n_imp, n_gen, n_imp, "exact")
+
+
+def _nearest(
+    s: np.ndarray, lab: np.ndarray, f: np.ndarray, n_gen: int, n_imp: int, counts: Counts | None = None
+) -> TarFarResult:
     """insightface IJB table: roc_curve (drop_intermediate on), flip, first argmin of |fpr - FAR|."""
-    fpr, tpr, thr = roc_curve_points(lab, s)
+    fpr, tpr, thr = roc_curve_points(lab, s, counts)
     fpr, tpr, thr = fpr[::-1], tpr[::-1], thr[::-1]
     idx = np.array([int(np.argmin(np.abs(fpr - x))) for x in f], dtype=np.int64)
     tar = tpr[idx] if n_gen else np.full(f.size, np.nan)

@@ -88,6 +88,10 @@ def test_tables_match_a_direct_computation(store, tmp_path):
         assert (tmp_path / "out" / f"{name}.csv").is_file()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["galleries"] == {"G1": 20, "G2": 20} and summary["probes"] == 160
+    timings = summary["timings"]  # exclusive stage seconds (analyze.timing), written after the figures
+    assert {"fuse", "search", "curves", "write", "other", "total"} <= set(timings)
+    assert sum(v for k, v in timings.items() if k != "total") == pytest.approx(timings["total"], abs=0.01)
+    assert timings["total"] <= summary["seconds"] + 0.01
     r0 = res.reject[(res.reject["rejected_fraction"] == 0) & (res.reject["model"] == "scaleface")]
     for mode in ("recompute", "fixed"):
         at0 = r0[r0["threshold_mode"] == mode].set_index("gallery")["tpir"]
