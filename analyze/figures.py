@@ -8,7 +8,6 @@ callers and tests can inspect the Axes; `plot_*` saves each figure and closes it
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -72,53 +71,12 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, dpi: int = DPI) -> 
     stem = safe_name(stem)
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     try:
-        bbox = _tight_bbox(fig, dpi)
-        child = _fork_save(fig, paths[1], dpi, bbox)  # the PDF in a child process while this one writes the PNG
-        fig.savefig(paths[0], dpi=dpi, bbox_inches=bbox)
-        if not _child_done(child):
-            fig.savefig(paths[1], dpi=dpi, bbox_inches=bbox)
+        bbox = _tight_bbox(fig, dpi)  # one layout for both files
+        for path in paths:
+            fig.savefig(path, dpi=dpi, bbox_inches=bbox)
     finally:
         plt.close(fig)
     return paths
-
-
-PARALLEL_SAVE = hasattr(os, "fork")
-"""Write a figure's PDF in a forked child while the parent writes its PNG (two cores for the two renderings);
-where the fork or the child fails, the parent writes the PDF itself."""
-
-
-def _fork_save(fig: Figure, path: Path, dpi: float, bbox: Any) -> int | None:
-    """Fork a child that saves `fig` to `path` and exits (status 0 when written); its pid, or None."""
-    if not PARALLEL_SAVE:
-        return None
-    try:
-        pid = os.fork()
-    except OSError:
-        return None
-    if pid:
-        return pid
-    code = 1
-    try:  # the child: save, then leave at once (no atexit handlers, no flushing of the parent's buffers)
-        fig.savefig(path, dpi=dpi, bbox_inches=bbox)
-        code = 0
-    except BaseException:  # noqa: BLE001 - any failure: the parent writes the file again
-        pass
-    finally:
-        os._exit(code)
-
-
-def _child_done(pid: int | None) -> bool:
-    """Wait for a `_fork_save` child; whether it wrote its file."""
-    if pid is None:
-        return False
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return False
 
 
 def _tight_bbox(fig: Figure, dpi: float) -> Any:

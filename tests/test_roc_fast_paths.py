@@ -142,26 +142,11 @@ def test_shared_counts_remember_their_roc_points_read_only():
     assert all(np.array_equal(a, b) for a, b in zip(plain, fresh)) and plain[0].flags.writeable
 
 
-@pytest.mark.parametrize("parallel", [True, False])
-def test_save_figure_writes_png_and_pdf_forked_or_not(tmp_path, monkeypatch, parallel):
+def test_save_figure_writes_png_and_pdf(tmp_path):
     from analyze import figures
 
-    monkeypatch.setattr(figures, "PARALLEL_SAVE", parallel and figures.PARALLEL_SAVE)
     fig, ax = figures.plt.subplots()
     ax.loglog([1e-6, 1e-3, 1.0], [1.0, 0.1, 1e-3])
     paths = figures.save_figure(fig, tmp_path, "det figure")
     assert [p.name for p in paths] == ["det_figure.png", "det_figure.pdf"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
-
-
-def test_save_figure_rewrites_the_pdf_when_the_child_fails(tmp_path, monkeypatch):
-    from analyze import figures
-
-    if not figures.PARALLEL_SAVE:
-        pytest.skip("no fork on this platform")
-    monkeypatch.setattr(figures, "_fork_save", lambda *a: None)  # as if the fork failed
-    fig, ax = figures.plt.subplots()
-    ax.plot([0, 1], [0, 1])
-    png, pdf = figures.save_figure(fig, tmp_path, "x")
-    assert png.is_file() and pdf.read_bytes()[:5] == b"%PDF-"
-    assert figures._child_done(None) is False
