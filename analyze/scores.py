@@ -9,6 +9,8 @@ in blocks of ``block`` pairs, so at most ``2 * block * D`` gathered values are i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -94,6 +96,20 @@ def euclidean_scores(features: np.ndarray, i: np.ndarray, j: np.ndarray, *, bloc
     return out
 
 
+_MLS_EXACT: ContextVar[bool] = ContextVar("analyze_mls_exact", default=False)
+
+
+@contextmanager
+def mls_summation(exact: bool) -> Iterator[None]:
+    """Within: MLS scores (`mls_scores` without `exact=`, so every command's MLS) use the exact kernel (`exact`
+    True: bit-identical to runs before the fast default, `--mls-exact`) or the fast one."""
+    token = _MLS_EXACT.set(bool(exact))
+    try:
+        yield
+    finally:
+        _MLS_EXACT.reset(token)
+
+
 def mls_scores(
     features: np.ndarray,
     sigma_sq: np.ndarray,
@@ -101,15 +117,16 @@ def mls_scores(
     j: np.ndarray,
     *,
     block: int = DEFAULT_BLOCK,
-    exact: bool = True,
+    exact: bool | None = None,
 ) -> np.ndarray:
     """PFE mutual likelihood score -sum_d((mu1-mu2)^2/(s1+s2) + log(s1+s2)), mu = L2-normalised rows.
 
     As in PFE's and ScaleFace's code: no 1/2 factor and no D*log(2*pi) constant (neither changes
     any ranking). `sigma_sq` is (N, D) or (N, 1)/(N,) broadcast over the D dimensions. Rows are
     normalised once and the pairs scored by a fused kernel (analyze.kernels.mls_pairs: no pairs x D
-    temporaries; `block` is kept for callers and unused); `exact=False` sums the log term as logs of
-    products, ~3x faster, within ~1e-13 of the exact score.
+    temporaries; `block` is kept for callers and unused). Default (`exact` None: as `mls_summation` set it,
+    else fast): one log per pair, within analyze.kernels.MLS_FAST_RTOL of the exact score; `exact=True`: numpy's
+    per-dimension logs and pairwise sum, bit for bit.
     """
     features = np.asarray(features)
     n = len(features)
@@ -117,6 +134,7 @@ def mls_scores(
     if sigma_sq.shape[1] not in (1, features.shape[1]):
         raise ValueError(f"sigma_sq has {sigma_sq.shape[1]} columns, features have {features.shape[1]}")
     i, j = check_pairs(i, j, n)
+    exact = _MLS_EXACT.get() if exact is None else exact
     return mls_pairs(l2_normalize(np.ascontiguousarray(features)), sigma_sq, i, j, exact=exact)
 
 
