@@ -44,3 +44,38 @@ def test_dense_and_gathered_reads_agree(store):
     for key in ("media", "detector_score", "features_flip"):
         assert np.array_equal(k1[key], k2[key][:-1], equal_nan=True), key
     assert k1["add_flip"] and k1["keep_norm"] and k1["use_detector_score"]
+
+
+def _old_pair_rows(ids, pairs):
+    """build_pair_set's mapping before the lookup table: searchsorted, keep pairs with both ids found."""
+    from analyze.fusion import template_rows
+
+    pos = np.searchsorted(ids, pairs)
+    found = ids[np.minimum(pos, len(ids) - 1)] == pairs
+    keep = found.all(axis=1)
+    return template_rows(ids, pairs[keep, 0]), template_rows(ids, pairs[keep, 1]), keep
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        np.arange(0, 50),  # dense, from 0: the lookup table
+        np.array([-7, -3, 0, 2, 9, 11]),  # negative ids
+        np.array([3, 10**9, 10**12]),  # sparse: binary search
+        np.array([5]),
+    ],
+)
+def test_pair_rows_equal_the_searchsorted_mapping(ids):
+    from analyze.loading import _pair_rows
+
+    rng = np.random.default_rng(len(ids))
+    pool = np.r_[ids, ids + 1, [-(10**13), 10**13, ids.min() - 1, ids.max() + 1]]
+    pairs = rng.choice(pool, size=(500, 2))
+    i, j, keep = _pair_rows(ids, pairs)
+    oi, oj, okeep = _old_pair_rows(ids, pairs)
+    assert keep is not None and np.array_equal(keep, okeep)
+    assert np.array_equal(i, oi) and np.array_equal(j, oj) and i.dtype == oi.dtype
+    every = rng.choice(ids, size=(40, 2))  # every id found: no mask
+    i, j, keep = _pair_rows(ids, every)
+    assert keep is None
+    assert np.array_equal(i, _old_pair_rows(ids, every)[0]) and np.array_equal(j, _old_pair_rows(ids, every)[1])
