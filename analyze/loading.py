@@ -7,8 +7,12 @@ once per template, and pair scores are gathered from those in blocks (analyze.sc
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -128,6 +132,34 @@ def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: d
         return fuse(fusion, feats, template, **kwargs)
 
 
+FUSED_CACHE_ENTRIES = 4
+FUSED_CACHE_BYTES = 512 << 20
+"""Bounds of the in-process cache of fused templates (`fuse_templates`): at most this many entries and bytes (IJB-C:
+PFE fusion 190 MB, a mean of 512-d embeddings 95 MB); the least recently used entry goes first."""
+
+_FUSED: OrderedDict[tuple, FusedTemplates] = OrderedDict()
+
+
+def _fused_bytes(f: FusedTemplates) -> int:
+    return sum(a.nbytes for a in (f.ids, f.features, f.sizes, f.uncertainty) if a is not None)
+
+
+def _fused_key(store: FeatureStore, model: str, fusion: str, rows: np.ndarray, options: dict, block: int) -> tuple:
+    """What a fusion depends on: the store (its resolved path and content digest: done marks, checksums, model
+    fingerprints), model, fusion, the images fused (a digest of their rows), the fusion options and the block size
+    (the tasks' split)."""
+    from analyze.outputs import store_digest
+
+    rows_digest = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
+    opts = json.dumps(options, sort_keys=True, default=repr)
+    return (str(Path(store.path).resolve()), store_digest(store), model, fusion, rows_digest, opts, block)
+
+
+def clear_fused_cache() -> None:
+    """Forget every cached fusion (tests; or to give the memory back)."""
+    _FUSED.clear()
+
+
 @timed("fuse")
 def fuse_templates(
     store: FeatureStore,
@@ -139,11 +171,39 @@ def fuse_templates(
     block_images: int = FUSION_BLOCK_IMAGES,
 ) -> FusedTemplates:
     """Fuse the valid images of every template, as one Dask task per block of whole templates
-    (run by the active Dask scheduler: local threads, or a dask.distributed client)."""
+    (run by the active Dask scheduler: local threads, or a dask.distributed client).
+
+    Fused once per (store contents, model, fusion, images, options) in a process: reject, fusion, roc and identify
+    steps of one pipeline share it (an LRU cache bounded by FUSED_CACHE_ENTRIES and FUSED_CACHE_BYTES). The arrays
+    returned are shared with the cache: read them, do not modify them in place."""
     template = store.image_column("template")
     rows = np.flatnonzero(valid & (template >= 0))
     if rows.size == 0:
         raise StoreError(f"{store.path}: no valid image belongs to a template (model {model!r})")
+    used = (options or {}) if "media" in FUSIONS.get(fusion).inputs else {}  # only media reads its options
+    key = _fused_key(store, model, fusion, rows, used, block_images)
+    if key in _FUSED:
+        _FUSED.move_to_end(key)
+        return _FUSED[key]
+    fused = _fuse_all(store, model, fusion, template, rows, options, block_images)
+    size = _fused_bytes(fused)
+    if size <= FUSED_CACHE_BYTES:
+        _FUSED[key] = fused
+        while len(_FUSED) > FUSED_CACHE_ENTRIES or sum(_fused_bytes(f) for f in _FUSED.values()) > FUSED_CACHE_BYTES:
+            _FUSED.popitem(last=False)
+    return fused
+
+
+def _fuse_all(
+    store: FeatureStore,
+    model: str,
+    fusion: str,
+    template: np.ndarray,
+    rows: np.ndarray,
+    options: dict[str, Any] | None,
+    block_images: int,
+) -> FusedTemplates:
+    """The fusion itself: one Dask task per block of whole templates, the parts concatenated in template order."""
     tasks = [
         dask.delayed(_fuse_block)(str(store.path), model, fusion, block, options or {})
         for block in template_blocks(template, rows, block_images)

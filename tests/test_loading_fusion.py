@@ -79,3 +79,79 @@ def test_pair_rows_equal_the_searchsorted_mapping(ids):
     i, j, keep = _pair_rows(ids, every)
     assert keep is None
     assert np.array_equal(i, _old_pair_rows(ids, every)[0]) and np.array_equal(j, _old_pair_rows(ids, every)[1])
+
+
+def _count_fusions(monkeypatch):
+    from analyze import loading
+
+    calls = []
+    real = loading._fuse_all
+
+    def counting(store, model, fusion, *args):
+        calls.append((model, fusion))
+        return real(store, model, fusion, *args)
+
+    monkeypatch.setattr(loading, "_fuse_all", counting)
+    loading.clear_fused_cache()
+    return calls
+
+
+def test_second_command_in_a_process_reuses_the_fusion(tmp_path, monkeypatch):
+    """`analyze fusion` then `analyze roc` on the same store and (model, fusion): fused once, the same numbers as
+    with a cold cache."""
+    from analyze import commands
+
+    path = build_store(tmp_path / "s.zarr").path
+    calls = _count_fusions(monkeypatch)
+    common = {"models": ("magface",), "figures": False}
+    commands.fusion(path, tmp_path / "f", commands.FusionOptions(fusions=("mean",), **common))
+    assert calls == [("magface", "mean")]
+    warm = commands.roc(path, tmp_path / "r1", commands.RocOptions(fusions=("mean",), **common))
+    assert calls == [("magface", "mean")]  # not fused again
+    from analyze.loading import clear_fused_cache
+
+    clear_fused_cache()
+    cold = commands.roc(path, tmp_path / "r2", commands.RocOptions(fusions=("mean",), **common))
+    assert len(calls) == 2
+    for name in ("roc_table", "roc_curve"):
+        assert warm.tables[name].equals(cold.tables[name])
+
+
+def test_fusion_cache_misses_on_another_mask_options_or_store_contents(tmp_path, monkeypatch):
+    import shutil
+
+    from analyze.loading import _FUSED, FUSED_CACHE_ENTRIES
+
+    path = tmp_path / "s.zarr"
+    st = build_store(path)
+    calls = _count_fusions(monkeypatch)
+    valid = valid_rows(st, ["pfe"], False).mask
+    first = fuse_templates(st, "pfe", "PFE", valid)
+    again = fuse_templates(st, "pfe", "PFE", valid.copy())  # an equal mask: a hit, the same arrays
+    assert len(calls) == 1 and again.features is first.features
+    fewer = valid.copy()
+    fewer[3] = False
+    other = fuse_templates(st, "pfe", "PFE", fewer)
+    assert len(calls) == 2 and not np.array_equal(other.features, first.features)
+    fuse_templates(st, "magface", "media", valid, options={"add_flip": False})
+    fuse_templates(st, "magface", "media", valid, options={"add_flip": True})
+    assert len(calls) == 4 and len(_FUSED) <= FUSED_CACHE_ENTRIES
+    st.close()
+    shutil.rmtree(path)
+    st = build_store(path, seed=1)  # same path, other contents: the store digest differs
+    fresh = fuse_templates(st, "pfe", "PFE", valid_rows(st, ["pfe"], False).mask)
+    assert len(calls) == 5 and not np.array_equal(fresh.features, first.features)
+
+
+def test_fusion_cache_is_bounded(tmp_path, monkeypatch):
+    from analyze import loading
+
+    st = build_store(tmp_path / "s.zarr")
+    calls = _count_fusions(monkeypatch)
+    valid = valid_rows(st, ["pfe"], False).mask
+    one = loading._fused_bytes(fuse_templates(st, "pfe", "PFE", valid))
+    monkeypatch.setattr(loading, "FUSED_CACHE_BYTES", one)  # room for one such fusion only
+    fuse_templates(st, "pfe", "mean", valid)
+    assert sum(loading._fused_bytes(f) for f in loading._FUSED.values()) <= one
+    fuse_templates(st, "pfe", "PFE", valid)
+    assert len(calls) == 3  # evicted, fused again
