@@ -8,6 +8,10 @@ by their first row (a stable sort of `i`, skipped when already sorted) so each f
 memory once per group; results are written back in the caller's pair order. The summation replays numpy
 2.x's pairwise_sum (tests/test_kernels.py fails first if a numpy release changes it).
 
+One exception, the default MLS (`mls_pairs(exact=False)`): one log per pair instead of D, halving trees that
+vectorise, pairs visited by (i, j) in tiles of second rows; within MLS_FAST_RTOL of the exact kernel (and the same
+bits whatever the vector width: the trees fix the order of every operation). `exact=True` is the bit-identical kernel.
+
 Compiled on first use and cached beside this file (``cache=True``): a cold process pays the compile
 once, later processes load the machine code (see benchmarks/README.md for the measured cold/warm times).
 """
@@ -20,9 +24,11 @@ import numba
 import numpy as np
 
 __all__ = [
+    "MLS_FAST_RTOL",
     "cosine_analytic_pairs",
     "grouped_order",
     "mls_pairs",
+    "pair_sorted_order",
     "pairwise_sum",
     "row_norms",
     "row_reciprocal_sums",
