@@ -133,9 +133,10 @@ def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: d
 
 
 FUSED_CACHE_ENTRIES = 4
-FUSED_CACHE_BYTES = 512 << 20
+FUSED_CACHE_BYTES = 256 << 20
 """Bounds of the in-process cache of fused templates (`fuse_templates`): at most this many entries and bytes (IJB-C:
-PFE fusion 190 MB, a mean of 512-d embeddings 95 MB); the least recently used entry goes first."""
+PFE fusion 190 MB, a mean of 512-d embeddings 95 MB); the least recently used entry goes first. Kept small: a default
+`analyze reject` gains nothing from it (each (model, fusion) is fused once there) and must stay within 3 GiB."""
 
 _FUSED: OrderedDict[tuple, FusedTemplates] = OrderedDict()
 
