@@ -97,12 +97,16 @@ class _LastResult:
 
     def put(self, *arrays_and_value: np.ndarray) -> None:
         *arrays, value = arrays_and_value
-        try:
-            self._key = tuple(weakref.ref(a) for a in arrays)
+        try:  # the scores go as soon as any input is freed (the pair set is done): no memory held past it
+            self._key = tuple(weakref.ref(a, self._drop) for a in arrays)
         except TypeError:  # not weak-referenceable: do not cache
             self._key, self._value = (), None
             return
         self._value = value
+
+    def _drop(self, ref: weakref.ref) -> None:
+        if ref in self._key:
+            self._key, self._value = (), None
 
 
 _LAST_COSINE = _LastResult()

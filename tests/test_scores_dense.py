@@ -91,3 +91,16 @@ def test_cosine_reused_for_the_same_pair_set_only():
     assert scores._LAST_COSINE.get(other, i, j) is None  # another array misses
     changed = cosine_scores(other, i, j)
     assert not np.array_equal(changed[(i == 0) | (j == 0)], again[(i == 0) | (j == 0)])
+
+
+def test_cached_cosine_is_released_with_its_inputs():
+    import gc
+
+    rng = np.random.default_rng(4)
+    feats = rng.standard_normal((30, 8))
+    i, j = rng.integers(0, 30, 100), rng.integers(0, 30, 100)
+    cosine_scores(feats, i, j)
+    assert scores._LAST_COSINE._value is not None
+    del feats
+    gc.collect()
+    assert scores._LAST_COSINE._value is None
