@@ -124,6 +124,17 @@ def _bootstrap(f):
     )(f)
 
 
+MLS_EXACT_HELP = (
+    "MLS by the exact kernel: numpy's per-dimension logs and pairwise sum, bit-identical to runs before the fast "
+    "default (which takes one log per pair and agrees to ~1e-12 relative; docs/metrics.md). Several times slower."
+)
+
+
+def mls_exact_option(f):
+    """--mls-exact (analyze.scores.mls_summation), for every command that scores MLS."""
+    return click.option("--mls-exact", is_flag=True, help=MLS_EXACT_HELP)(f)
+
+
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"{value}: must be a finite number", param_hint=f"--{param.name.replace('_', '-')}")
@@ -200,6 +211,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     help="No oracle and random reference curves (each costs one more curve per model, fusion and distance; "
     "the oracle one per FAR).",
 )
+@mls_exact_option
 @_bootstrap
 @resume_hint("analyze reject")
 def reject(
@@ -216,6 +228,7 @@ def reject(
     discard_limit,
     allow_tiny_far,
     no_references,
+    mls_exact,
     bootstrap,
     seed,
     **common,
@@ -239,6 +252,7 @@ def reject(
         RejectOptions, common, level=level, fusions=fusions, metrics=metrics, fars=fars, fractions=rejected,
         threshold_mode=threshold_mode, convention=convention, bias=bias, discard_limit=discard_limit,
         allow_tiny_far=allow_tiny_far, bootstrap=bootstrap, seed=seed, references=not no_references,
+        mls_exact=mls_exact,
     )  # fmt: skip
     from analyze.commands import command_errors
 
@@ -287,6 +301,7 @@ def _echo(result) -> None:
 @click.option("--media-no-norm", is_flag=True, help="media fusion: L2-normalise images first (insightface N0).")
 @click.option("--media-no-detector", is_flag=True, help="media fusion: no detector-score weighting (D0).")
 @click.option("--media-no-flip", is_flag=True, help="media fusion: do not add the flipped embedding (F1).")
+@mls_exact_option
 @_bootstrap
 @resume_hint("analyze fusion")
 def fusion(
@@ -301,6 +316,7 @@ def fusion(
     media_no_norm,
     media_no_detector,
     media_no_flip,
+    mls_exact,
     bootstrap,
     seed,
     **common,
@@ -324,7 +340,7 @@ def fusion(
     options = _options(
         FusionOptions, common, fusions=fusions, distances=distances, fars=fars, convention=convention,
         allow_tiny_far=allow_tiny_far, media_norm=not media_no_norm, media_detector=not media_no_detector,
-        media_flip=not media_no_flip, bootstrap=bootstrap, seed=seed,
+        media_flip=not media_no_flip, bootstrap=bootstrap, seed=seed, mls_exact=mls_exact,
     )  # fmt: skip
     _echo(run(cache, out, options))
 

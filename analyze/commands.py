@@ -36,6 +36,7 @@ from analyze.outputs import (
     write_table,
 )
 from analyze.reject import REFERENCE_ORDERS
+from analyze.scores import mls_summation
 from analyze.tables import far_pivot, method_labels
 from analyze.timing import StageTimes, stage, timed_run
 from analyze.vocabulary import check_distance, fusion_spec, metric_specs
@@ -103,6 +104,8 @@ class RejectOptions(TableOptions):
     bootstrap: int = 0
     seed: int = 0
     references: bool = option(True, "no_references")
+    mls_exact: bool = False
+    """MLS by the exact kernel (numpy's summation, bit-identical to earlier runs) instead of the fast default."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class FusionOptions(TableOptions):
     media_norm: bool = option(True, "media_no_norm")
     media_detector: bool = option(True, "media_no_detector")
     media_flip: bool = option(True, "media_no_flip")
+    mls_exact: bool = False
+    """As RejectOptions.mls_exact."""
 
 
 @dataclass(frozen=True)
@@ -317,7 +322,7 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
             "--bootstrap",
         )
     details: dict[str, list[pd.DataFrame]] = {}
-    with timed_run() as times, _claimed(store, out, o, "reject") as (st, owned, where):
+    with timed_run() as times, _claimed(store, out, o, "reject") as (st, owned, where), mls_summation(o.mls_exact):
         df, auc_df, report = experiments.run_reject(
             st,
             models=_models(o),
@@ -390,7 +395,7 @@ def fusion(store: str | Path, out: str | Path | None, options: FusionOptions) ->
     o = options
     check_names(fusions=o.fusions, distances=o.distances)
     media = {"keep_norm": o.media_norm, "use_detector_score": o.media_detector, "add_flip": o.media_flip}
-    with timed_run() as times, _claimed(store, out, o, "fusion") as (st, owned, where):
+    with timed_run() as times, _claimed(store, out, o, "fusion") as (st, owned, where), mls_summation(o.mls_exact):
         df, report = experiments.run_fusion_table(
             st,
             models=_models(o),

@@ -8,6 +8,10 @@ by their first row (a stable sort of `i`, skipped when already sorted) so each f
 memory once per group; results are written back in the caller's pair order. The summation replays numpy
 2.x's pairwise_sum (tests/test_kernels.py fails first if a numpy release changes it).
 
+One exception, the default MLS (`mls_pairs(exact=False)`): one log per pair instead of D, halving trees that
+vectorise, pairs visited by (i, j) in tiles of second rows; within MLS_FAST_RTOL of the exact kernel (and the same
+bits whatever the vector width: the trees fix the order of every operation). `exact=True` is the bit-identical kernel.
+
 Compiled on first use and cached beside this file (``cache=True``): a cold process pays the compile
 once, later processes load the machine code (see benchmarks/README.md for the measured cold/warm times).
 """
@@ -20,9 +24,11 @@ import numba
 import numpy as np
 
 __all__ = [
+    "MLS_FAST_RTOL",
     "cosine_analytic_pairs",
     "grouped_order",
     "mls_pairs",
+    "pair_sorted_order",
     "pairwise_sum",
     "row_norms",
     "row_reciprocal_sums",
@@ -132,46 +138,45 @@ def grouped_order(i: np.ndarray) -> np.ndarray | None:
     return np.argsort(i, kind="stable")
 
 
-_LOG_SAFE = 2.0**60
-"""Fast MLS: sigma_sq1 + sigma_sq2 within [2^-60, 2^60] lets 16 of them multiply without over/underflow."""
+_LOG_SAFE = 2.0**59
+"""Fast MLS: a row is "safe" when all its sigma_sq lie in [2^-59, 2^59], so every sigma_sq1 + sigma_sq2 of two safe
+rows lies in [2^-58, 2^60] and a product of 16 of them stays a normal float64 (_tree_log_prod)."""
+
+MLS_TILE_ROWS = 64
+"""Second rows per tile of the fast MLS kernel: 64 rows of float64 unit + sigma_sq (D = 512) are 512 KiB, which stay
+in cache while every first row of a task's block is scored against them."""
+
+MLS_BLOCK_GROUPS = 64
+"""First rows (pair groups) per parallel task of the fast MLS kernel."""
+
+_LN2 = math.log(2.0)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _log_sum_fast(mu, d):  # pragma: no cover - compiled
-    """sum_k log(mu[k]) as a sum of logs of products of 16 values (4 interleaved products per 64 values).
-
-    D/16 logs per pair instead of D; absolute error about D * 2^-53 * max|log mu| (not bit-identical to
-    the sum of logs). Only for values within [1/_LOG_SAFE, _LOG_SAFE] (the caller checks).
-    """
-    total = 0.0
-    k = 0
-    while k + 64 <= d:
-        p0 = 1.0
-        p1 = 1.0
-        p2 = 1.0
-        p3 = 1.0
-        for q in range(k, k + 64, 4):
-            p0 *= mu[q]
-            p1 *= mu[q + 1]
-            p2 *= mu[q + 2]
-            p3 *= mu[q + 3]
-        total += (math.log(p0) + math.log(p1)) + (math.log(p2) + math.log(p3))
-        k += 64
-    while k < d:
-        p = 1.0
-        for q in range(k, min(d, k + 16)):
-            p *= mu[q]
-        total += math.log(p)
-        k += 16
-    return total
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _mls_exact_pair(unit, sigma, a, b, buf, mut, plan_lo, plan_n, vals):  # pragma: no cover - compiled
+    """numpy's MLS of rows a, b bit for bit: the terms d*d/mu + log(mu) (one log per dimension), pairwise-summed."""
+    d = unit.shape[1]
+    if sigma.shape[1] != 1:
+        for k in range(d):  # no calls, no branches: vectorised
+            mu = sigma[a, k] + sigma[b, k]
+            diff = unit[a, k] - unit[b, k]
+            mut[k] = mu
+            buf[k] = diff * diff / mu
+        for k in range(d):
+            buf[k] = buf[k] + math.log(mut[k])
+    else:
+        mu = sigma[a, 0] + sigma[b, 0]
+        lg = math.log(mu)
+        for k in range(d):
+            diff = unit[a, k] - unit[b, k]
+            buf[k] = diff * diff / mu + lg
+    return -_row_sum(buf, plan_lo, plan_n, vals)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _mls_kernel(unit, sigma, i, j, order, plan_lo, plan_n, safe, out):  # pragma: no cover - compiled
+def _mls_kernel(unit, sigma, i, j, order, plan_lo, plan_n, out):  # pragma: no cover - compiled
     m = i.shape[0]
     d = unit.shape[1]
-    wide = sigma.shape[1] != 1
-    fast = safe.shape[0] > 0
     n_tasks = (m + GROUP_CHUNK - 1) // GROUP_CHUNK
     for t in numba.prange(n_tasks):
         buf = np.empty(d, dtype=np.float64)
@@ -179,26 +184,102 @@ def _mls_kernel(unit, sigma, i, j, order, plan_lo, plan_n, safe, out):  # pragma
         vals = np.empty(plan_lo.shape[0], np.float64)
         for q in range(t * GROUP_CHUNK, min(m, (t + 1) * GROUP_CHUNK)):
             p = order[q] if order.shape[0] else q
-            a = i[p]
-            b = j[p]
-            if wide:
-                for k in range(d):  # no calls, no branches: vectorised
-                    mu = sigma[a, k] + sigma[b, k]
-                    diff = unit[a, k] - unit[b, k]
-                    mut[k] = mu
-                    buf[k] = diff * diff / mu
-                if fast and safe[a] and safe[b]:
-                    out[p] = -(_row_sum(buf, plan_lo, plan_n, vals) + _log_sum_fast(mut, d))
-                    continue
-                for k in range(d):  # numpy's term: d*d/mu + log(mu), then the pairwise sum
-                    buf[k] = buf[k] + math.log(mut[k])
-            else:
-                mu = sigma[a, 0] + sigma[b, 0]
-                lg = math.log(mu)
-                for k in range(d):
-                    diff = unit[a, k] - unit[b, k]
-                    buf[k] = diff * diff / mu + lg
-            out[p] = -_row_sum(buf, plan_lo, plan_n, vals)
+            out[p] = _mls_exact_pair(unit, sigma, i[p], j[p], buf, mut, plan_lo, plan_n, vals)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _tree_sum(buf, m):  # pragma: no cover - compiled
+    """Sum of buf[:m] by halving in place (buf[k] += buf[h + k]): each level one branch-free loop that vectorises,
+    and the same tree whatever the vector width, so the result does not depend on the CPU."""
+    while m > 1:
+        h = (m + 1) // 2
+        for k in range(m - h):
+            buf[k] += buf[h + k]
+        m = h
+    return buf[0]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _renormalise(bits, m):  # pragma: no cover - compiled
+    """Write each of the m normal, positive float64 (as int64 bits) as mantissa in [0.5, 1) times 2^e, exactly (as
+    frexp, without a call: vectorises); returns the sum of the exponents e."""
+    e = 0
+    for k in range(m):
+        x = bits[k]
+        e += ((x >> 52) & 0x7FF) - 1022
+        bits[k] = (x & 0x000FFFFFFFFFFFFF) | 0x3FE0000000000000
+    return e
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _tree_log_prod(mut, bits, m):  # pragma: no cover - compiled
+    """log of the product of mut[:m] (each in [2^-58, 2^60]) by halving products, renormalised every 4 levels (a
+    value is then a product of <= 16 factors: within [2^-928, 2^960], normal), then ONE log: log(p) + e log 2."""
+    e = 0
+    level = 0
+    while m > 1:
+        h = (m + 1) // 2
+        for k in range(m - h):
+            mut[k] *= mut[h + k]
+        m = h
+        level += 1
+        if level % 4 == 0:
+            e += _renormalise(bits, m)
+    return math.log(mut[0]) + e * _LN2
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _mls_fast_pair(unit, sigma, a, b, buf, mut, bits):  # pragma: no cover - compiled
+    """MLS of rows a, b with one log per pair: the quadratic terms summed and sigma_sq1 + sigma_sq2 multiplied by
+    halving trees (wide sigma_sq of two safe rows), or -(sum d^2 / mu + D log mu) for one sigma_sq per row."""
+    d = unit.shape[1]
+    if sigma.shape[1] != 1:
+        for k in range(d):  # no calls, no branches: vectorised
+            mu = sigma[a, k] + sigma[b, k]
+            diff = unit[a, k] - unit[b, k]
+            mut[k] = mu
+            buf[k] = diff * diff / mu
+        return -(_tree_sum(buf, d) + _tree_log_prod(mut, bits, d))
+    for k in range(d):
+        diff = unit[a, k] - unit[b, k]
+        buf[k] = diff * diff
+    mu = sigma[a, 0] + sigma[b, 0]
+    return -(_tree_sum(buf, d) / mu + d * math.log(mu))
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _mls_fast_kernel(unit, sigma, i, j, order, gstart, safe, plan_lo, plan_n, out):  # pragma: no cover - compiled
+    """Pairs visited in (i, j) order (`order`, empty = as given), a task per MLS_BLOCK_GROUPS first rows, each
+    task sweeping the second rows in tiles of MLS_TILE_ROWS so a tile is read from memory once per task."""
+    d = unit.shape[1]
+    n = unit.shape[0]
+    wide = sigma.shape[1] != 1
+    n_groups = gstart.shape[0] - 1
+    n_tasks = (n_groups + MLS_BLOCK_GROUPS - 1) // MLS_BLOCK_GROUPS
+    for t in numba.prange(n_tasks):
+        buf = np.empty(d, dtype=np.float64)
+        mut = np.empty(d, dtype=np.float64)
+        bits = mut.view(np.int64)
+        vals = np.empty(plan_lo.shape[0], np.float64)
+        g0 = t * MLS_BLOCK_GROUPS
+        g1 = min(n_groups, g0 + MLS_BLOCK_GROUPS)
+        ptr = gstart[g0:g1].copy()
+        for tile_hi in range(MLS_TILE_ROWS, n + MLS_TILE_ROWS, MLS_TILE_ROWS):
+            for g in range(g0, g1):
+                q = ptr[g - g0]
+                end = gstart[g + 1]
+                while q < end:
+                    p = order[q] if order.shape[0] else q
+                    b = j[p]
+                    if b >= tile_hi:
+                        break
+                    a = i[p]
+                    if not wide or (safe[a] and safe[b]):
+                        out[p] = _mls_fast_pair(unit, sigma, a, b, buf, mut, bits)
+                    else:
+                        out[p] = _mls_exact_pair(unit, sigma, a, b, buf, mut, plan_lo, plan_n, vals)
+                    q += 1
+                ptr[g - g0] = q
 
 
 def _check_mutual_positive(sigma: np.ndarray, i: np.ndarray, j: np.ndarray, block: int = 16384) -> None:
@@ -216,16 +297,36 @@ def _check_mutual_positive(sigma: np.ndarray, i: np.ndarray, j: np.ndarray, bloc
             raise ValueError("MLS needs sigma_sq > 0; a pair has sigma_sq1 + sigma_sq2 <= 0")
 
 
+MLS_FAST_RTOL = 1e-12
+"""The fast MLS kernel's documented bound: |fast - exact| <= MLS_FAST_RTOL * sum_k |term_k| (the terms
+(u1-u2)^2/mu + log(mu) of the exact sum), measured far below it (tests/test_kernels.py)."""
+
+
+def pair_sorted_order(i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, group starts) visiting pairs by (i, j): order empty when the pairs already are (IJB-C's lists),
+    else np.lexsort((j, i)); starts[g]..starts[g+1] the ordered positions of the g-th distinct first row."""
+    if i.size < 2:
+        order = np.empty(0, np.int64)
+    else:
+        same = i[1:] == i[:-1]
+        grouped = bool(np.all(i[1:] >= i[:-1])) and bool(np.all((j[1:] >= j[:-1]) | ~same))
+        order = np.empty(0, np.int64) if grouped else np.lexsort((j, i))
+    i_sorted = i if order.size == 0 else i[order]
+    starts = np.flatnonzero(np.r_[True, i_sorted[1:] != i_sorted[:-1]]) if i.size else np.empty(0, np.int64)
+    return order, np.r_[starts, i.size].astype(np.int64)
+
+
 def mls_pairs(
-    unit: np.ndarray, sigma_sq: np.ndarray, i: np.ndarray, j: np.ndarray, *, exact: bool = True
+    unit: np.ndarray, sigma_sq: np.ndarray, i: np.ndarray, j: np.ndarray, *, exact: bool = False
 ) -> np.ndarray:
     """PFE MLS -sum_d((u1-u2)^2/(s1+s2) + log(s1+s2)) of pairs (i, j), float64 (M,).
 
     `unit` (N, D) L2-normalised float64 rows, `sigma_sq` (N, D) or (N, 1), `i`, `j` valid int64 row
-    indices (checked by the caller). `exact`: bit-identical to the numpy formula (one log per dimension,
-    which is most of the time); otherwise the log term of (N, D) sigma_sq is summed as logs of products
-    of 16 values (differences ~1e-13, far below float32 rounding; pairs touching a row with values outside
-    [2^-60, 2^59] fall back to the exact sum). A ValueError when some pair has sigma_sq1 + sigma_sq2 <= 0.
+    indices (checked by the caller). Default (fast): the quadratic term in 8 interleaved lanes and the log term as
+    the log of one running product per pair (exact power-of-two renormalisation), within MLS_FAST_RTOL of the exact
+    sum; pairs touching a row with a sigma_sq outside [2^-59, 2^59] (or inf/NaN) take the exact path. `exact`:
+    bit-identical to the numpy formula (one log per dimension; earlier runs' numbers). A ValueError when some pair
+    has sigma_sq1 + sigma_sq2 <= 0.
     """
     unit = np.ascontiguousarray(unit, dtype=np.float64)
     sigma = np.ascontiguousarray(sigma_sq, dtype=np.float64)
@@ -235,10 +336,13 @@ def mls_pairs(
     if i.size == 0:
         return out
     _check_mutual_positive(sigma, i, j)
-    safe = np.empty(0, np.bool_)
-    if not exact and sigma.shape[1] > 1:
-        safe = ((sigma >= 1.0 / _LOG_SAFE) & (sigma <= _LOG_SAFE / 2)).all(axis=1)
-    _mls_kernel(unit, sigma, i, j, _order_arg(i), *sum_plan(unit.shape[1]), safe, out)
+    plan = sum_plan(unit.shape[1])
+    if exact:
+        _mls_kernel(unit, sigma, i, j, _order_arg(i), *plan, out)
+        return out
+    safe = ((sigma >= 1.0 / _LOG_SAFE) & (sigma <= _LOG_SAFE)).all(axis=1)
+    order, starts = pair_sorted_order(i, j)
+    _mls_fast_kernel(unit, sigma, i, j, order, starts, safe, *plan, out)
     return out
 
 

@@ -8,13 +8,17 @@ in blocks of ``block`` pairs, so at most ``2 * block * D`` gathered values are i
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
-from analyze.kernels import mls_pairs
+from analyze.kernels import grouped_order, mls_pairs
 from analyze.registry import VALUE_INPUTS, DistanceSpec, Registry
 from analyze.rows import check_pairs, l2_normalize, pfe_confidence
+from analyze.timing import timed
 
 DEFAULT_BLOCK = 16384
 """Pairs per block: two float64 blocks of 16384 x 512 take 134 MB."""
@@ -45,41 +49,122 @@ DENSE_PAIRS_PER_ROW = 64
 """Above this many pairs per feature row, cosine scores come from blocks of a matrix product."""
 
 DENSE_BLOCK_ROWS = 1024
-"""Rows of the left factor per matrix-product block: 1024 x 23k float64 similarities is 190 MB."""
+"""Distinct first rows per matrix-product block: 1024 x 19.6k float64 similarities (IJB-C) is 160 MB."""
 
 
 def cosine_scores(features: np.ndarray, i: np.ndarray, j: np.ndarray, *, block: int = DEFAULT_BLOCK) -> np.ndarray:
     """Cosine similarity of rows i and j (each row L2-normalised first), float64 (M,).
 
     With many pairs per row (IJB-C: 15.7 M template pairs over 23 k templates) the scores are read
-    out of row blocks of the similarity matrix (BLAS dgemm), which is faster than gathering two
-    feature rows per pair; both compute the same float64 dot products up to summation order.
+    out of blocks of the similarity matrix (BLAS dgemm) restricted to the rows and columns the pairs use,
+    which is faster than gathering two feature rows per pair; both compute the same float64 dot products
+    up to summation order. The last result is kept (`_LAST_COSINE`): the metrics of one pair set that share
+    the cosine compute it once.
     """
+    cached = _LAST_COSINE.get(features, i, j)  # keyed by the caller's own array objects
+    if cached is not None:
+        return cached
+    key = (features, i, j)
     features = np.asarray(features)
     i, j = check_pairs(i, j, len(features))
     if i.size >= DENSE_PAIRS_PER_ROW * max(len(features), 1):
-        return _dense_cosine(l2_normalize(features), i, j)
-    out = np.empty(i.size, dtype=np.float64)
-    for s in blocks(i.size, block):
-        a = l2_normalize(_rows(features, i[s]))
-        b = l2_normalize(_rows(features, j[s]))
-        out[s] = np.einsum("md,md->m", a, b)
-    return out
+        out = _dense_cosine(l2_normalize(features), i, j)
+    else:
+        out = np.empty(i.size, dtype=np.float64)
+        for s in blocks(i.size, block):
+            a = l2_normalize(_rows(features, i[s]))
+            b = l2_normalize(_rows(features, j[s]))
+            out[s] = np.einsum("md,md->m", a, b)
+    _LAST_COSINE.put(*key, out)
+    return out.copy()
+
+
+class _LastResult:
+    """The last (features, i, j) -> scores of a pair function, held by weak references to the inputs: a hit needs
+    the very same array objects (the pair sets' arrays are never modified in place), so nothing is kept alive
+    and a new pair set misses. Returns a copy, so callers may modify what they get."""
+
+    def __init__(self) -> None:
+        self._key: tuple = ()
+        self._value: np.ndarray | None = None
+
+    def get(self, *arrays: np.ndarray) -> np.ndarray | None:
+        if self._value is None or len(self._key) != len(arrays):
+            return None
+        if all(ref() is a for ref, a in zip(self._key, arrays)):
+            return self._value.copy()
+        return None
+
+    def put(self, *arrays_and_value: np.ndarray) -> None:
+        *arrays, value = arrays_and_value
+        try:  # the scores go as soon as any input is freed (the pair set is done): no memory held past it
+            self._key = tuple(weakref.ref(a, self._drop) for a in arrays)
+        except TypeError:  # not weak-referenceable: do not cache
+            self._key, self._value = (), None
+            return
+        self._value = value
+
+    def _drop(self, ref: weakref.ref) -> None:
+        if ref in self._key:
+            self._key, self._value = (), None
+
+
+_LAST_COSINE = _LastResult()
+
+
+GEMM_UNROLL_M = 4
+"""OpenBLAS's dgemm row unroll (Haswell..Zen: 4x8 kernels): a row's dot products keep their bits in any product whose
+row count is a multiple of it (the same main kernel, the same k order); the rows past the last multiple of it use
+edge kernels with other sums, and a one-column product is a gemv (tests/test_scores_dense.py pins both)."""
 
 
 def _dense_cosine(unit: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Scores of pairs (i, j) from blocks unit[a:b] @ unit.T, pairs grouped by their first row."""
-    order = np.argsort(i, kind="stable")
-    i_sorted = i[order]
+    """Scores of pairs (i, j) from blocks unit[rows] @ unit[cols].T: pairs grouped by first row (kept as given when
+    already grouped), DENSE_BLOCK_ROWS distinct first rows per block, only the rows and columns the block's pairs use
+    (IJB-C's pairs are bipartite: 3.5 k first x 19.6 k second templates). Bit-identical to the full row blocks
+    unit[a : a + DENSE_BLOCK_ROWS] @ unit.T it replaces: row counts padded to a multiple of GEMM_UNROLL_M, the last
+    full block's tail rows (its row count mod GEMM_UNROLL_M) multiplied with the same tail, never one column."""
+    n = len(unit)
+    order = grouped_order(i)
+    i_s = i if order is None else i[order]
+    j_s = j if order is None else j[order]
     out = np.empty(i.size, dtype=np.float64)
-    edges = np.searchsorted(i_sorted, np.arange(0, len(unit) + DENSE_BLOCK_ROWS, DENSE_BLOCK_ROWS))
-    for k, a in enumerate(range(0, len(unit), DENSE_BLOCK_ROWS)):
-        lo, hi = edges[k], edges[k + 1]
-        if lo == hi:
-            continue
-        sim = unit[a : a + DENSE_BLOCK_ROWS] @ unit.T
-        sel = order[lo:hi]
-        out[sel] = sim[i_sorted[lo:hi] - a, j[sel]]
+    starts = np.flatnonzero(np.r_[True, i_s[1:] != i_s[:-1]])
+    bounds = np.r_[starts[::DENSE_BLOCK_ROWS], i.size]
+    last = (n - 1) // DENSE_BLOCK_ROWS * DENSE_BLOCK_ROWS  # the old last block unit[last:n]
+    tail = n - (n - last) % GEMM_UNROLL_M  # its rows >= tail went through edge kernels
+    tail_lo = max(last, tail - GEMM_UNROLL_M)
+    pos = np.empty(n, dtype=np.int64)
+    used = np.zeros(n, dtype=bool)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        ib = i_s[lo:hi]  # non-decreasing
+        jb = j_s[lo:hi]
+        rows = ib[np.r_[True, ib[1:] != ib[:-1]]]
+        used[jb] = True
+        cols = np.flatnonzero(used)
+        used[cols] = False
+        if cols.size == 1:  # a one-column product is a gemv, with other sums
+            cols = np.r_[cols, (cols[0] + 1) % n] if n > 1 else np.r_[cols, cols]
+        pos[cols] = np.arange(cols.size)
+        col_of = pos[jb]
+        right = unit[cols].T
+        main = rows[rows < tail]
+        in_tail = rows.size - main.size
+        pad = -main.size % GEMM_UNROLL_M
+        parts = []
+        if main.size:
+            parts.append(unit[np.r_[main, np.full(pad, main[0])]] @ right)
+            pos[main] = np.arange(main.size)
+        if in_tail:
+            parts.append(unit[tail_lo:n] @ right)
+            offset = main.size + pad - tail_lo
+            pos[rows[main.size :]] = rows[main.size :] + offset
+        sim = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        vals = sim[pos[ib], col_of]
+        if order is None:
+            out[lo:hi] = vals
+        else:
+            out[order[lo:hi]] = vals
     return out
 
 
@@ -94,6 +179,20 @@ def euclidean_scores(features: np.ndarray, i: np.ndarray, j: np.ndarray, *, bloc
     return out
 
 
+_MLS_EXACT: ContextVar[bool] = ContextVar("analyze_mls_exact", default=False)
+
+
+@contextmanager
+def mls_summation(exact: bool) -> Iterator[None]:
+    """Within: MLS scores (`mls_scores` without `exact=`, so every command's MLS) use the exact kernel (`exact`
+    True: bit-identical to runs before the fast default, `--mls-exact`) or the fast one."""
+    token = _MLS_EXACT.set(bool(exact))
+    try:
+        yield
+    finally:
+        _MLS_EXACT.reset(token)
+
+
 def mls_scores(
     features: np.ndarray,
     sigma_sq: np.ndarray,
@@ -101,15 +200,16 @@ def mls_scores(
     j: np.ndarray,
     *,
     block: int = DEFAULT_BLOCK,
-    exact: bool = True,
+    exact: bool | None = None,
 ) -> np.ndarray:
     """PFE mutual likelihood score -sum_d((mu1-mu2)^2/(s1+s2) + log(s1+s2)), mu = L2-normalised rows.
 
     As in PFE's and ScaleFace's code: no 1/2 factor and no D*log(2*pi) constant (neither changes
     any ranking). `sigma_sq` is (N, D) or (N, 1)/(N,) broadcast over the D dimensions. Rows are
     normalised once and the pairs scored by a fused kernel (analyze.kernels.mls_pairs: no pairs x D
-    temporaries; `block` is kept for callers and unused); `exact=False` sums the log term as logs of
-    products, ~3x faster, within ~1e-13 of the exact score.
+    temporaries; `block` is kept for callers and unused). Default (`exact` None: as `mls_summation` set it,
+    else fast): one log per pair, within analyze.kernels.MLS_FAST_RTOL of the exact score; `exact=True`: numpy's
+    per-dimension logs and pairwise sum, bit for bit.
     """
     features = np.asarray(features)
     n = len(features)
@@ -117,6 +217,7 @@ def mls_scores(
     if sigma_sq.shape[1] not in (1, features.shape[1]):
         raise ValueError(f"sigma_sq has {sigma_sq.shape[1]} columns, features have {features.shape[1]}")
     i, j = check_pairs(i, j, n)
+    exact = _MLS_EXACT.get() if exact is None else exact
     return mls_pairs(l2_normalize(np.ascontiguousarray(features)), sigma_sq, i, j, exact=exact)
 
 
@@ -297,6 +398,7 @@ DISTANCES: Registry[DistanceSpec] = Registry(
 """Every pair distance (higher = same person), in `analyze list` order."""
 
 
+@timed("score")
 def pair_scores(
     name: str,
     features: np.ndarray,

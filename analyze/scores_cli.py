@@ -22,6 +22,7 @@ from analyze.experiments import default_fusions, default_metrics, score_pairs
 from analyze.loading import resolve_models, valid_rows
 from analyze.outputs import OutputExistsError, resume_hint
 from analyze.pair_ids import image_pairs, template_pairs
+from analyze.scores import mls_summation
 from featurestore.errors import StoreError
 from featurestore.store import FeatureStore
 
@@ -44,6 +45,8 @@ class ScoresOptions:
     fusion: str | None = None
     force: bool = False
     partial: bool = False
+    mls_exact: bool = False
+    """MLS by the exact kernel (analyze.scores.mls_summation) instead of the fast default."""
 
 
 def column_name(model: str, metric: str, what: str) -> str:
@@ -110,7 +113,8 @@ def run_scores(store: FeatureStore, out: str | Path, options: ScoresOptions) -> 
             else template_pairs(store, model, proto, valid, fusion)
         )
         for metric in list(options.metrics) or default_metrics(spec, "recompute"):
-            scores, unc, _, _ = score_pairs(pp.ps, metric)
+            with mls_summation(options.mls_exact):
+                scores, unc, _, _ = score_pairs(pp.ps, metric)
             for what, values in (("score", scores), ("uncertainty", unc)):
                 col = np.full(len(proto.label), np.nan)
                 col[pp.kept] = values
@@ -153,15 +157,16 @@ def run_scores(store: FeatureStore, out: str | Path, options: ScoresOptions) -> 
 @click.option("--fusion", default=None, help="Template fusion (default per family: PFE, weighted or mean).")
 @click.option("--force", is_flag=True, help="Replace a file `analyze scores` wrote (never another file).")
 @click.option("--partial", is_flag=True, help="Score the finished rows of an incomplete store.")
+@click.option("--mls-exact", is_flag=True, help="MLS by the exact kernel (bit-identical to earlier runs; slower).")
 @resume_hint("analyze scores")
-def scores(cache, out, models, metrics, protocol, level, fusion, force, partial) -> None:
+def scores(cache, out, models, metrics, protocol, level, fusion, force, partial, mls_exact) -> None:
     """Per-pair scores: ids, label, and each method's score and pair uncertainty, as one Parquet file.
 
     \b
     Example:
       analyze scores --cache ijbc.zarr --model pfe --out pfe.parquet --metric cosine_mean --metric MLS_harmonic-sum
     """
-    opts = ScoresOptions(tuple(models), tuple(metrics), protocol, level, fusion, force, partial)
+    opts = ScoresOptions(tuple(models), tuple(metrics), protocol, level, fusion, force, partial, mls_exact)
     with FeatureStore.open(cache) as store:
         summary = run_scores(store, out, opts)
     click.echo(f"{summary['pairs']:,} pairs of {summary['protocol']} ({summary['level']} level): {summary['ids']}")

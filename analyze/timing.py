@@ -8,12 +8,13 @@ nothing.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-STAGES = ("read", "fuse", "score", "uncertainty", "sort", "curves", "figures", "write")
+STAGES = ("read", "fuse", "pairs", "score", "uncertainty", "sort", "curves", "figures", "write")
 """The stage names summary.json lists first, in this order (others follow in the order first seen)."""
 
 
@@ -82,3 +83,17 @@ def stage(name: str) -> Iterator[None]:
         yield
     finally:
         times.leave()
+
+
+def timed(name: str) -> Callable[[Callable], Callable]:
+    """Decorator: every call of the function counts towards stage `name` (see `stage`)."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            with stage(name):
+                return fn(*args, **kwargs)
+
+        return inner
+
+    return wrap

@@ -16,6 +16,7 @@ from analyze.kernels import cosine_analytic_pairs, row_reciprocal_sums
 from analyze.registry import DIRECTIONS, CombinationSpec, Registry
 from analyze.rows import check_pairs, harmonic_mean, image_scalar, l2_normalize, pfe_confidence
 from analyze.scores import DEFAULT_BLOCK, blocks, cosine_scores
+from analyze.timing import timed
 
 __all__ = [
     "COMBINATIONS",
@@ -199,6 +200,7 @@ def combine(
     return spec.gathered(a, b, m1, m2, labels, center)
 
 
+@timed("uncertainty")
 def pair_uncertainty(
     name: str,
     values: np.ndarray,

@@ -43,16 +43,16 @@ def test_pairwise_sum_is_numpys_sum(length):
 def test_mls_bit_identical(d):
     f, s, i, j = data(d=d)
     want = numpy_mls(f, s, i, j)
-    got = mls_scores(f, s, i, j)
+    got = mls_scores(f, s, i, j, exact=True)
     assert np.array_equal(got, want)
     # one sigma per row (N, 1) and (N,), broadcast over the dimensions
-    assert np.array_equal(mls_scores(f, s[:, :1], i, j), numpy_mls(f, s[:, :1], i, j))
-    assert np.array_equal(mls_scores(f, s[:, 0], i, j), numpy_mls(f, s[:, 0], i, j))
+    assert np.array_equal(mls_scores(f, s[:, :1], i, j, exact=True), numpy_mls(f, s[:, :1], i, j))
+    assert np.array_equal(mls_scores(f, s[:, 0], i, j, exact=True), numpy_mls(f, s[:, 0], i, j))
 
 
 def test_mls_fast_within_rounding():
     f, s, i, j = data(m=2000)
-    exact = mls_scores(f, s, i, j)
+    exact = mls_scores(f, s, i, j, exact=True)
     fast = mls_scores(f, s, i, j, exact=False)
     assert np.abs(fast - exact).max() <= 1e-12 * np.abs(exact).max()
     assert not np.array_equal(fast, exact)  # really the other summation
@@ -91,24 +91,24 @@ def test_mls_inf_nan_and_nonpositive_sigma():
     z[4] = 0.0  # sigma1 + sigma2 == 0 only for the pair (4, 4)
     ii, jj = np.array([4, 4, 0]), np.array([0, 4, 1])
     with pytest.raises(ValueError, match="sigma_sq > 0"):
-        mls_scores(f, z, ii, jj)
-    assert np.array_equal(mls_scores(f, z, ii[[0, 2]], jj[[0, 2]]), numpy_mls(f, z, ii[[0, 2]], jj[[0, 2]]))
+        mls_scores(f, z, ii, jj, exact=True)
+    assert np.array_equal(mls_scores(f, z, ii[[0, 2]], jj[[0, 2]], exact=True), numpy_mls(f, z, ii[[0, 2]], jj[[0, 2]]))
     neg = s.copy()
     neg[5, 1] = -10.0
     with pytest.raises(ValueError, match="sigma_sq > 0"):
-        mls_scores(f, neg, np.array([5]), np.array([0]))
+        mls_scores(f, neg, np.array([5]), np.array([0]), exact=True)
 
 
 def test_mls_zero_feature_row_and_empty_and_non_contiguous():
     f, s, i, j = data(n=10, d=32, m=80)
     f[3] = 0.0  # a zero row stays zero after normalisation
-    assert np.array_equal(mls_scores(f, s, i, j), numpy_mls(f, s, i, j))
-    empty = mls_scores(f, s, np.array([], np.int64), np.array([], np.int64))
+    assert np.array_equal(mls_scores(f, s, i, j, exact=True), numpy_mls(f, s, i, j))
+    empty = mls_scores(f, s, np.array([], np.int64), np.array([], np.int64), exact=True)
     assert empty.shape == (0,) and empty.dtype == np.float64
     fw = np.asfortranarray(f[:, ::2])  # strided and Fortran-ordered inputs
     sw = s[:, 1::2]
     assert not fw.flags.c_contiguous and not sw.flags.c_contiguous
-    got = mls_scores(fw, sw, i[::-1], j[::-1])
+    got = mls_scores(fw, sw, i[::-1], j[::-1], exact=True)
     # the same bits as the formula on C-ordered copies (numpy's own sums depend on the layout)
     assert np.array_equal(got, numpy_mls(np.ascontiguousarray(fw), np.ascontiguousarray(sw), i[::-1], j[::-1]))
     np.testing.assert_allclose(got, numpy_mls(fw, sw, i[::-1], j[::-1]), rtol=1e-13)
@@ -117,17 +117,17 @@ def test_mls_zero_feature_row_and_empty_and_non_contiguous():
 def test_mls_pair_order_kept_when_pairs_are_not_grouped():
     f, s, i, j = data(n=30, d=48, m=500, seed=3)
     assert kernels.grouped_order(i) is not None
-    got = mls_scores(f, s, i, j)
+    got = mls_scores(f, s, i, j, exact=True)
     order = np.argsort(i, kind="stable")
     assert kernels.grouped_order(i[order]) is None
     assert np.array_equal(got, numpy_mls(f, s, i, j))
-    assert np.array_equal(mls_scores(f, s, i[order], j[order]), got[order])
+    assert np.array_equal(mls_scores(f, s, i[order], j[order], exact=True), got[order])
 
 
 def test_single_image_templates_pair_with_themselves():
     f, s, _, _ = data(n=4, d=20)
     i = j = np.arange(4)  # a template scored against itself: the distance term vanishes
-    got = mls_scores(f, s, i, j)
+    got = mls_scores(f, s, i, j, exact=True)
     assert np.array_equal(got, numpy_mls(f, s, i, j))
     assert np.array_equal(got, -np.log(2.0 * s.astype(np.float64)).sum(axis=1))
 
@@ -177,3 +177,88 @@ def test_row_reciprocal_sums():
         assert np.array_equal(kernels.row_reciprocal_sums(v, squared=True), (1.0 / (v * v)).sum(axis=1))
     assert np.array_equal(1.0 / (kernels.row_reciprocal_sums(v[:, ::3]) / 100), harmonic_mean(v[:, ::3], axis=1))
     assert kernels.row_reciprocal_sums(np.empty((0, 4))).shape == (0,)
+
+
+def exact_terms_abs_sum(features, sigma_sq, i, j):
+    """sum_k |(u1-u2)^2/mu + log(mu)|: the scale the fast kernel's bound (kernels.MLS_FAST_RTOL) is relative to."""
+    f = np.asarray(features, dtype=np.float64)
+    s = np.asarray(sigma_sq, dtype=np.float64)
+    s = s[:, None] if s.ndim == 1 else s
+    d = l2_normalize(f[i]) - l2_normalize(f[j])
+    mutual = np.broadcast_to(s[i] + s[j], d.shape)
+    return np.abs(d * d / mutual + np.log(mutual)).sum(axis=1)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 7, 15, 16, 17, 64, 129, 255, 500, 512, 1000])
+@pytest.mark.parametrize("spread", [0.5, 1.5, 12.0])
+def test_mls_fast_default_within_bound(d, spread):
+    """The default (fast) MLS against the exact one, on D not a multiple of the tree's blocks and sigma_sq from
+    near 1 (log terms that cancel) to 1e-17..1e17 (near the safe range's edges)."""
+    rng = np.random.default_rng(d)
+    f, _, i, j = data(n=30, d=d, m=400, seed=d)
+    s = np.exp(rng.normal(0.0, spread, size=(30, d))).clip(2.0**-58, 2.0**58)
+    exact = mls_scores(f, s, i, j, exact=True)
+    fast = mls_scores(f, s, i, j)
+    bound = kernels.MLS_FAST_RTOL * exact_terms_abs_sum(f, s, i, j)
+    assert np.all(np.abs(fast - exact) <= bound)
+    # measured: far below the bound (~1e-15 relative), the documented 1e-12 leaves room for other CPUs' libm
+    assert np.all(np.abs(fast - exact) <= 64 * 2.0**-52 * exact_terms_abs_sum(f, s, i, j))
+    narrow = mls_scores(f, s[:, :1], i, j)  # one sigma_sq per row
+    narrow_exact = mls_scores(f, s[:, :1], i, j, exact=True)
+    assert np.all(np.abs(narrow - narrow_exact) <= kernels.MLS_FAST_RTOL * exact_terms_abs_sum(f, s[:, :1], i, j))
+
+
+def test_mls_fast_tiny_huge_zero_inf_nan_sigma():
+    """Rows with a sigma_sq outside [2^-59, 2^59] (tiny, huge, zero, inf, NaN) take the exact path: their pairs
+    give numpy's bits (inf/NaN as numpy: -inf, NaN); a zero beside a positive sigma_sq is a valid pair."""
+    f, s, i, j = data(n=9, d=33, m=300, seed=5)
+    s = s.astype(np.float64)
+    s[0, :] = 1e-300
+    s[1, 4] = 1e300
+    s[2, 7] = 0.0
+    s[3, 1] = np.inf
+    s[4, 2] = np.nan
+    s[5, :] = 2.0**-60  # just outside the safe range
+    s[6, :] = 2.0**-59  # just inside: fast path, products of 16 still normal
+    s[7, :] = 2.0**59
+    keep = ~((i == 2) & (j == 2))  # (2, 2): sigma1 + sigma2 == 0, refused
+    i, j = i[keep], j[keep]
+    want = numpy_mls(f, s, i, j)
+    got = mls_scores(f, s, i, j)
+    unsafe = np.isin(i, [0, 1, 2, 3, 4, 5]) | np.isin(j, [0, 1, 2, 3, 4, 5])
+    assert unsafe.any() and (~unsafe).any()
+    assert np.array_equal(got[unsafe], want[unsafe], equal_nan=True)
+    ok = ~unsafe
+    assert np.all(np.abs(got[ok] - want[ok]) <= kernels.MLS_FAST_RTOL * exact_terms_abs_sum(f, s, i[ok], j[ok]))
+    assert np.isneginf(got[((i == 3) | (j == 3)) & (i != 4) & (j != 4)]).all()
+    assert np.isnan(got[(i == 4) | (j == 4)]).all()
+
+
+def test_mls_fast_single_image_templates_and_order_independence():
+    """A row against itself (single-image templates fused to themselves): only the log term; and the fast score of
+    a pair does not depend on where the pair sits in the list, so grouping/tiling/sorting never changes a bit."""
+    f, s, _, _ = data(n=300, d=96, seed=7)
+    rng = np.random.default_rng(7)
+    i = rng.integers(0, 300, 5000)  # spans several tiles of second rows, unsorted
+    j = rng.integers(0, 300, 5000)
+    i[:50] = j[:50]
+    got = mls_scores(f, s, i, j)
+    exact = mls_scores(f, s, i, j, exact=True)
+    assert np.all(np.abs(got - exact) <= kernels.MLS_FAST_RTOL * exact_terms_abs_sum(f, s, i, j))
+    np.testing.assert_allclose(got[:50], -np.log(2.0 * s[i[:50]].astype(np.float64)).sum(axis=1), rtol=1e-13)
+    order = np.lexsort((j, i))  # grouped and sorted: the kernel's own visiting order, no reordering needed
+    assert kernels.pair_sorted_order(i[order], j[order])[0].size == 0
+    assert np.array_equal(mls_scores(f, s, i[order], j[order]), got[order])
+    perm = rng.permutation(i.size)
+    assert np.array_equal(mls_scores(f, s, i[perm], j[perm]), got[perm])
+
+
+def test_mls_summation_context_selects_the_kernel():
+    from analyze.scores import mls_summation, pair_scores
+
+    f, s, i, j = data(m=300)
+    exact = mls_scores(f, s, i, j, exact=True)
+    with mls_summation(True):
+        assert np.array_equal(pair_scores("MLS", f, i, j, uncertainty=s), exact)
+        assert not np.array_equal(mls_scores(f, s, i, j, exact=False), exact)
+    assert np.array_equal(pair_scores("MLS", f, i, j, uncertainty=s), mls_scores(f, s, i, j, exact=False))

@@ -44,3 +44,114 @@ def test_dense_and_gathered_reads_agree(store):
     for key in ("media", "detector_score", "features_flip"):
         assert np.array_equal(k1[key], k2[key][:-1], equal_nan=True), key
     assert k1["add_flip"] and k1["keep_norm"] and k1["use_detector_score"]
+
+
+def _old_pair_rows(ids, pairs):
+    """build_pair_set's mapping before the lookup table: searchsorted, keep pairs with both ids found."""
+    from analyze.fusion import template_rows
+
+    pos = np.searchsorted(ids, pairs)
+    found = ids[np.minimum(pos, len(ids) - 1)] == pairs
+    keep = found.all(axis=1)
+    return template_rows(ids, pairs[keep, 0]), template_rows(ids, pairs[keep, 1]), keep
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        np.arange(0, 50),  # dense, from 0: the lookup table
+        np.array([-7, -3, 0, 2, 9, 11]),  # negative ids
+        np.array([3, 10**9, 10**12]),  # sparse: binary search
+        np.array([5]),
+    ],
+)
+def test_pair_rows_equal_the_searchsorted_mapping(ids):
+    from analyze.loading import _pair_rows
+
+    rng = np.random.default_rng(len(ids))
+    pool = np.r_[ids, ids + 1, [-(10**13), 10**13, ids.min() - 1, ids.max() + 1]]
+    pairs = rng.choice(pool, size=(500, 2))
+    i, j, keep = _pair_rows(ids, pairs)
+    oi, oj, okeep = _old_pair_rows(ids, pairs)
+    assert keep is not None and np.array_equal(keep, okeep)
+    assert np.array_equal(i, oi) and np.array_equal(j, oj) and i.dtype == oi.dtype
+    every = rng.choice(ids, size=(40, 2))  # every id found: no mask
+    i, j, keep = _pair_rows(ids, every)
+    assert keep is None
+    assert np.array_equal(i, _old_pair_rows(ids, every)[0]) and np.array_equal(j, _old_pair_rows(ids, every)[1])
+
+
+def _count_fusions(monkeypatch):
+    from analyze import loading
+
+    calls = []
+    real = loading._fuse_all
+
+    def counting(store, model, fusion, *args):
+        calls.append((model, fusion))
+        return real(store, model, fusion, *args)
+
+    monkeypatch.setattr(loading, "_fuse_all", counting)
+    loading.clear_fused_cache()
+    return calls
+
+
+def test_second_command_in_a_process_reuses_the_fusion(tmp_path, monkeypatch):
+    """`analyze fusion` then `analyze roc` on the same store and (model, fusion): fused once, the same numbers as
+    with a cold cache."""
+    from analyze import commands
+
+    path = build_store(tmp_path / "s.zarr").path
+    calls = _count_fusions(monkeypatch)
+    common = {"models": ("magface",), "figures": False}
+    commands.fusion(path, tmp_path / "f", commands.FusionOptions(fusions=("mean",), **common))
+    assert calls == [("magface", "mean")]
+    warm = commands.roc(path, tmp_path / "r1", commands.RocOptions(fusions=("mean",), **common))
+    assert calls == [("magface", "mean")]  # not fused again
+    from analyze.loading import clear_fused_cache
+
+    clear_fused_cache()
+    cold = commands.roc(path, tmp_path / "r2", commands.RocOptions(fusions=("mean",), **common))
+    assert len(calls) == 2
+    for name in ("roc_table", "roc_curve"):
+        assert warm.tables[name].equals(cold.tables[name])
+
+
+def test_fusion_cache_misses_on_another_mask_options_or_store_contents(tmp_path, monkeypatch):
+    import shutil
+
+    from analyze.loading import _FUSED, FUSED_CACHE_ENTRIES
+
+    path = tmp_path / "s.zarr"
+    st = build_store(path)
+    calls = _count_fusions(monkeypatch)
+    valid = valid_rows(st, ["pfe"], False).mask
+    first = fuse_templates(st, "pfe", "PFE", valid)
+    again = fuse_templates(st, "pfe", "PFE", valid.copy())  # an equal mask: a hit, the same arrays
+    assert len(calls) == 1 and again.features is first.features
+    fewer = valid.copy()
+    fewer[3] = False
+    other = fuse_templates(st, "pfe", "PFE", fewer)
+    assert len(calls) == 2 and not np.array_equal(other.features, first.features)
+    fuse_templates(st, "magface", "media", valid, options={"add_flip": False})
+    fuse_templates(st, "magface", "media", valid, options={"add_flip": True})
+    assert len(calls) == 4 and len(_FUSED) <= FUSED_CACHE_ENTRIES
+    st.close()
+    shutil.rmtree(path)
+    st = build_store(path, seed=1)  # same path, other contents: the store digest differs
+    fresh = fuse_templates(st, "pfe", "PFE", valid_rows(st, ["pfe"], False).mask)
+    assert len(calls) == 5 and not np.array_equal(fresh.features, first.features)
+
+
+def test_fusion_cache_is_bounded(tmp_path, monkeypatch):
+    from analyze import loading
+
+    st = build_store(tmp_path / "s.zarr")
+    calls = _count_fusions(monkeypatch)
+    valid = valid_rows(st, ["pfe"], False).mask
+    one = loading._fused_bytes(fuse_templates(st, "pfe", "PFE", valid))
+    monkeypatch.setattr(loading, "FUSED_CACHE_BYTES", one)  # room for one such fusion only
+    fuse_templates(st, "pfe", "mean", valid)
+    assert sum(loading._fused_bytes(f) for f in loading._FUSED.values()) <= one
+    fuse_templates(st, "pfe", "PFE", valid)
+    assert len(calls) == 3  # evicted, fused again

@@ -48,6 +48,20 @@ def test_reject_summary_has_timings(tmp_path) -> None:
     store = build_store(tmp_path / "s.zarr")
     result = reject(store.path, tmp_path / "out", RejectOptions(fars=(0.1,), fractions=(0.0, 0.5, 3), figures=False))
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert set(summary["timings"]) >= {"write", "other", "total"}
+    assert set(summary["timings"]) >= {"read", "fuse", "pairs", "score", "uncertainty", "write", "other", "total"}
     assert summary["timings"]["total"] >= summary["timings"]["write"]
     assert result.footer.splitlines()[-1].startswith("time: ")
+
+
+def test_timed_decorator_counts_every_call() -> None:
+    from analyze.timing import timed
+
+    @timed("score")
+    def work(x: int) -> int:
+        time.sleep(0.01)
+        return x + 1
+
+    assert work(1) == 2  # outside a run: just the call
+    with timed_run() as times:
+        assert work(2) == 3 and work(3) == 4
+    assert times.as_dict()["score"] >= 0.02
