@@ -347,7 +347,7 @@ def mls_inprocess(store_path: Path, sample: int) -> dict:
         ps = build_pair_set(store, "pfe", proto, "template", "PFE", valid_rows(store, ["pfe"], False))
     f, sg, i, j = ps.features, ps.values, ps.i, ps.j
     t0 = time.perf_counter()
-    exact = mls_scores(f, sg, i, j)
+    exact = mls_scores(f, sg, i, j, exact=True)
     t_exact = time.perf_counter() - t0
     t0 = time.perf_counter()
     fast = mls_scores(f, sg, i, j, exact=False)
