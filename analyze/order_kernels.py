@@ -17,7 +17,16 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["block_dtype", "class_blocks", "finish_order", "oracle_blocks", "pack_keys", "prefix_tops", "reject_queries"]
+__all__ = [
+    "block_dtype",
+    "class_blocks",
+    "finish_order",
+    "oracle_blocks",
+    "oracle_genuine_positions",
+    "pack_keys",
+    "prefix_tops",
+    "reject_queries",
+]
 
 
 def block_dtype(n_prefixes: int) -> np.dtype:
@@ -35,16 +44,18 @@ def _key64(bits, descending):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def pack_keys(v, descending, idx_bits, packed):  # pragma: no cover - compiled
+def pack_keys(v, sub, use_sub, descending, idx_bits, packed):  # pragma: no cover - compiled
     """packed[i] = (order key of v[i]) << idx_bits | i, the key of float32 v[i] when every value is exact in float32
     (returns True: one sort of `packed` is the stable order), else the top 64 - idx_bits bits of the float64 key
-    (returns False: `finish_order` then re-sorts runs of equal top bits by the full key)."""
-    n = v.shape[0]
+    (returns False: `finish_order` then re-sorts runs of equal top bits by the full key). With `use_sub`, only
+    the ascending indices `sub` of v are packed, each with its own index i = sub[c]."""
+    n = sub.shape[0] if use_sub else v.shape[0]
     f = np.empty(1, np.float32)
     fb = f.view(np.uint32)
     ib = np.uint64(idx_bits)
     exact = True
-    for i in range(n):
+    for c in range(n):
+        i = sub[c] if use_sub else c
         x = np.float32(v[i])
         if np.float64(x) != v[i]:
             exact = False
@@ -54,13 +65,14 @@ def pack_keys(v, descending, idx_bits, packed):  # pragma: no cover - compiled
         k = b ^ np.uint32(0xFFFFFFFF) if b >> np.uint32(31) else b | np.uint32(0x80000000)
         if descending:
             k = k ^ np.uint32(0xFFFFFFFF)
-        packed[i] = (np.uint64(k) << ib) | np.uint64(i)
+        packed[c] = (np.uint64(k) << ib) | np.uint64(i)
     if exact:
         return True
     bits = v.view(np.uint64)
     high = ~((np.uint64(1) << ib) - np.uint64(1))
-    for i in range(n):
-        packed[i] = (_key64(bits[i], descending) & high) | np.uint64(i)
+    for c in range(n):
+        i = sub[c] if use_sub else c
+        packed[c] = (_key64(bits[i], descending) & high) | np.uint64(i)
     return False
 
 
@@ -100,25 +112,6 @@ def finish_order(packed, v, descending, idx_bits, exact, kept, blocks, order):  
             blocks[i] = blk
         else:
             order[pos] = i
-
-
-@numba.njit(cache=True, nogil=True)
-def split_classes(order, v, lab, imp_idx, imp_neg, gen_idx, gen_neg):  # pragma: no cover - compiled
-    """Split the stable ascending order of all scores v by label: impostors reversed (score descending, ties by
-    descending index), genuine ascending; each with its negated scores (ascending for impostors)."""
-    n_imp = imp_idx.shape[0]
-    c = 0
-    g = 0
-    for pos in range(order.shape[0]):
-        i = order[pos]
-        if lab[i]:
-            gen_idx[g] = i
-            gen_neg[g] = -v[i]
-            g += 1
-        else:
-            imp_idx[n_imp - 1 - c] = i
-            imp_neg[n_imp - 1 - c] = -v[i]
-            c += 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -200,6 +193,41 @@ def oracle_blocks(
             cblk_i[e] = b
             hist_i[e // w_i, b] += 1
             c += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def oracle_genuine_positions(neg_g, idx_g, neg_i, idx_i, t, pos_g):  # pragma: no cover - compiled
+    """The oracle order's positions of the genuine pairs (ascending, into pos_g) when no run of equal margins holds
+    two distinct scores (returns False, pos_g unfinished, otherwise). The impostors then go in ascending score,
+    ties by index, the genuine in descending score, ties by index, so only where each genuine pair merges in
+    (a binary search by (margin, index) among the impostors) is left to find."""
+    ng, ni = neg_g.shape[0], neg_i.shape[0]
+    for e in range(ni - 1):
+        if neg_i[e] != neg_i[e + 1] and _margin(neg_i, e, t, False) == _margin(neg_i, e + 1, t, False):
+            return False
+    for e in range(ng - 1):
+        if neg_g[e] != neg_g[e + 1] and _margin(neg_g, e, t, True) == _margin(neg_g, e + 1, t, True):
+            return False
+    m = 0
+    while m < ng:
+        b = m + 1
+        while b < ng and neg_g[b] == neg_g[m]:
+            b += 1
+        ug = _margin(neg_g, m, t, True)
+        for q in range(b - m):  # the tied run by ascending index: it is stored descending
+            gi = idx_g[b - 1 - q]
+            lo, hi = 0, ni  # impostor q-th in the oracle order is neg_i[ni - 1 - q]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                e = ni - 1 - mid
+                ui = _margin(neg_i, e, t, False)
+                if ui < ug or (ui == ug and idx_i[e] < gi):
+                    lo = mid + 1
+                else:
+                    hi = mid
+            pos_g[m + q] = m + q + lo
+        m = b
+    return True
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

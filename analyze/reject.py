@@ -85,13 +85,15 @@ def _float_values(values: ArrayLike, what: str) -> np.ndarray:
 _NO_KEPT = np.zeros(0, np.int64)
 
 
-def _sorted_pass(v: np.ndarray, descending: bool, kept: np.ndarray | None) -> np.ndarray:
+def _sorted_pass(v: np.ndarray, descending: bool, kept: np.ndarray | None, sub: np.ndarray | None = None) -> np.ndarray:
     """The stable order of float64 `v` (kept None), or, for nested prefix sizes `kept`, each pair's block: how many
-    sizes are <= its position in that order (order_kernels), without materialising the order."""
-    n = v.size
-    idx_bits = max(1, (n - 1).bit_length())
+    sizes are <= its position in that order (order_kernels), without materialising the order. With `sub` (ascending
+    indices), the stable order of v[sub], given as indices of v."""
+    n = v.size if sub is None else sub.size
+    idx_bits = max(1, (v.size - 1).bit_length())
     packed = np.empty(n, np.uint64)
-    exact = order_kernels.pack_keys(v, descending, idx_bits, packed)
+    use_sub = sub is not None
+    exact = order_kernels.pack_keys(v, sub if use_sub else _NO_KEPT, use_sub, descending, idx_bits, packed)
     packed.sort()
     if kept is None:
         order = np.empty(n, np.int64)
@@ -221,18 +223,18 @@ class ScoreClasses:
         self.n = int(self.s.size)
         itype = np.int32 if self.n < 2**31 else np.int64
         self.itype = np.zeros(0, itype)
-        # one stable ascending sort of all scores, split by class, each reversed to score descending: ties then go
-        # by descending index, which the oracle's ascending walk of the (large) impostor class needs; its
-        # descending genuine walk re-sorts each tied run (order_kernels._oracle_sequence)
-        n_imp = int(np.count_nonzero(~self.lab))
-        self.imp_idx, self.gen_idx = np.empty(n_imp, itype), np.empty(self.n - n_imp, itype)
-        self.imp_neg, gen_neg = np.empty(n_imp), np.empty(self.n - n_imp)
-        order_kernels.split_classes(
-            _sorted_pass(self.s, False, None), self.s, self.lab, self.imp_idx, self.imp_neg, self.gen_idx, gen_neg
-        )
-        self.gen_idx = self.gen_idx[::-1].copy()
-        self.gen_neg = gen_neg[::-1].copy()
-        del gen_neg
+        # each class: its pair indices in stable ascending score order, reversed to descending (ties then go by
+        # descending index, as the oracle's ascending walk of the impostors needs; its descending walk of the
+        # genuine re-sorts tied runs), and its scores sorted (np.sort: no gather by the order, except for zeros)
+        for name, mask in (("imp", ~self.lab), ("gen", self.lab)):
+            idx = np.flatnonzero(mask)
+            order = _sorted_pass(self.s, False, None, idx)[::-1].astype(itype)
+            setattr(self, f"{name}_idx", order)
+            neg = -np.sort(self.s[idx])[::-1]
+            zero = slice(np.searchsorted(neg, 0.0, "left"), np.searchsorted(neg, 0.0, "right"))
+            neg[zero] = -self.s[order[zero]]  # np.sort may not keep the signs of tied zeros: take each pair's own
+            setattr(self, f"{name}_neg", neg)
+            del idx, order, neg
         zeros = self.imp_neg[np.searchsorted(self.imp_neg, 0.0, "left") : np.searchsorted(self.imp_neg, 0.0, "right")]
         sign = np.signbit(zeros)
         self.mixed_zeros = bool(sign.any() and not sign.all())
@@ -284,12 +286,34 @@ class ScoreClasses:
         if self.mixed_zeros:
             perm = rejection_order(reference_uncertainty(self.s, self.lab, "oracle", t))
             return _plain_curve(self.s, self.lab, perm, r, f, kept, "uncertainty", allow_tiny_far)
+        pos_g = np.empty(self.gen_idx.size, np.int64)
+        if order_kernels.oracle_genuine_positions(self.gen_neg, self.gen_idx, self.imp_neg, self.imp_idx, t, pos_g):
+            return self._oracle_by_counts(pos_g, f, r, kept, sizes, rows, allow_tiny_far)
         gen, imp = self._class_buffers(sizes.size)
         order_kernels.oracle_blocks(
             self.gen_neg, self.gen_idx, self.imp_neg, self.imp_idx, t, sizes, gen[3], imp[3], gen[1], imp[1],
             gen[4], imp[4], self.itype,
         )  # fmt: skip
         return self._finish(imp, gen, f, r, kept, rows, "uncertainty", allow_tiny_far)
+
+    def _oracle_by_counts(self, pos_g, f, r, kept, sizes, rows, allow_tiny_far) -> RejectCurve:
+        """The oracle curve when each class keeps a score-ordered prefix (oracle_genuine_positions): the kept
+        genuine are the highest-scored ones, the kept impostors the lowest, so every query is a count."""
+        kept_gen = np.searchsorted(pos_g, sizes, side="left")[rows]
+        kept_imp = kept - kept_gen
+        check_far_resolution(f, int(kept_imp.max()), allow_tiny_far)
+        n_imp = self.n_impostor
+        start = n_imp - kept_imp  # the kept impostors are imp_neg[start:], the kept genuine gen_neg[:kept_gen]
+        tar, thr, far_ach = (np.full((r.size, f.size), np.nan) for _ in range(3))
+        for i in np.flatnonzero(kept_imp):
+            ks = far_ranks(int(kept_imp[i]), f)
+            t = -self.imp_neg[np.maximum(start[i] + ks - 1, 0)]
+            t[ks == 0] = k0_threshold(-self.imp_neg[start[i]])
+            thr[i] = t
+            far_ach[i] = np.maximum(np.searchsorted(self.imp_neg, -t, side="right") - start[i], 0) / kept_imp[i]
+            if kept_gen[i]:
+                tar[i] = np.minimum(np.searchsorted(self.gen_neg, -t, side="right"), kept_gen[i]) / kept_gen[i]
+        return RejectCurve(r, f, kept, kept_gen, kept_imp, tar, thr, far_ach, "uncertainty")
 
     def random_curve(
         self,

@@ -73,7 +73,7 @@ def test_uncertainty_curves_equal_the_plain_path(order):
 
 
 def test_oracle_curves_equal_the_plain_stable_sort_of_the_margin():
-    for s, lab, _, r in cases(2, 200):
+    for s, lab, _, r in cases(2, 100):
         sc = ScoreClasses(s, lab)
         thresholds = tar_at_far(sc.s, sc.lab, FARS, "exact", allow_tiny_far=True).threshold
         assert np.array_equal(sc.thresholds(FARS), thresholds)
@@ -140,6 +140,25 @@ def test_zero_signs():
         for t in [0.0, -0.0, *sc.thresholds(FARS)]:
             margin = reference_uncertainty(s, lab, "oracle", t)
             assert_same(sc.oracle_curve(t, r, FARS, True), plain(s, lab, margin, r, FARS))
+
+
+def test_many_tied_zeros_of_both_signs_take_the_plain_path():
+    rng = np.random.default_rng(5)
+    s = rng.choice([0.0, -0.0, 0.5, -0.5], size=200)
+    lab = rng.random(200) < 0.3
+    u = rng.choice([0.0, 1.0], size=200)
+    r = np.linspace(0, 0.9, 7)
+    sc = ScoreClasses(s, lab)
+    assert sc.mixed_zeros
+    assert_same(sc.reject_curve(u, r, FARS, "uncertainty", True), plain(s, lab, u, r, FARS))
+    s = np.abs(s)  # one sign left: the shared path, zeros' signs kept
+    sc = ScoreClasses(s, lab)
+    assert not sc.mixed_zeros
+    assert_same(sc.reject_curve(u, r, FARS, "uncertainty", True), plain(s, lab, u, r, FARS))
+    for t in sc.thresholds(FARS):
+        assert_same(
+            sc.oracle_curve(t, r, FARS, True), plain(s, lab, reference_uncertainty(s, lab, "oracle", t), r, FARS)
+        )
 
 
 def test_errors_as_before():
