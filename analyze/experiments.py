@@ -10,6 +10,7 @@ its columns, so results from different runs and methods concatenate and compare 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -235,7 +236,8 @@ def run_reject(
     curves, aucs = [], []
     shared = (threshold_mode, convention) == ("recompute", "exact")
     random_blocks: dict = {}
-    with ThreadPoolExecutor(CURVE_THREADS) as pool:
+    pool = ThreadPoolExecutor(CURVE_THREADS)
+    try:
         for model in progress(models, "analyze reject", unit="model"):
             spec = store.model(model)
             model_fusions = (fusions or default_fusions(spec)) if level == "template" else ["none"]
@@ -250,8 +252,13 @@ def run_reject(
                 scored: dict[str, np.ndarray] = {}
                 classes: dict[str, ScoreClasses] = {}
                 pending = []
-                for metric in metrics or default_metrics(spec, threshold_mode):
+                metric_list = metrics or default_metrics(spec, threshold_mode)
+                left = Counter(metric_specs(m)[0].name for m in metric_list)  # metrics still to score per distance
+                for metric in metric_list:
                     scores, unc, distance, combo = score_pairs(ps, metric, bias, scored)
+                    left[distance] -= 1
+                    if not left[distance]:
+                        del scored[distance]  # the last metric of its distance: the class sorts hold what curves need
                     key = {
                         "model": model,
                         "level": level,
@@ -280,7 +287,7 @@ def run_reject(
                     if details is not None and references and distance not in referenced:
                         referenced.add(distance)
                         refs = _reference_parts(pool, sc, scores, ps.labels, r, ps_fars, key, random_blocks)
-                    del unc
+                    del unc, scores
                     pending.append((key, curve, interval, refs))
                 with stage("curves"):
                     for key, curve, interval, refs in pending:
@@ -300,6 +307,8 @@ def run_reject(
                         if refs is not None:
                             _reference_rows(details, refs, key, discard_limit)
                 del pending, classes, scored
+    finally:  # an error or interrupt drops the curves still queued
+        pool.shutdown(wait=True, cancel_futures=True)
     if not curves:
         raise _no_far_left(report)
     extra = INTERVAL_COLUMNS["tar"] if bootstrap else []

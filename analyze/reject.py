@@ -219,20 +219,20 @@ class ScoreClasses:
     """
 
     def __init__(self, scores: ArrayLike, labels: ArrayLike) -> None:
-        self.s, self.lab = check_scores_labels(scores, labels)
-        self.n = int(self.s.size)
+        s, lab = check_scores_labels(scores, labels)
+        self.n = int(s.size)
         itype = np.int32 if self.n < 2**31 else np.int64
         self.itype = np.zeros(0, itype)
         # each class: its pair indices in stable ascending score order, reversed to descending (ties then go by
         # descending index, as the oracle's ascending walk of the impostors needs; its descending walk of the
         # genuine re-sorts tied runs), and its scores sorted (np.sort: no gather by the order, except for zeros)
-        for name, mask in (("imp", ~self.lab), ("gen", self.lab)):
+        for name, mask in (("imp", ~lab), ("gen", lab)):
             idx = np.flatnonzero(mask)
-            order = _sorted_pass(self.s, False, None, idx)[::-1].astype(itype)
+            order = _sorted_pass(s, False, None, idx)[::-1].astype(itype)
             setattr(self, f"{name}_idx", order)
-            neg = -np.sort(self.s[idx])[::-1]
+            neg = -np.sort(s[idx])[::-1]
             zero = slice(np.searchsorted(neg, 0.0, "left"), np.searchsorted(neg, 0.0, "right"))
-            neg[zero] = -self.s[order[zero]]  # np.sort may not keep the signs of tied zeros: take each pair's own
+            neg[zero] = -s[order[zero]]  # np.sort may not keep the signs of tied zeros: take each pair's own
             setattr(self, f"{name}_neg", neg)
             del idx, order, neg
         zeros = self.imp_neg[np.searchsorted(self.imp_neg, 0.0, "left") : np.searchsorted(self.imp_neg, 0.0, "right")]
@@ -240,6 +240,8 @@ class ScoreClasses:
         self.mixed_zeros = bool(sign.any() and not sign.all())
         """Impostor scores hold both -0.0 and 0.0: a threshold's zero sign then follows the kept order's ties,
         which only the plain path reproduces (it is taken for such score vectors)."""
+        self.plain = (s, lab) if self.mixed_zeros else None
+        """(scores, labels) kept for the plain path only: otherwise the scores are not held."""
 
     @property
     def n_impostor(self) -> int:
@@ -263,15 +265,15 @@ class ScoreClasses:
     ) -> RejectCurve:
         """`reject_curve` on these scores with one uncertainty (or confidence) order."""
         u = np.asarray(uncertainty)
-        if u.shape != self.s.shape:
-            raise ValueError(f"{order} shape {u.shape} does not match scores shape {self.s.shape}")
+        if u.shape != (self.n,):
+            raise ValueError(f"{order} shape {u.shape} does not match scores shape {(self.n,)}")
         f, r, kept, sizes, rows = self._grid(fractions, fars)
         if order not in ("uncertainty", "confidence"):
             raise ValueError(f"unknown order kind {order!r}; use 'uncertainty' or 'confidence'")
         v = _float_values(u, order)
         self._need_impostors()
-        if self.mixed_zeros:
-            return _plain_curve(self.s, self.lab, rejection_order(v, order), r, f, kept, order, allow_tiny_far)
+        if self.plain is not None:
+            return _plain_curve(*self.plain, rejection_order(v, order), r, f, kept, order, allow_tiny_far)
         blocks = _sorted_pass(v, order == "confidence", sizes)
         return self._curve_from_pair_blocks(blocks, f, r, kept, sizes, rows, order, allow_tiny_far)
 
@@ -283,9 +285,9 @@ class ScoreClasses:
         f, r, kept, sizes, rows = self._grid(fractions, fars)
         self._need_impostors()
         t = float(threshold)
-        if self.mixed_zeros:
-            perm = rejection_order(reference_uncertainty(self.s, self.lab, "oracle", t))
-            return _plain_curve(self.s, self.lab, perm, r, f, kept, "uncertainty", allow_tiny_far)
+        if self.plain is not None:
+            perm = rejection_order(reference_uncertainty(*self.plain, "oracle", t))
+            return _plain_curve(*self.plain, perm, r, f, kept, "uncertainty", allow_tiny_far)
         pos_g = np.empty(self.gen_idx.size, np.int64)
         if order_kernels.oracle_genuine_positions(self.gen_neg, self.gen_idx, self.imp_neg, self.imp_idx, t, pos_g):
             return self._oracle_by_counts(pos_g, f, r, kept, sizes, rows, allow_tiny_far)
@@ -327,9 +329,9 @@ class ScoreClasses:
         order's pair blocks for later score vectors of the same length and fractions."""
         f, r, kept, sizes, rows = self._grid(fractions, fars)
         self._need_impostors()
-        if self.mixed_zeros:
-            perm = rejection_order(reference_uncertainty(self.s, self.lab, "random", seed=seed))
-            return _plain_curve(self.s, self.lab, perm, r, f, kept, "uncertainty", allow_tiny_far)
+        if self.plain is not None:
+            perm = rejection_order(reference_uncertainty(*self.plain, "random", seed=seed))
+            return _plain_curve(*self.plain, perm, r, f, kept, "uncertainty", allow_tiny_far)
         key = (self.n, seed, sizes.tobytes())
         blocks = None if cache is None else cache.get(key)
         if blocks is None:

@@ -19,7 +19,7 @@ from analyze.reject import (
     reject_curve,
     stable_argsort,
 )
-from analyze.tarfar import tar_at_far
+from analyze.tarfar import check_scores_labels, tar_at_far
 
 FIELDS = ("tar", "threshold", "far_achieved", "kept_pairs", "kept_genuine", "kept_impostor", "fractions", "fars")
 
@@ -31,6 +31,10 @@ def assert_same(a, b) -> None:
         assert x.dtype == y.dtype, name
         assert x.tobytes() == y.tobytes(), name
     assert a.order == b.order
+
+
+def as64(s, lab):
+    return check_scores_labels(s, lab)
 
 
 def plain(s, lab, u, r, f, order="uncertainty"):
@@ -68,19 +72,19 @@ FARS = np.array([0.0, 1e-3, 0.1, 0.5, 1.0])
 def test_uncertainty_curves_equal_the_plain_path(order):
     for s, lab, u, r in cases(1, 200):
         sc = ScoreClasses(s, lab)
-        assert_same(sc.reject_curve(u, r, FARS, order, True), plain(sc.s, sc.lab, u, r, FARS, order))
-        assert_same(reject_curve(s, lab, u, r, FARS, order, True), plain(sc.s, sc.lab, u, r, FARS, order))
+        assert_same(sc.reject_curve(u, r, FARS, order, True), plain(*as64(s, lab), u, r, FARS, order))
+        assert_same(reject_curve(s, lab, u, r, FARS, order, True), plain(*as64(s, lab), u, r, FARS, order))
 
 
 def test_oracle_curves_equal_the_plain_stable_sort_of_the_margin():
     for s, lab, _, r in cases(2, 100):
         sc = ScoreClasses(s, lab)
-        thresholds = tar_at_far(sc.s, sc.lab, FARS, "exact", allow_tiny_far=True).threshold
+        thresholds = tar_at_far(*as64(s, lab), FARS, "exact", allow_tiny_far=True).threshold
         assert np.array_equal(sc.thresholds(FARS), thresholds)
         for t in [*thresholds, 0.1, 1.0, 0.3, -2.0]:  # 1.0: 1e-17 - 1 and 2e-17 - 1 round together
-            margin = reference_uncertainty(sc.s, sc.lab, "oracle", t)
+            margin = reference_uncertainty(*as64(s, lab), "oracle", t)
             for far in (FARS[1:3], FARS):
-                assert_same(sc.oracle_curve(t, r, far, True), plain(sc.s, sc.lab, margin, r, far))
+                assert_same(sc.oracle_curve(t, r, far, True), plain(*as64(s, lab), margin, r, far))
 
 
 def test_oracle_margins_rounded_together_across_classes_go_by_index():
@@ -98,7 +102,7 @@ def test_random_curve_equals_the_plain_path_and_reuses_its_cached_order():
     cache: dict = {}
     for s, lab, _, r in cases(3, 60):
         sc = ScoreClasses(s, lab)
-        ref = plain(sc.s, sc.lab, reference_uncertainty(sc.s, sc.lab, "random"), r, FARS)
+        ref = plain(*as64(s, lab), reference_uncertainty(*as64(s, lab), "random"), r, FARS)
         assert_same(sc.random_curve(r, FARS, 0, True, cache), ref)
         assert_same(sc.random_curve(r, FARS, 0, True, cache), ref)
     assert cache  # one entry per (n, seed, kept sizes)
