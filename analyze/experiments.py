@@ -10,6 +10,8 @@ its columns, so results from different runs and methods concatenate and compare 
 from __future__ import annotations
 
 import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +24,7 @@ from analyze.det import det_table, eer_table, roc_long_table
 from analyze.loading import PairSet, ValidRows, build_pair_set, select, valid_rows
 from analyze.outputs import progress
 from analyze.policy import policy_for
-from analyze.reject import REFERENCE_ORDERS, EDCCurve, reference_uncertainty, reject_result
+from analyze.reject import REFERENCE_ORDERS, EDCCurve, ScoreClasses, reference_uncertainty, reject_result
 from analyze.scores import pair_scores
 from analyze.tables import AUC_COLUMNS, EDC_COLUMNS, REJECT_COLUMNS, add_keys
 from analyze.tarfar import check_far_resolution, check_fars, tar_at_far
@@ -53,8 +55,12 @@ def default_fusions(model: ModelSpec | tuple[str, ...]) -> list[str]:
     return list(policy_for(model).fusions)
 
 
-def score_pairs(ps: PairSet, metric: str, bias: float | None = None) -> tuple[np.ndarray, np.ndarray, str, str]:
-    """(scores, pair uncertainty 'larger = reject first', distance, combination) for a metric string."""
+def score_pairs(
+    ps: PairSet, metric: str, bias: float | None = None, scored: dict[str, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """(scores, pair uncertainty 'larger = reject first', distance, combination) for a metric string.
+
+    `scored` (a dict per pair set) keeps each distance's scores, so metrics sharing a distance score it once."""
     distance_spec, combo_spec = metric_specs(metric)
     distance, combo = distance_spec.name, combo_spec.name
     if distance_spec.values == "sigma_sq" and (ps.values is None or ps.values.ndim != 2):
@@ -62,7 +68,11 @@ def score_pairs(ps: PairSet, metric: str, bias: float | None = None) -> tuple[np
             f"metric {metric!r} needs PFE sigma_sq, which model {ps.model!r} does not have "
             f"(or fusion {ps.fusion!r} reduced it to a scalar)"
         )
-    scores = pair_scores(distance, ps.features, ps.i, ps.j, uncertainty=ps.values, bias=bias)
+    scores = None if scored is None else scored.get(distance)
+    if scores is None:
+        scores = pair_scores(distance, ps.features, ps.i, ps.j, uncertainty=ps.values, bias=bias)
+        if scored is not None:
+            scored[distance] = scores
     pu = pair_uncertainty(combo, ps.values, ps.i, ps.j, features=ps.features, labels=ps.labels)
     return scores, as_uncertainty(pu, combination_mode(combo, ps.mode)), distance, combo
 
@@ -224,47 +234,81 @@ def run_reject(
         **_bootstrap_params(bootstrap, seed),
     )
     curves, aucs = [], []
-    for model in progress(models, "analyze reject", unit="model"):
-        spec = store.model(model)
-        model_fusions = (fusions or default_fusions(spec)) if level == "template" else ["none"]
-        for fusion in model_fusions:
-            ps = build_pair_set(store, model, proto, level, fusion, valid, fusion_options)
-            report.count_pairs(ps)
-            ps_fars = resolved_fars(fars, explicit, ps, allow_tiny_far, report)
-            if not ps_fars.size:
-                continue
-            referenced: set[str] = set()
-            units = None
-            for metric in metrics or default_metrics(spec, threshold_mode):
-                scores, unc, distance, combo = score_pairs(ps, metric, bias)
-                key = {
-                    "model": model,
-                    "level": level,
-                    "protocol": proto_name,
-                    "fusion": ps.fusion,
-                    "distance": distance,
-                    "uncertainty": combo,
-                    "threshold_mode": threshold_mode,
-                    "convention": convention,
-                    "dataset": store.dataset,
-                }
-                curve = reject_result(scores, ps.labels, unc, r, ps_fars, threshold_mode, convention)
-                df = _keyed(curve.columns(), key)
-                rows = _auc_rows(df, key, threshold_mode, discard_limit)
-                if bootstrap:
-                    units = units or ps.units(store)
-                    t_lo, t_hi, a_lo, a_hi = reject_interval(scores, ps.labels, unc, units, r, ps_fars, bootstrap, seed)
-                    df["tar_lo"], df["tar_hi"] = t_lo.ravel(), t_hi.ravel()
-                    for row in rows:
-                        q = int(np.flatnonzero(ps_fars == row["far"])[0])
-                        row.update(auc_lo=a_lo[q], auc_hi=a_hi[q], bootstrap=bootstrap, resampled=units.kind)
-                curves.append(df)
-                aucs.extend(rows)
-                if details is not None and threshold_mode == "fixed":
-                    details.setdefault("edc", []).append(_edc_rows(curve, key, discard_limit))
-                if details is not None and references and distance not in referenced:
-                    referenced.add(distance)
-                    _reference_curves(details, scores, ps.labels, r, ps_fars, key, discard_limit)
+    shared = (threshold_mode, convention) == ("recompute", "exact")
+    random_blocks: dict = {}
+    pool = ThreadPoolExecutor(CURVE_THREADS)
+    try:
+        for model in progress(models, "analyze reject", unit="model"):
+            spec = store.model(model)
+            model_fusions = (fusions or default_fusions(spec)) if level == "template" else ["none"]
+            for fusion in model_fusions:
+                ps = build_pair_set(store, model, proto, level, fusion, valid, fusion_options)
+                report.count_pairs(ps)
+                ps_fars = resolved_fars(fars, explicit, ps, allow_tiny_far, report)
+                if not ps_fars.size:
+                    continue
+                referenced: set[str] = set()
+                units = None
+                scored: dict[str, np.ndarray] = {}
+                classes: dict[str, ScoreClasses] = {}
+                pending = []
+                metric_list = metrics or default_metrics(spec, threshold_mode)
+                left = Counter(metric_specs(m)[0].name for m in metric_list)  # metrics still to score per distance
+                for metric in metric_list:
+                    scores, unc, distance, combo = score_pairs(ps, metric, bias, scored)
+                    left[distance] -= 1
+                    if not left[distance]:
+                        del scored[distance]  # the last metric of its distance: the class sorts hold what curves need
+                    key = {
+                        "model": model,
+                        "level": level,
+                        "protocol": proto_name,
+                        "fusion": ps.fusion,
+                        "distance": distance,
+                        "uncertainty": combo,
+                        "threshold_mode": threshold_mode,
+                        "convention": convention,
+                        "dataset": store.dataset,
+                    }
+                    sc = None
+                    if shared:
+                        if distance not in classes:
+                            with stage("sort"):
+                                classes[distance] = ScoreClasses(scores, ps.labels)
+                        sc = classes[distance]
+                        curve = pool.submit(sc.reject_curve, unc, r, ps_fars, "uncertainty", True)
+                    else:
+                        curve = reject_result(scores, ps.labels, unc, r, ps_fars, threshold_mode, convention)
+                    interval = None
+                    if bootstrap:
+                        units = units or ps.units(store)
+                        interval = reject_interval(scores, ps.labels, unc, units, r, ps_fars, bootstrap, seed)
+                    refs = None
+                    if details is not None and references and distance not in referenced:
+                        referenced.add(distance)
+                        refs = _reference_parts(pool, sc, scores, ps.labels, r, ps_fars, key, random_blocks)
+                    del unc, scores
+                    pending.append((key, curve, interval, refs))
+                with stage("curves"):
+                    for key, curve, interval, refs in pending:
+                        curve = curve.result() if isinstance(curve, Future) else curve
+                        df = _keyed(curve.columns(), key)
+                        rows = _auc_rows(df, key, threshold_mode, discard_limit)
+                        if interval is not None:
+                            t_lo, t_hi, a_lo, a_hi = interval
+                            df["tar_lo"], df["tar_hi"] = t_lo.ravel(), t_hi.ravel()
+                            for row in rows:
+                                q = int(np.flatnonzero(ps_fars == row["far"])[0])
+                                row.update(auc_lo=a_lo[q], auc_hi=a_hi[q], bootstrap=bootstrap, resampled=units.kind)
+                        curves.append(df)
+                        aucs.extend(rows)
+                        if details is not None and threshold_mode == "fixed":
+                            details.setdefault("edc", []).append(_edc_rows(curve, key, discard_limit))
+                        if refs is not None:
+                            _reference_rows(details, refs, key, discard_limit)
+                del pending, classes, scored
+    finally:  # an error or interrupt drops the curves still queued
+        pool.shutdown(wait=True, cancel_futures=True)
     if not curves:
         raise _no_far_left(report)
     extra = INTERVAL_COLUMNS["tar"] if bootstrap else []
@@ -307,30 +351,49 @@ def _edc_rows(curve: EDCCurve, key: dict[str, Any], discard_limit: float) -> pd.
     return _keyed(rows, key)[EDC_COLUMNS]
 
 
-def _reference_curves(
-    details: dict[str, list[pd.DataFrame]], scores, labels, r, fars, key: dict[str, Any], discard_limit: float
-) -> None:
-    """The oracle and random reference curves (analyze.reject.REFERENCE_ORDERS) of one (model, fusion,
-    distance), with the method's threshold mode and convention: curve rows, AUC rows, and EDC rows if fixed."""
+CURVE_THREADS = 2
+"""Threads computing the reject curves of a run side by side (their sorts and kernels release the GIL)."""
+
+
+def _reference_parts(
+    pool: ThreadPoolExecutor, sc: ScoreClasses | None, scores, labels, r, fars, key: dict[str, Any], random_blocks: dict
+) -> dict[str, list]:
+    """The oracle (one per FAR) and random reference curves (analyze.reject.REFERENCE_ORDERS) of one (model,
+    fusion, distance), with the method's threshold mode and convention: pool futures on the shared class sorts
+    `sc` (recompute, exact; the random order's blocks kept in `random_blocks` for the run), else computed here."""
     mode, convention = key["threshold_mode"], key["convention"]
+    if sc is not None:
+        thresholds = sc.thresholds(fars)
+        return {
+            "oracle": [pool.submit(sc.oracle_curve, t, r, [f], True) for f, t in zip(fars, thresholds)],
+            "random": [pool.submit(sc.random_curve, r, fars, 0, True, random_blocks)],
+        }
     thresholds = tar_at_far(scores, labels, fars, "exact", allow_tiny_far=True).threshold
+    return {
+        "oracle": [
+            reject_result(scores, labels, reference_uncertainty(scores, labels, "oracle", t), r, [f], mode, convention)
+            for f, t in zip(fars, thresholds)
+        ],
+        "random": [
+            reject_result(scores, labels, reference_uncertainty(scores, labels, "random"), r, fars, mode, convention)
+        ],
+    }
+
+
+def _reference_rows(
+    details: dict[str, list[pd.DataFrame]], parts: dict[str, list], key: dict[str, Any], discard_limit: float
+) -> None:
+    """The reference curves' rows (`_reference_parts`): curve rows, AUC rows, and EDC rows if fixed."""
+    mode = key["threshold_mode"]
     for ref in REFERENCE_ORDERS:
         ref_key = {**key, "uncertainty": ref}
-        if ref == "oracle":  # one order per FAR: the margin to that FAR's threshold
-            parts = [
-                reject_result(scores, labels, reference_uncertainty(scores, labels, ref, t), r, [f], mode, convention)
-                for f, t in zip(fars, thresholds)
-            ]
-        else:
-            parts = [
-                reject_result(scores, labels, reference_uncertainty(scores, labels, ref), r, fars, mode, convention)
-            ]
-        df = pd.concat([_keyed(c.columns(), ref_key) for c in parts], ignore_index=True)
+        curves = [c.result() if isinstance(c, Future) else c for c in parts[ref]]
+        df = pd.concat([_keyed(c.columns(), ref_key) for c in curves], ignore_index=True)
         df = df.sort_values(["rejected_fraction", "far"], kind="stable", ignore_index=True)[REJECT_COLUMNS]
         details.setdefault("reference", []).append(df)
         details.setdefault("reference_auc", []).append(pd.DataFrame(_auc_rows(df, ref_key, mode, discard_limit)))
         if mode == "fixed":
-            edc = pd.concat([_edc_rows(c, ref_key, discard_limit) for c in parts], ignore_index=True)
+            edc = pd.concat([_edc_rows(c, ref_key, discard_limit) for c in curves], ignore_index=True)
             details.setdefault("edc", []).append(edc.sort_values("far", kind="stable", ignore_index=True))
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from analyze import order_kernels
 from analyze.curves import auc
 from analyze.rows import check_unit_interval
 from analyze.tarfar import (
@@ -57,54 +58,50 @@ def rejection_order(values: ArrayLike, kind: OrderKind = "uncertainty") -> np.nd
 def stable_argsort(values: np.ndarray, descending: bool = False, what: str = "values") -> np.ndarray:
     """Same as np.argsort(v, kind="stable") (or of -v when descending), several times faster.
 
-    Packs an order-preserving integer image of each float with its index into one uint64 and
-    sorts those (numpy's SIMD sort); float64 values not exact in float32 take two such passes
-    (low then high 32 bits, LSD radix style). -0.0 and 0.0 tie, as in numpy's comparison.
+    Packs an order-preserving integer image of each float with its index into one uint64 and sorts those once
+    (numpy's SIMD sort): float32-exact values whole; other float64 values by their top 64 - log2(n) bits, runs of
+    equal top bits then re-sorted by the full value (analyze.order_kernels). -0.0 and 0.0 tie, as in numpy.
     """
+    v = _float_values(values, what)
+    if v.size >= 2**32:
+        return np.argsort(-v if descending else v, kind="stable")
+    return _sorted_pass(v, descending, None)
+
+
+def _float_values(values: ArrayLike, what: str) -> np.ndarray:
+    """1-D-agnostic float64 contiguous copy-free view of numeric values, refusing NaN and integers beyond 2**53."""
     v = np.asarray(values)
     if v.dtype.kind in "iub":
         if v.size and np.abs(v.astype(np.float64)).max() >= 2.0**53:
             raise ValueError(f"{what}: integers beyond 2**53 are not supported")
-        v = v.astype(np.float64)
     elif v.dtype.kind != "f":
         raise ValueError(f"{what} must be numeric, got dtype {v.dtype}")
+    v = np.ascontiguousarray(v.reshape(-1), dtype=np.float64)
     if np.isnan(v).any():
         raise ValueError(f"{what} contains {int(np.isnan(v).sum())} NaN values; drop or fill them first")
-    n = v.size
-    idx_bits = max(1, (n - 1).bit_length())
-    if n >= 2**32:
-        return np.argsort(-v if descending else v, kind="stable")
-    v32 = v.astype(np.float32)
-    if v.dtype.itemsize <= 4 or np.array_equal(v32, v):
-        passes = [_ordered_bits(v32 + np.float32(0.0), 32)]
-    else:
-        key = _ordered_bits(v.astype(np.float64) + 0.0, 64)
-        passes = [key & np.uint64(0xFFFFFFFF), key >> np.uint64(32)]
-        del key
-    del v32
-    order = None
-    low = np.uint64((1 << idx_bits) - 1)
-    for key in passes:
-        if descending:
-            key ^= np.uint64(0xFFFFFFFF)
-        packed = key if order is None else key[order]
-        packed <<= np.uint64(idx_bits)
-        packed |= np.arange(n, dtype=np.uint64)
-        packed.sort()
-        packed &= low
-        order = packed.view(np.int64) if order is None else order[packed.view(np.int64)]
-    return order
+    return v
 
 
-def _ordered_bits(x: np.ndarray, bits: int) -> np.ndarray:
-    """uint64 whose unsigned order is the float order of x (x has no NaN and no -0.0)."""
-    key = x.view(np.uint32 if bits == 32 else np.uint64).astype(np.uint64)
-    sign = np.uint64(1 << (bits - 1))
-    flip = key >> np.uint64(bits - 1)  # 1 for negative floats
-    flip *= np.uint64((1 << bits) - 1) ^ sign  # negative: flip all value bits
-    flip |= sign  # every value: flip the sign bit
-    key ^= flip
-    return key
+_NO_KEPT = np.zeros(0, np.int64)
+
+
+def _sorted_pass(v: np.ndarray, descending: bool, kept: np.ndarray | None, sub: np.ndarray | None = None) -> np.ndarray:
+    """The stable order of float64 `v` (kept None), or, for nested prefix sizes `kept`, each pair's block: how many
+    sizes are <= its position in that order (order_kernels), without materialising the order. With `sub` (ascending
+    indices), the stable order of v[sub], given as indices of v."""
+    n = v.size if sub is None else sub.size
+    idx_bits = max(1, (v.size - 1).bit_length())
+    packed = np.empty(n, np.uint64)
+    use_sub = sub is not None
+    exact = order_kernels.pack_keys(v, sub if use_sub else _NO_KEPT, use_sub, descending, idx_bits, packed)
+    packed.sort()
+    if kept is None:
+        order = np.empty(n, np.int64)
+        order_kernels.finish_order(packed, v, descending, idx_bits, exact, _NO_KEPT, np.zeros(0, np.uint8), order)
+        return order
+    blocks = np.empty(n, order_kernels.block_dtype(kept.size))
+    order_kernels.finish_order(packed, v, descending, idx_bits, exact, kept, blocks, _NO_KEPT)
+    return blocks
 
 
 class _PrefixOrderStats:
@@ -118,7 +115,9 @@ class _PrefixOrderStats:
         n = int(values.size)
         self.n = n
         self.sizes = prefix_sizes  # sorted, unique, each in [0, n]
-        perm = stable_argsort(values, descending=True)  # tie order is irrelevant to both queries
+        # the tie order inside does not change either query's value, but it picks which of the tied -0.0 / 0.0
+        # a k-th largest returns: stable by kept order here, which ScoreClasses reproduces by using this path
+        perm = stable_argsort(values, descending=True)
         self.neg = -values[perm]  # ascending, contiguous (negation is exact)
         self.pos = perm.astype(np.int32) if n < 2**31 - 1 else perm
         del perm
@@ -203,18 +202,205 @@ def reject_curve(
     """Paper reject verification: keep the int(n(1-r)) most certain pairs, recompute TAR@FAR (exact).
 
     ``uncertainty`` is a pair uncertainty (higher = less sure) or, with order="confidence", a
-    confidence. One stable sort by it, one sort per class by score; results are bit-identical to
-    re-running ``tar_at_far`` on every kept prefix. FARs below 1/n_impostor of the largest kept set
-    raise unless ``allow_tiny_far``; smaller kept sets use k = round(FAR * kept_impostor) regardless.
+    confidence. One stable sort by it, one sort per class by score (`ScoreClasses`, which shares the class
+    sorts between curves of one score vector); results are bit-identical to re-running ``tar_at_far`` on every
+    kept prefix. FARs below 1/n_impostor of the largest kept set raise unless ``allow_tiny_far``; smaller kept
+    sets use k = round(FAR * kept_impostor) regardless.
     """
-    s, lab = check_scores_labels(scores, labels)
-    u = np.asarray(uncertainty)
-    if u.shape != s.shape:
-        raise ValueError(f"{order} shape {u.shape} does not match scores shape {s.shape}")
-    f = check_fars(fars)
-    r = check_fractions(fractions)
-    kept = kept_counts(s.size, r)
-    perm = rejection_order(u, order)
+    return ScoreClasses(scores, labels).reject_curve(uncertainty, fractions, fars, order, allow_tiny_far)
+
+
+class ScoreClasses:
+    """One score vector's classes, each sorted once by score: what every reject curve of those scores shares.
+
+    A curve (an uncertainty order, the oracle at one threshold, the random order) then costs one pass giving each
+    sorted score its kept-prefix block (order_kernels), a (block, bucket) histogram, and the prefix queries; only
+    an uncertainty order needs a sort of its own, the oracle's is a linear merge of the two classes.
+    """
+
+    def __init__(self, scores: ArrayLike, labels: ArrayLike) -> None:
+        s, lab = check_scores_labels(scores, labels)
+        self.n = int(s.size)
+        itype = np.int32 if self.n < 2**31 else np.int64
+        self.itype = np.zeros(0, itype)
+        # each class: its pair indices in stable ascending score order, reversed to descending (ties then go by
+        # descending index, as the oracle's ascending walk of the impostors needs; its descending walk of the
+        # genuine re-sorts tied runs), and its scores sorted (np.sort: no gather by the order, except for zeros)
+        for name, mask in (("imp", ~lab), ("gen", lab)):
+            idx = np.flatnonzero(mask)
+            order = _sorted_pass(s, False, None, idx)[::-1].astype(itype)
+            setattr(self, f"{name}_idx", order)
+            neg = -np.sort(s[idx])[::-1]
+            zero = slice(np.searchsorted(neg, 0.0, "left"), np.searchsorted(neg, 0.0, "right"))
+            neg[zero] = -s[order[zero]]  # np.sort may not keep the signs of tied zeros: take each pair's own
+            setattr(self, f"{name}_neg", neg)
+            del idx, order, neg
+        zeros = self.imp_neg[np.searchsorted(self.imp_neg, 0.0, "left") : np.searchsorted(self.imp_neg, 0.0, "right")]
+        sign = np.signbit(zeros)
+        self.mixed_zeros = bool(sign.any() and not sign.all())
+        """Impostor scores hold both -0.0 and 0.0: a threshold's zero sign then follows the kept order's ties,
+        which only the plain path reproduces (it is taken for such score vectors)."""
+        self.plain = (s, lab) if self.mixed_zeros else None
+        """(scores, labels) kept for the plain path only: otherwise the scores are not held."""
+
+    @property
+    def n_impostor(self) -> int:
+        return int(self.imp_idx.size)
+
+    def thresholds(self, fars: ArrayLike) -> np.ndarray:
+        """The exact-convention thresholds on all pairs (as tar_at_far, from the sorted impostors)."""
+        f = check_fars(fars)
+        if not self.n_impostor:
+            raise ValueError("no impostor pairs: TAR@FAR is undefined (labels are all genuine)")
+        ks = far_ranks(self.n_impostor, f)
+        return np.array([k0_threshold(-self.imp_neg[0]) if k == 0 else -self.imp_neg[k - 1] for k in ks])
+
+    def reject_curve(
+        self,
+        uncertainty: ArrayLike,
+        fractions: ArrayLike,
+        fars: ArrayLike,
+        order: OrderKind = "uncertainty",
+        allow_tiny_far: bool = False,
+    ) -> RejectCurve:
+        """`reject_curve` on these scores with one uncertainty (or confidence) order."""
+        u = np.asarray(uncertainty)
+        if u.shape != (self.n,):
+            raise ValueError(f"{order} shape {u.shape} does not match scores shape {(self.n,)}")
+        f, r, kept, sizes, rows = self._grid(fractions, fars)
+        if order not in ("uncertainty", "confidence"):
+            raise ValueError(f"unknown order kind {order!r}; use 'uncertainty' or 'confidence'")
+        v = _float_values(u, order)
+        self._need_impostors()
+        if self.plain is not None:
+            return _plain_curve(*self.plain, rejection_order(v, order), r, f, kept, order, allow_tiny_far)
+        blocks = _sorted_pass(v, order == "confidence", sizes)
+        return self._curve_from_pair_blocks(blocks, f, r, kept, sizes, rows, order, allow_tiny_far)
+
+    def oracle_curve(
+        self, threshold: float, fractions: ArrayLike, fars: ArrayLike, allow_tiny_far: bool = False
+    ) -> RejectCurve:
+        """The curve of the oracle order at `threshold` (reference_uncertainty(..., "oracle", threshold)), its
+        stable order found by merging the two classes' margin sequences instead of sorting."""
+        f, r, kept, sizes, rows = self._grid(fractions, fars)
+        self._need_impostors()
+        t = float(threshold)
+        if self.plain is not None:
+            perm = rejection_order(reference_uncertainty(*self.plain, "oracle", t))
+            return _plain_curve(*self.plain, perm, r, f, kept, "uncertainty", allow_tiny_far)
+        pos_g = np.empty(self.gen_idx.size, np.int64)
+        if order_kernels.oracle_genuine_positions(self.gen_neg, self.gen_idx, self.imp_neg, self.imp_idx, t, pos_g):
+            return self._oracle_by_counts(pos_g, f, r, kept, sizes, rows, allow_tiny_far)
+        gen, imp = self._class_buffers(sizes.size)
+        order_kernels.oracle_blocks(
+            self.gen_neg, self.gen_idx, self.imp_neg, self.imp_idx, t, sizes, gen[3], imp[3], gen[1], imp[1],
+            gen[4], imp[4], self.itype,
+        )  # fmt: skip
+        return self._finish(imp, gen, f, r, kept, rows, "uncertainty", allow_tiny_far)
+
+    def _oracle_by_counts(self, pos_g, f, r, kept, sizes, rows, allow_tiny_far) -> RejectCurve:
+        """The oracle curve when each class keeps a score-ordered prefix (oracle_genuine_positions): the kept
+        genuine are the highest-scored ones, the kept impostors the lowest, so every query is a count."""
+        kept_gen = np.searchsorted(pos_g, sizes, side="left")[rows]
+        kept_imp = kept - kept_gen
+        check_far_resolution(f, int(kept_imp.max()), allow_tiny_far)
+        n_imp = self.n_impostor
+        start = n_imp - kept_imp  # the kept impostors are imp_neg[start:], the kept genuine gen_neg[:kept_gen]
+        tar, thr, far_ach = (np.full((r.size, f.size), np.nan) for _ in range(3))
+        for i in np.flatnonzero(kept_imp):
+            ks = far_ranks(int(kept_imp[i]), f)
+            t = -self.imp_neg[np.maximum(start[i] + ks - 1, 0)]
+            t[ks == 0] = k0_threshold(-self.imp_neg[start[i]])
+            thr[i] = t
+            far_ach[i] = np.maximum(np.searchsorted(self.imp_neg, -t, side="right") - start[i], 0) / kept_imp[i]
+            if kept_gen[i]:
+                tar[i] = np.minimum(np.searchsorted(self.gen_neg, -t, side="right"), kept_gen[i]) / kept_gen[i]
+        return RejectCurve(r, f, kept, kept_gen, kept_imp, tar, thr, far_ach, "uncertainty")
+
+    def random_curve(
+        self,
+        fractions: ArrayLike,
+        fars: ArrayLike,
+        seed: int = 0,
+        allow_tiny_far: bool = False,
+        cache: dict | None = None,
+    ) -> RejectCurve:
+        """The curve of the random reference order (default_rng(seed) uniforms); `cache` (a dict) keeps each
+        order's pair blocks for later score vectors of the same length and fractions."""
+        f, r, kept, sizes, rows = self._grid(fractions, fars)
+        self._need_impostors()
+        if self.plain is not None:
+            perm = rejection_order(reference_uncertainty(*self.plain, "random", seed=seed))
+            return _plain_curve(*self.plain, perm, r, f, kept, "uncertainty", allow_tiny_far)
+        key = (self.n, seed, sizes.tobytes())
+        blocks = None if cache is None else cache.get(key)
+        if blocks is None:
+            blocks = _sorted_pass(np.random.default_rng(seed).random(self.n), False, sizes)
+            if cache is not None:
+                cache[key] = blocks
+        return self._curve_from_pair_blocks(blocks, f, r, kept, sizes, rows, "uncertainty", allow_tiny_far)
+
+    def _grid(self, fractions: ArrayLike, fars: ArrayLike) -> tuple[np.ndarray, ...]:
+        """(fars, fractions, kept per fraction, the unique kept sizes, each fraction's index into them)."""
+        f = check_fars(fars)
+        r = check_fractions(fractions)
+        kept = kept_counts(self.n, r)
+        sizes, rows = np.unique(kept, return_inverse=True)
+        return f, r, kept, sizes, rows.reshape(-1)
+
+    def _need_impostors(self) -> None:
+        if not self.n_impostor:
+            raise ValueError("no impostor pairs: TAR@FAR is undefined (labels are all genuine)")
+
+    def _class_buffers(self, n_sizes: int) -> tuple[list, list]:
+        """Per class [neg, cblk, idx, width, hist]: the sorted negated scores and a curve's empty block arrays."""
+        out = []
+        for neg, idx in ((self.gen_neg, self.gen_idx), (self.imp_neg, self.imp_idx)):
+            width = max(1, math.isqrt(max(neg.size, 1)))
+            hist = np.zeros((-(-neg.size // width), n_sizes + 1), np.int64)
+            out.append([neg, np.empty(neg.size, order_kernels.block_dtype(n_sizes)), idx, width, hist])
+        return out[0], out[1]
+
+    def _curve_from_pair_blocks(self, blocks, f, r, kept, sizes, rows, order, allow_tiny_far) -> RejectCurve:
+        gen, imp = self._class_buffers(sizes.size)
+        for _, cblk, idx, width, hist in (gen, imp):
+            order_kernels.class_blocks(idx, blocks, width, cblk, hist)
+        return self._finish(imp, gen, f, r, kept, rows, order, allow_tiny_far)
+
+    def _finish(self, imp, gen, f, r, kept, rows, order, allow_tiny_far) -> RejectCurve:
+        """The prefix queries of both classes' block histograms: the RejectCurve."""
+        stats = []
+        for neg, cblk, _, width, hist in (imp, gen):
+            n_sizes = hist.shape[1] - 1
+            table = np.zeros((n_sizes, hist.shape[0] + 1), np.int64)  # [j, b]: kept in prefix j among buckets < b
+            table[:, 1:] = np.cumsum(np.cumsum(hist[:, :n_sizes], axis=1), axis=0).T
+            stats.append((table, cblk, neg, width))
+        kept_imp = stats[0][0][rows, -1]
+        kept_gen = stats[1][0][rows, -1]
+        check_far_resolution(f, int(kept_imp.max()), allow_tiny_far)
+        ks = np.array([far_ranks(int(m), f) for m in kept_imp], dtype=np.int64).reshape(r.size, f.size)
+        t0 = np.full(r.size, np.nan)
+        need = (kept_imp > 0) & (ks == 0).any(axis=1)
+        if need.any():
+            tops = order_kernels.prefix_tops(*stats[0], rows, np.where(need, kept_imp, 0))
+            t0[need] = [k0_threshold(x) for x in tops[need]]
+        tar, thr, far_ach = (np.full((r.size, f.size), np.nan) for _ in range(3))
+        order_kernels.reject_queries(stats[0], stats[1], rows, kept_imp, kept_gen, ks, t0, tar, thr, far_ach)
+        return RejectCurve(r, f, kept, kept_gen, kept_imp, tar, thr, far_ach, order)
+
+
+def _plain_curve(
+    s: np.ndarray,
+    lab: np.ndarray,
+    perm: np.ndarray,
+    r: np.ndarray,
+    f: np.ndarray,
+    kept: np.ndarray,
+    order: str,
+    allow_tiny_far: bool,
+) -> RejectCurve:
+    """The reject curve of the kept order `perm` by sorting each class's kept scores (`_PrefixOrderStats`): the
+    path for impostor scores holding both zeros, and the reference the shared-sort path is tested against."""
     lab_o = lab[perm]
     imp_at = np.flatnonzero(~lab_o)
     gen_at = np.flatnonzero(lab_o)
