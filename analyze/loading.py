@@ -175,8 +175,8 @@ def fuse_templates(
     (run by the active Dask scheduler: local threads, or a dask.distributed client).
 
     Fused once per (store contents, model, fusion, images, options) in a process: reject, fusion, roc and identify
-    steps of one pipeline share it (an LRU cache bounded by FUSED_CACHE_ENTRIES and FUSED_CACHE_BYTES). The arrays
-    returned are shared with the cache: read them, do not modify them in place."""
+    steps of one pipeline share it (an LRU cache bounded by FUSED_CACHE_ENTRIES and FUSED_CACHE_BYTES). Cached arrays
+    are shared and read-only."""
     template = store.image_column("template")
     rows = np.flatnonzero(valid & (template >= 0))
     if rows.size == 0:
@@ -189,6 +189,9 @@ def fuse_templates(
     fused = _fuse_all(store, model, fusion, template, rows, options, block_images)
     size = _fused_bytes(fused)
     if size <= FUSED_CACHE_BYTES:
+        for a in (fused.ids, fused.features, fused.sizes, fused.uncertainty):
+            if a is not None:
+                a.setflags(write=False)  # shared with later callers: an in-place change would corrupt them
         _FUSED[key] = fused
         while len(_FUSED) > FUSED_CACHE_ENTRIES or sum(_fused_bytes(f) for f in _FUSED.values()) > FUSED_CACHE_BYTES:
             _FUSED.popitem(last=False)
