@@ -125,7 +125,16 @@ def read_fusion_inputs(
     return (feats, store.image_column("template", sel)), kwargs
 
 
+_OPEN_HERE: dict[str, FeatureStore] = {}
+"""Stores a fusion in this process has open, by path: its tasks on local threads read through the caller's handle;
+a task in another process (dask.distributed) finds none and opens the store itself."""
+
+
 def _fuse_block(path: str, model: str, fusion: str, rows: np.ndarray, options: dict[str, Any]) -> FusedTemplates:
+    shared = _OPEN_HERE.get(path)
+    if shared is not None:
+        (feats, template), kwargs = read_fusion_inputs(shared, model, fusion, rows, options)
+        return fuse(fusion, feats, template, **kwargs)
     # the caller's open already checked every done chunk's storage objects: a task need not list them again
     with FeatureStore.open(path, check=False) as store:
         (feats, template), kwargs = read_fusion_inputs(store, model, fusion, rows, options)
@@ -208,11 +217,17 @@ def _fuse_all(
     block_images: int,
 ) -> FusedTemplates:
     """The fusion itself: one Dask task per block of whole templates, the parts concatenated in template order."""
+    path = str(store.path)
     tasks = [
-        dask.delayed(_fuse_block)(str(store.path), model, fusion, block, options or {})
+        dask.delayed(_fuse_block)(path, model, fusion, block, options or {})
         for block in template_blocks(template, rows, block_images)
     ]
-    parts = dask.compute(*tasks)
+    mine = _OPEN_HERE.setdefault(path, store) is store
+    try:
+        parts = dask.compute(*tasks)
+    finally:
+        if mine:
+            _OPEN_HERE.pop(path, None)
     return FusedTemplates(
         ids=np.concatenate([p.ids for p in parts]),
         features=np.concatenate([p.features for p in parts]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,10 @@ class Backend:
     def array(self, key: str) -> Any:
         """The array at `key`, sliceable with numpy semantics (reads and writes)."""
         raise NotImplementedError
+
+    def read_slice(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop of an array as numpy (both backends: the library's own read)."""
+        return np.asarray(self.array(key)[start:stop])
 
     def has(self, key: str) -> bool:
         raise NotImplementedError
@@ -172,6 +177,16 @@ class ZarrBackend(Backend):
                 ) from None
             self._arrays[key] = arr.with_config(_ZARR_CONFIG)
         return self._arrays[key]
+
+    def read_slice(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop, decoding the chunk files directly on a small thread pool where the array is this store's
+        own layout (`chunk_reader`): the same bytes through the same Blosc library as zarr's read, without its
+        per-chunk overhead (~3x faster for 469k x 512 float32 here); any other layout goes through zarr."""
+        arr = self.array(key)
+        reader = chunk_reader(arr, self.path / key)
+        if reader is None:
+            return np.asarray(arr[start:stop])
+        return reader.read(start, stop)
 
     def has(self, key: str) -> bool:
         try:
@@ -423,3 +438,87 @@ def decode_h5_attrs(attrs: Any) -> dict[str, Any]:
         else:
             out[k] = _plain(v)
     return out
+
+
+@dataclass(frozen=True)
+class ChunkReader:
+    """Reads row ranges of one Zarr v3 array written by this package: a regular grid of row chunks spanning the
+    other dimensions whole, default '/' chunk keys, codecs `bytes` (little endian) then `blosc`, no sharding."""
+
+    base: Path
+    shape: tuple[int, ...]
+    chunk_rows: int
+    dtype: np.dtype
+    fill_value: Any
+    blosc: dict[str, Any]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        start, stop = max(0, start), min(self.shape[0], stop)
+        out = np.empty((max(0, stop - start), *self.shape[1:]), dtype=self.dtype)
+        if stop <= start:
+            return out
+        first, last = start // self.chunk_rows, (stop - 1) // self.chunk_rows
+        list(_decode_pool().map(lambda k: self._chunk_into(k, start, stop, out), range(first, last + 1)))
+        return out
+
+    def _chunk_into(self, k: int, start: int, stop: int, out: np.ndarray) -> None:
+        """Decode chunk k and copy its rows that fall in start:stop into `out` (a missing chunk file: fill value)."""
+        lo, hi = max(start, k * self.chunk_rows), min(stop, (k + 1) * self.chunk_rows)
+        path = self.base.joinpath("c", str(k), *("0",) * (len(self.shape) - 1))
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            out[lo - start : hi - start] = self.fill_value
+            return
+        from numcodecs import Blosc
+
+        data = Blosc(**self.blosc).decode(raw)
+        chunk = np.frombuffer(data, dtype=self.dtype)
+        if chunk.size != self.chunk_rows * int(np.prod(self.shape[1:], dtype=np.int64)):
+            raise StoreError(f"{path}: chunk decodes to {chunk.size} values, not a {self.chunk_rows}-row chunk")
+        chunk = chunk.reshape(self.chunk_rows, *self.shape[1:])
+        out[lo - start : hi - start] = chunk[lo - k * self.chunk_rows : hi - k * self.chunk_rows]
+
+
+_POOL: list[Any] = []
+
+
+def _decode_pool() -> Any:
+    """One process-wide thread pool for chunk decoding (Blosc releases the GIL): at most 8 threads, one per core."""
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="chunks"))
+    return _POOL[0]
+
+
+def chunk_reader(arr: Any, base: Path) -> ChunkReader | None:
+    """A ChunkReader for a zarr array in exactly this package's layout, or None (then zarr reads it)."""
+    try:
+        from zarr.codecs import BloscCodec, BytesCodec
+        from zarr.core.chunk_grids import RegularChunkGrid
+        from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+
+        m = arr.metadata
+        if getattr(m, "zarr_format", None) != 3 or not isinstance(m.chunk_grid, RegularChunkGrid):
+            return None
+        chunks, shape = tuple(m.chunk_grid.chunk_shape), tuple(m.shape)
+        if len(shape) < 1 or tuple(chunks[1:]) != tuple(shape[1:]):
+            return None
+        enc = m.chunk_key_encoding
+        if not isinstance(enc, DefaultChunkKeyEncoding) or enc.separator != "/":
+            return None
+        codecs = tuple(m.codecs)
+        if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], BloscCodec):
+            return None
+        if codecs[0].endian is not None and codecs[0].endian.value != "little":
+            return None
+        dtype = np.dtype(arr.dtype).newbyteorder("<")
+        if dtype.kind not in "biuf":
+            return None
+        b = codecs[1]
+        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[b.shuffle.value]
+        blosc = {"cname": b.cname.value, "clevel": int(b.clevel), "shuffle": shuffle, "blocksize": int(b.blocksize)}
+        return ChunkReader(base, shape, int(chunks[0]), dtype, m.fill_value, blosc)
+    except Exception:  # an unexpected zarr version or metadata: let zarr read it
+        return None

@@ -437,8 +437,11 @@ class FeatureStore:
         """One images/ column (all rows, or `rows`)."""
         if key not in IMAGE_KEYS:
             raise StoreError(f"{self.path}: no images/{key}; columns: {', '.join(IMAGE_KEYS)}")
+        if rows is None or (isinstance(rows, slice) and rows.step in (None, 1)):
+            start, stop, _ = (rows or slice(None)).indices(self.n_images)
+            return self._b.read_slice(f"images/{key}", start, stop)
         arr = self._b.array(f"images/{key}")
-        return np.asarray(arr[:] if rows is None else arr[rows])
+        return np.asarray(arr[rows])
 
     def status(self) -> np.ndarray:
         return self.image_column("status")
@@ -497,8 +500,12 @@ class FeatureStore:
 
     def read(self, model: str, output: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
         """A model output (all rows, or `rows`) as numpy, in its stored dtype."""
-        arr = self._b.array(self._output_key(model, output))
-        return np.asarray(arr[:] if rows is None else arr[rows])
+        key = self._output_key(model, output)
+        if rows is None or (isinstance(rows, slice) and rows.step in (None, 1)):
+            start, stop, _ = (rows or slice(None)).indices(self.n_images)
+            return self._b.read_slice(key, start, stop)
+        arr = self._b.array(key)
+        return np.asarray(arr[rows])
 
     def read_rows(self, model: str, output: str, rows: np.ndarray) -> np.ndarray:
         """Ascending rows of one output: one slice read when they are dense, else a point selection."""
