@@ -23,6 +23,7 @@ import pandas as pd
 from analyze import experiments
 from analyze.det import EER_RULE
 from analyze.distribution import gallery, plot_distributions, quantities_of, summarize, uncertainty_table
+from analyze.figure_pool import load_figures, second_process
 from analyze.loading import resolve_models
 from analyze.outputs import (
     OutputExistsError,
@@ -322,7 +323,13 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
             "--bootstrap",
         )
     details: dict[str, list[pd.DataFrame]] = {}
-    with timed_run() as times, _claimed(store, out, o, "reject") as (st, owned, where), mls_summation(o.mls_exact):
+    with (
+        timed_run() as times,
+        _claimed(store, out, o, "reject") as (st, owned, where),
+        second_process(o.figures) as submit,  # its job is waited for before the folder is recorded
+        mls_summation(o.mls_exact),
+    ):
+        submit(load_figures)  # the figure worker starts (imports) while the curves are computed
         df, auc_df, report = experiments.run_reject(
             st,
             models=_models(o),
@@ -362,9 +369,11 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
         if o.figures:
             from analyze.figures import plot_reject_comparison, plot_reject_curves
 
-            with stage("figures"):
-                plot_reject_curves(df, out_dir / "figures", reference=extra.get("reference"))
-                plot_reject_comparison(df, out_dir / "figures", reference=extra.get("reference"), style=o.figure_style)
+            ref = extra.get("reference")
+            with stage("figures"):  # the two figure sets take about as long each: one in the worker
+                later = submit(plot_reject_comparison, df, out_dir / "figures", reference=ref, style=o.figure_style)
+                plot_reject_curves(df, out_dir / "figures", reference=ref)
+                later.result()
         _write_summary(report, times, owned)
         owned.finish()
     lines = [

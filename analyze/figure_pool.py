@@ -1,0 +1,46 @@
+"""A second process for figures: matplotlib holds the GIL while it lays out and renders, so two sets of figures
+only draw at the same time in two processes. A command hands one set to `second_process` and draws the other
+itself; both land in the same folder before the command records its output."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from featurestore.interrupts import ignore_in_worker
+
+
+def load_figures() -> None:
+    """A first job for the worker: import matplotlib and the figure code while the caller still computes."""
+    import analyze.figures  # noqa: F401
+
+
+def _run_here(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    """`submit` without a second process: run now, return the finished future (or the one holding the error)."""
+    done: Future = Future()
+    try:
+        done.set_result(fn(*args, **kwargs))
+    except Exception as exc:  # noqa: BLE001 - delivered by .result(), as a pool would
+        done.set_exception(exc)
+    return done
+
+
+@contextmanager
+def second_process(enabled: bool = True) -> Iterator[Callable[..., Future]]:
+    """Yield a `submit(fn, *args, **kwargs) -> Future` that runs `fn` in one spawned worker process (SIGINT left to
+    this one), or here at once with one core or `enabled` False. On leaving, the worker's job is waited for, so
+    its files exist before the caller records or reports them, then the worker exits."""
+    if not enabled or (os.cpu_count() or 1) < 2:
+        yield _run_here
+        return
+    pool = ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=ignore_in_worker
+    )
+    try:
+        yield pool.submit
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
