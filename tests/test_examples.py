@@ -193,7 +193,7 @@ def run_example(example: str, cwd: Path) -> list[subprocess.CompletedProcess]:
     for part in re.split(r"\s*&&\s*", example):
         argv = shlex.split(part)
         code = f"from {TOOLS[argv[0]]} import main; main()"
-        # the demo trains heads too: 8 to 18 minutes on 2 CPU cores (README.md)
+        # the demo trains heads too: ~4.5 minutes on 2 idle CPU cores, up to 18 on shared ones (README.md)
         limit = 1800 if argv[:3] == ["pipelines", "run", "demo"] else 600
         res = subprocess.run(
             [sys.executable, "-c", code, *argv[1:]], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=limit
