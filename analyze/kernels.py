@@ -153,15 +153,21 @@ _LN2 = math.log(2.0)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _mls_terms(unit, sigma, a, b, buf, mut):  # pragma: no cover - compiled
+    """Per dimension k of rows a, b: mut[k] = sigma_sq1 + sigma_sq2 and buf[k] = (mu1 - mu2)^2 / mut[k]."""
+    for k in range(unit.shape[1]):  # no calls, no branches: vectorised
+        mu = sigma[a, k] + sigma[b, k]
+        diff = unit[a, k] - unit[b, k]
+        mut[k] = mu
+        buf[k] = diff * diff / mu
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _mls_exact_pair(unit, sigma, a, b, buf, mut, plan_lo, plan_n, vals):  # pragma: no cover - compiled
     """numpy's MLS of rows a, b bit for bit: the terms d*d/mu + log(mu) (one log per dimension), pairwise-summed."""
     d = unit.shape[1]
     if sigma.shape[1] != 1:
-        for k in range(d):  # no calls, no branches: vectorised
-            mu = sigma[a, k] + sigma[b, k]
-            diff = unit[a, k] - unit[b, k]
-            mut[k] = mu
-            buf[k] = diff * diff / mu
+        _mls_terms(unit, sigma, a, b, buf, mut)
         for k in range(d):
             buf[k] = buf[k] + math.log(mut[k])
     else:
@@ -234,11 +240,7 @@ def _mls_fast_pair(unit, sigma, a, b, buf, mut, bits):  # pragma: no cover - com
     halving trees (wide sigma_sq of two safe rows), or -(sum d^2 / mu + D log mu) for one sigma_sq per row."""
     d = unit.shape[1]
     if sigma.shape[1] != 1:
-        for k in range(d):  # no calls, no branches: vectorised
-            mu = sigma[a, k] + sigma[b, k]
-            diff = unit[a, k] - unit[b, k]
-            mut[k] = mu
-            buf[k] = diff * diff / mu
+        _mls_terms(unit, sigma, a, b, buf, mut)
         return -(_tree_sum(buf, d) + _tree_log_prod(mut, bits, d))
     for k in range(d):
         diff = unit[a, k] - unit[b, k]
