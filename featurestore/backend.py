@@ -6,6 +6,7 @@ paths like `models/scaleface/embedding`, the same in both formats.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -115,6 +116,7 @@ class ZarrBackend(Backend):
 
         self._zarr = zarr
         self._arrays: dict[str, Any] = {}
+        self._readers: dict[str, ChunkReader | None] = {}
         try:
             if mode == "w":
                 self.root = zarr.open_group(str(self.path), mode=mode, attributes=attrs or {})
@@ -138,6 +140,7 @@ class ZarrBackend(Backend):
         if not is_str:
             shuffle = "bitshuffle" if np.dtype(dtype).itemsize == 1 else "shuffle"
             kwargs["compressors"] = BloscCodec(cname="zstd", clevel=3, shuffle=shuffle)
+        self._readers.pop(key, None)  # a new array: its layout is read again
         self._arrays[key] = self.root.create_array(
             key,
             shape=shape,
@@ -183,7 +186,9 @@ class ZarrBackend(Backend):
         own layout (`chunk_reader`): the same bytes through the same Blosc library as zarr's read, without its
         per-chunk overhead (~3x faster for 469k x 512 float32 here); any other layout goes through zarr."""
         arr = self.array(key)
-        reader = chunk_reader(arr, self.path / key)
+        if key not in self._readers:  # the metadata is read once per array
+            self._readers[key] = chunk_reader(arr, self.path / key)
+        reader = self._readers[key]
         if reader is None:
             return np.asarray(arr[start:stop])
         return reader.read(start, stop)
@@ -480,16 +485,12 @@ class ChunkReader:
         out[lo - start : hi - start] = chunk[lo - k * self.chunk_rows : hi - k * self.chunk_rows]
 
 
-_POOL: list[Any] = []
-
-
+@functools.cache
 def _decode_pool() -> Any:
     """One process-wide thread pool for chunk decoding (Blosc releases the GIL): at most 8 threads, one per core."""
-    if not _POOL:
-        from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
-        _POOL.append(ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="chunks"))
-    return _POOL[0]
+    return ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="chunks")
 
 
 def chunk_reader(arr: Any, base: Path) -> ChunkReader | None:

@@ -437,11 +437,7 @@ class FeatureStore:
         """One images/ column (all rows, or `rows`)."""
         if key not in IMAGE_KEYS:
             raise StoreError(f"{self.path}: no images/{key}; columns: {', '.join(IMAGE_KEYS)}")
-        if rows is None or (isinstance(rows, slice) and rows.step in (None, 1)):
-            start, stop, _ = (rows or slice(None)).indices(self.n_images)
-            return self._b.read_slice(f"images/{key}", start, stop)
-        arr = self._b.array(f"images/{key}")
-        return np.asarray(arr[rows])
+        return self._read_key(f"images/{key}", rows)
 
     def status(self) -> np.ndarray:
         return self.image_column("status")
@@ -500,12 +496,14 @@ class FeatureStore:
 
     def read(self, model: str, output: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
         """A model output (all rows, or `rows`) as numpy, in its stored dtype."""
-        key = self._output_key(model, output)
+        return self._read_key(self._output_key(model, output), rows)
+
+    def _read_key(self, key: str, rows: slice | np.ndarray | None) -> np.ndarray:
+        """Rows of one array: a plain row range through the backend's range read, anything else through the array."""
         if rows is None or (isinstance(rows, slice) and rows.step in (None, 1)):
             start, stop, _ = (rows or slice(None)).indices(self.n_images)
             return self._b.read_slice(key, start, stop)
-        arr = self._b.array(key)
-        return np.asarray(arr[rows])
+        return np.asarray(self._b.array(key)[rows])
 
     def read_rows(self, model: str, output: str, rows: np.ndarray) -> np.ndarray:
         """Ascending rows of one output: one slice read when they are dense, else a point selection."""
