@@ -301,7 +301,7 @@ def read_done(store: FeatureStore) -> tuple[np.ndarray, list[Damage]]:
     """The done flags, with a flag whose storage object cannot be decoded read as not done (and listed)."""
     arr = store._b.array(DONE_KEY)
     try:
-        return np.asarray(arr[:], dtype=bool), []
+        return np.asarray(store._b.read_whole(DONE_KEY), dtype=bool), []
     except Exception:  # one damaged flag object: find which, keep the others
         flags = np.zeros(store.n_chunks, dtype=bool)
         damages = []

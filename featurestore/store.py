@@ -367,6 +367,7 @@ class FeatureStore:
         self.protocols_info: dict[str, dict[str, Any]] = self.attrs.get("protocols", {})
         self.identification_info: dict[str, dict[str, Any]] = self.attrs.get("identification", {})
         """1:N protocols by name: galleries (in order), n_templates per set, description ({} in schema 1)."""
+        self._protocols: dict[str, Protocol] = {}  # read once per read-only handle (`protocol`)
         if check:
             integrity.check_present(self)
 
@@ -454,14 +455,22 @@ class FeatureStore:
         """A protocol's pairs and labels, in memory (IJB-C: 15.7 M pairs, 250 MB of int64)."""
         if name not in self.protocols_info:
             raise StoreError(f"{self.path}: no protocol {name!r}; it has: {', '.join(self.protocols_info) or 'none'}")
+        read_only = self._b.mode == "r"
+        if read_only and name in self._protocols:
+            return self._protocols[name]
         info = self.protocols_info[name]
-        return Protocol(
+        proto = Protocol(
             name=name,
-            pairs=self._b.array(f"protocols/{name}/pairs")[:],
-            label=self._b.array(f"protocols/{name}/label")[:],
+            pairs=self._b.read_whole(f"protocols/{name}/pairs"),
+            label=self._b.read_whole(f"protocols/{name}/label"),
             level=info["level"],
             description=info.get("description", ""),
         )
+        if read_only:  # read once per read-only handle (the pairs read-only, shared by every caller)
+            proto.pairs.setflags(write=False)
+            proto.label.setflags(write=False)
+            self._protocols[name] = proto
+        return proto
 
     def identification(self, name: str) -> Identification:
         """An identification (1:N) protocol: its galleries' and probe set's template ids and subjects."""
@@ -472,7 +481,7 @@ class FeatureStore:
 
         def read_set(set_name: str) -> TemplateSet:
             base = f"identification/{name}/{set_name}"
-            return TemplateSet(self._b.array(f"{base}/template")[:], self._b.array(f"{base}/subject")[:])
+            return TemplateSet(self._b.read_whole(f"{base}/template"), self._b.read_whole(f"{base}/subject"))
 
         return Identification(
             name,
