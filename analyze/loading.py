@@ -18,6 +18,7 @@ from typing import Any
 import dask
 import numpy as np
 
+from analyze import fusion_cache
 from analyze.bootstrap import PairUnits, pair_units
 from analyze.fusion import FUSIONS, FusedTemplates, fuse
 from analyze.policy import ImageValues, policy_for
@@ -195,7 +196,12 @@ def fuse_templates(
     if key in _FUSED:
         _FUSED.move_to_end(key)
         return _FUSED[key]
-    fused = _fuse_all(store, model, fusion, template, rows, options, block_images)
+    disk_key = key[1:]  # the store's contents, not where it lies: a moved store keeps its cache
+    folder = fusion_cache.cache_dir(store.path)
+    fused = fusion_cache.load(folder, disk_key)
+    if fused is None:
+        fused = _fuse_all(store, model, fusion, template, rows, options, block_images)
+        fusion_cache.save(folder, disk_key, fused)
     size = _fused_bytes(fused)
     if size <= FUSED_CACHE_BYTES:
         for a in (fused.ids, fused.features, fused.sizes, fused.uncertainty):

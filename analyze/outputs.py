@@ -314,6 +314,10 @@ def store_digest(store: Any) -> str:
 
     from featurestore.integrity import CHECKSUM_KEY, has_checksums
 
+    read_only = getattr(getattr(store, "_b", None), "mode", None) == "r"
+    if read_only and getattr(store, "_content_digest", None):  # once per read-only handle (identify asks 3 times)
+        return store._content_digest
+
     h = hashlib.sha256()
     a = store.attrs
     meta = {
@@ -325,7 +329,9 @@ def store_digest(store: Any) -> str:
     h.update(json.dumps(_jsonable(meta), sort_keys=True).encode())
     h.update(np.ascontiguousarray(store.chunk_done(), dtype=np.uint8).tobytes())
     if has_checksums(store):  # the recorded checksums, not recomputed (a store from before them: the rest only)
-        h.update(np.ascontiguousarray(store._b.array(CHECKSUM_KEY)[:], dtype=np.uint32).tobytes())
+        h.update(np.ascontiguousarray(store._b.read_whole(CHECKSUM_KEY), dtype=np.uint32).tobytes())
+    if read_only:
+        store._content_digest = h.hexdigest()
     return h.hexdigest()
 
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+# No fused-template files beside the tests' stores (analyze.fusion_cache): a test counting or changing fusions must
+# see each one made; tests/test_fusion_disk_cache.py turns the cache on where it tests it. Set here, before any test
+# runs, so the commands tests start as subprocesses inherit it.
+os.environ["SCALEFACE_FUSION_CACHE"] = "off"
 
 from featurestore.schema import DatasetTables, ImageTable, ModelSpec, Protocol
 
