@@ -23,7 +23,7 @@ import pandas as pd
 from analyze import experiments
 from analyze.det import EER_RULE
 from analyze.distribution import gallery, plot_distributions, quantities_of, summarize, uncertainty_table
-from analyze.figure_pool import load_figures, second_process
+from analyze.figure_pool import draw_split, load_figures, second_process
 from analyze.loading import resolve_models
 from analyze.outputs import (
     OutputExistsError,
@@ -367,13 +367,11 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
                 else:
                     owned.add(*write_table(table, out_dir, name))
         if o.figures:
-            from analyze.figures import plot_reject_comparison, plot_reject_curves
+            from analyze.figures import plot_reject_figures
 
-            ref = extra.get("reference")
-            with stage("figures"):  # the two figure sets take about as long each: one in the worker
-                later = submit(plot_reject_comparison, df, out_dir / "figures", reference=ref, style=o.figure_style)
-                plot_reject_curves(df, out_dir / "figures", reference=ref)
-                later.result()
+            with stage("figures"):  # every second figure is drawn by the worker
+                ref = extra.get("reference")
+                draw_split(submit, plot_reject_figures, df, out_dir / "figures", reference=ref, style=o.figure_style)
         _write_summary(report, times, owned)
         owned.finish()
     lines = [
@@ -448,7 +446,12 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
     o = options
     check_names(fusions=o.fusions)
     details: dict[str, list[pd.DataFrame]] = {}
-    with timed_run() as times, _claimed(store, out, o, "roc") as (st, owned, where):
+    with (
+        timed_run() as times,
+        _claimed(store, out, o, "roc") as (st, owned, where),
+        second_process(o.figures) as submit,  # its job is waited for before the folder is recorded
+    ):
+        submit(load_figures)  # the figure worker starts (imports) while the curve is computed
         table, curve_df, report = experiments.run_roc(
             st,
             models=_models(o),
@@ -472,12 +475,19 @@ def roc(store: str | Path, out: str | Path | None, options: RocOptions) -> Comma
             for name, df in extra.items():
                 owned.add(*write_table(df, out_dir, name))
         if o.figures:
-            from analyze.figures import plot_det, plot_roc
+            from analyze.figures import plot_roc_figures
 
-            with stage("figures"):
-                plot_roc(curve_df, out_dir / "figures", intervals=extra.get("roc_interval"), style=o.figure_style)
-                if "det" in extra:
-                    plot_det(extra["det"], out_dir / "figures", eer=extra.get("eer"))
+            with stage("figures"):  # the ROC and the DET figure: one drawn by the worker
+                draw_split(
+                    submit,
+                    plot_roc_figures,
+                    curve_df,
+                    out_dir / "figures",
+                    det=extra.get("det"),
+                    eer=extra.get("eer"),
+                    intervals=extra.get("roc_interval"),
+                    style=o.figure_style,
+                )
         _write_summary(report, times, owned)
         owned.finish()
     lines = [f"TAR@FAR ({o.convention} convention):", table.to_string(index=False, float_format=lambda v: f"{v:.4f}")]

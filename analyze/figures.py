@@ -79,6 +79,26 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, dpi: int = DPI) -> 
     return paths
 
 
+FigureSet = tuple[Iterable[tuple[str, Figure]], int]
+"""Figures to save, as (stem, figure) pairs, and the dpi of their PNGs."""
+
+
+def save_figure_sets(sets: Sequence[FigureSet], out_dir: str | Path, part: tuple[int, int] | None = None) -> list[Path]:
+    """Save the figures of `sets` under `out_dir`, numbered in order across the sets. With `part` (k, n) only those
+    numbered k modulo n; the others are closed unsaved. n processes given the parts 0..n-1 share one command's
+    figures: matplotlib holds the GIL while it renders, so a second process is the way to use a second core."""
+    paths: list[Path] = []
+    index = 0
+    for figures, dpi in sets:
+        for stem, fig in figures:
+            if part is None or index % part[1] == part[0]:
+                paths += save_figure(fig, out_dir, stem, dpi)
+            else:
+                plt.close(fig)
+            index += 1
+    return paths
+
+
 def _tight_bbox(fig: Figure, dpi: float) -> Any:
     """The bounding box `bbox_inches="tight"` would crop to (the figure's artists at `dpi`, padded by
     savefig.pad_inches), computed once with one layout pass and reused by the PNG and the PDF: "tight" makes
@@ -332,6 +352,20 @@ def plot_reject_curves(
     """Save `reject_curve_figures` (PNG and PDF per method) under `out_dir`; returns the paths."""
     figures = reject_curve_figures(df, dataset, reference)
     return [p for stem, fig in figures for p in save_figure(fig, out_dir, stem)]
+
+
+def plot_reject_figures(
+    df: pd.DataFrame,
+    out_dir: str | Path,
+    reference: pd.DataFrame | None = None,
+    style: FigureStyle | None = None,
+    part: tuple[int, int] | None = None,
+) -> list[Path]:
+    """What `analyze reject` draws: the comparison figures (at the style's dpi), then one curve figure per method;
+    with `part`, that share of them (save_figure_sets)."""
+    dpi = (style or DEFAULT_STYLE).dpi
+    sets = [(reject_comparison_figures(df, "", reference, style), dpi), (reject_curve_figures(df, "", reference), DPI)]
+    return save_figure_sets(sets, out_dir, part)
 
 
 REFERENCE_STYLES = {"oracle": "--", "random": ":"}
@@ -596,6 +630,23 @@ def det_figures(
     head = f"{dataset}: " if dataset else ""
     ax.set_title(f"{head}DET", fontsize="medium")
     yield safe_name("det", dataset), fig
+
+
+def plot_roc_figures(
+    roc_df: pd.DataFrame,
+    out_dir: str | Path,
+    det: pd.DataFrame | None = None,
+    eer: pd.DataFrame | None = None,
+    intervals: pd.DataFrame | None = None,
+    style: FigureStyle | None = None,
+    part: tuple[int, int] | None = None,
+) -> list[Path]:
+    """What `analyze roc` draws: the ROC figures (at the style's dpi), then the DET figure when `det` is given; with
+    `part`, that share of them (save_figure_sets)."""
+    sets = [(roc_figures(roc_df, "", intervals, style), (style or DEFAULT_STYLE).dpi)]
+    if det is not None:
+        sets.append((det_figures(det, "", eer), DPI))
+    return save_figure_sets(sets, out_dir, part)
 
 
 def plot_det(

@@ -6,6 +6,8 @@ figures into an output folder it owns (analyze.outputs)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analyze.bootstrap import BOOTSTRAP_LEVEL, percentile_interval, tpir_replicates
+from analyze.figure_pool import draw_split, load_figures, second_process
 from analyze.identification import (
     CONVENTION,
     DEFAULT_FPIRS,
@@ -112,12 +115,18 @@ def run_identify(store: FeatureStore | str | Path, out: str | Path | None, optio
     if not isinstance(store, FeatureStore):
         with FeatureStore.open(store) as opened:
             return run_identify(opened, out, options)
-    with timed_run() as times:
-        return _run_identify(store, out, options, times)
+    with second_process(options.figures) as submit:  # the figure worker is waited for on leaving
+        submit(load_figures)  # it starts (imports) while the fusions and searches run
+        with timed_run() as times:
+            return _run_identify(store, out, options, times, submit)
 
 
 def _run_identify(
-    store: FeatureStore, out: str | Path | None, options: IdentifyOptions, times: StageTimes
+    store: FeatureStore,
+    out: str | Path | None,
+    options: IdentifyOptions,
+    times: StageTimes,
+    submit: Callable[..., Future],
 ) -> IdentifyResult:
     """run_identify on an open store; `times` collects the stages for summary.json's `timings`."""
     t0 = time.perf_counter()
@@ -335,8 +344,10 @@ def _run_identify(
         if options.figures:
             from analyze.identify_figures import plot_identification
 
-            with stage("figures"):
-                plot_identification(
+            with stage("figures"):  # every second figure is drawn by the worker
+                draw_split(
+                    submit,
+                    plot_identification,
                     pd.DataFrame(curve_rows),
                     tpir_df,
                     pd.DataFrame(cmc_curve_rows),

@@ -3,13 +3,15 @@ one curve per model, fusion and gallery (rejection: the galleries' mean), saved 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-from analyze.figures import line_styles, safe_name, save_figure
+from analyze.figures import DPI, line_styles, safe_name, save_figure_sets
 
 
 def _label(keys: tuple, names: list[str]) -> str:
@@ -17,10 +19,24 @@ def _label(keys: tuple, names: list[str]) -> str:
 
 
 def plot_identification(
-    curve: pd.DataFrame, tpir: pd.DataFrame, cmc_curve: pd.DataFrame, reject: pd.DataFrame, out_dir: Path, dataset: str
+    curve: pd.DataFrame,
+    tpir: pd.DataFrame,
+    cmc_curve: pd.DataFrame,
+    reject: pd.DataFrame,
+    out_dir: Path,
+    dataset: str,
+    part: tuple[int, int] | None = None,
 ) -> list[Path]:
-    """Save the TPIR-vs-FPIR, CMC and rejection figures (PNG and PDF) under `out_dir`; returns the paths."""
-    paths: list[Path] = []
+    """Save the TPIR-vs-FPIR, CMC and rejection figures (PNG and PDF) under `out_dir` (with `part`, that share of
+    them: analyze.figures.save_figure_sets); returns the paths."""
+    figures = identification_figures(curve, tpir, cmc_curve, reject, dataset)
+    return save_figure_sets([(figures, DPI)], out_dir, part)
+
+
+def identification_figures(
+    curve: pd.DataFrame, tpir: pd.DataFrame, cmc_curve: pd.DataFrame, reject: pd.DataFrame, dataset: str
+) -> Iterator[tuple[str, Figure]]:
+    """The TPIR-vs-FPIR figure, the CMC figure, and one rejection figure per (threshold mode, FPIR)."""
     head = f"{dataset}: " if dataset else ""
     keys = ["model", "fusion", "gallery"]
     if not curve.empty:
@@ -44,7 +60,7 @@ def plot_identification(
         ax.legend(loc="lower right", fontsize="small")
         bars = ", bars: bootstrap 95% intervals" if "tpir_lo" in tpir.columns else ""
         ax.set_title(f"{head}1:N identification, TPIR vs FPIR (dots: the requested FPIRs{bars})", fontsize="medium")
-        paths += save_figure(fig, out_dir, safe_name("tpir_fpir", dataset))
+        yield safe_name("tpir_fpir", dataset), fig
     if not cmc_curve.empty:
         groups = list(cmc_curve.groupby(keys, sort=False))
         fig, ax = plt.subplots(figsize=(7.0, 5.0))
@@ -55,7 +71,7 @@ def plot_identification(
         ax.grid(True, alpha=0.4)
         ax.legend(loc="lower right", fontsize="small")
         ax.set_title(f"{head}1:N identification, CMC", fontsize="medium")
-        paths += save_figure(fig, out_dir, safe_name("cmc", dataset))
+        yield safe_name("cmc", dataset), fig
     if not reject.empty:
         sub_keys = ["model", "fusion", "uncertainty", "gallery"]
         for (mode, fpir), part in reject[reject["gallery"] == "mean"].groupby(["threshold_mode", "fpir"], sort=True):
@@ -68,5 +84,4 @@ def plot_identification(
             ax.grid(True, alpha=0.4)
             ax.legend(loc="lower right", fontsize="small")
             ax.set_title(f"{head}identification with rejection ({mode} threshold), FPIR {fpir:g}", fontsize="medium")
-            paths += save_figure(fig, out_dir, safe_name("reject", mode, f"fpir{fpir:g}", dataset))
-    return paths
+            yield safe_name("reject", mode, f"fpir{fpir:g}", dataset), fig

@@ -36,3 +36,41 @@ def test_disabled_runs_here(tmp_path):
         assert submit(_write_pid, str(tmp_path / "p")).result() == os.getpid()
         with pytest.raises(ValueError, match="no figure"):
             submit(_fail).result()
+
+
+def _figures(prefix: str, n: int):
+    import matplotlib.pyplot as plt
+
+    for k in range(n):
+        fig, ax = plt.subplots(figsize=(2, 1.5))
+        ax.plot([0, 1], [0, k])
+        yield f"{prefix}{k}", fig
+
+
+def _draw_five(out_dir: str, part=None) -> list[str]:
+    from analyze.figures import save_figure_sets
+
+    sets = [(_figures("f", 3), 40), (_figures("g", 2), 40)]
+    return [p.name for p in save_figure_sets(sets, out_dir, part)]
+
+
+def test_figure_set_parts_split_the_figures_between_processes(tmp_path):
+    import matplotlib.pyplot as plt
+
+    whole = _draw_five(str(tmp_path / "whole"))
+    assert whole == [f"{s}.{e}" for s in ("f0", "f1", "f2", "g0", "g1") for e in ("png", "pdf")]
+    first, second = _draw_five(str(tmp_path / "a"), (0, 2)), _draw_five(str(tmp_path / "b"), (1, 2))
+    assert first == [f"{s}.{e}" for s in ("f0", "f2", "g1") for e in ("png", "pdf")]
+    assert second == [f"{s}.{e}" for s in ("f1", "g0") for e in ("png", "pdf")]
+    assert not plt.get_fignums()  # the skipped figures were closed too
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_draw_split_makes_every_figure_once(tmp_path, enabled):
+    from analyze.figure_pool import draw_split, load_figures
+
+    with second_process(enabled) as submit:
+        submit(load_figures)
+        names = draw_split(submit, _draw_five, str(tmp_path / "out"))
+    assert sorted(names) == sorted(f"{s}.{e}" for s in ("f0", "f1", "f2", "g0", "g1") for e in ("png", "pdf"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(names)

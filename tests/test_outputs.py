@@ -124,7 +124,7 @@ def test_an_interrupted_analysis_stays_incomplete_and_force_replaces_it(tmp_path
         (Path(out_dir) / "half.png").write_bytes(b"x")
         raise Interrupted(signal.SIGINT)
 
-    monkeypatch.setattr(analyze.figures, "plot_reject_curves", stop)
+    monkeypatch.setattr(analyze.figures, "plot_reject_figures", stop)
     out = tmp_path / "res"
     args = ["reject", "--cache", str(store.path), "--out", str(out), "--far", "0.1", "--rejected", "0:0.5:3"]
     with pytest.raises(Interrupted) as info:
