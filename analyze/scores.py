@@ -136,6 +136,8 @@ def _dense_cosine(unit: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     tail_lo = max(last, tail - GEMM_UNROLL_M)
     pos = np.empty(n, dtype=np.int64)
     used = np.zeros(n, dtype=bool)
+    buf = np.empty(0, dtype=np.float64)  # one similarity buffer and one column buffer for every block: no fresh
+    rbuf = np.empty((0, unit.shape[1]), dtype=unit.dtype)  # pages per block (first touches are slow on some VMs)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         ib = i_s[lo:hi]  # non-decreasing
         jb = j_s[lo:hi]
@@ -147,19 +149,24 @@ def _dense_cosine(unit: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
             cols = np.r_[cols, (cols[0] + 1) % n] if n > 1 else np.r_[cols, cols]
         pos[cols] = np.arange(cols.size)
         col_of = pos[jb]
-        right = unit[cols].T
+        if rbuf.shape[0] < cols.size:
+            rbuf = np.empty((cols.size, unit.shape[1]), dtype=unit.dtype)
+        right = np.take(unit, cols, axis=0, out=rbuf[: cols.size]).T
         main = rows[rows < tail]
         in_tail = rows.size - main.size
         pad = -main.size % GEMM_UNROLL_M
-        parts = []
+        n_main = main.size + pad if main.size else 0
+        n_rows = n_main + (n - tail_lo if in_tail else 0)
+        if buf.size < n_rows * cols.size:
+            buf = np.empty(n_rows * cols.size, dtype=np.float64)
+        sim = buf[: n_rows * cols.size].reshape(n_rows, cols.size)
         if main.size:
-            parts.append(unit[np.r_[main, np.full(pad, main[0])]] @ right)
+            np.matmul(unit[np.r_[main, np.full(pad, main[0])]], right, out=sim[:n_main])
             pos[main] = np.arange(main.size)
         if in_tail:
-            parts.append(unit[tail_lo:n] @ right)
+            np.matmul(unit[tail_lo:n], right, out=sim[n_main:])
             offset = main.size + pad - tail_lo
             pos[rows[main.size :]] = rows[main.size :] + offset
-        sim = parts[0] if len(parts) == 1 else np.concatenate(parts)
         vals = sim[pos[ib], col_of]
         if order is None:
             out[lo:hi] = vals
