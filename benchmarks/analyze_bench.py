@@ -10,7 +10,8 @@ One command:  .venv/bin/python benchmarks/analyze_bench.py [--store PATH] [--par
     `run_reject` in a fresh subprocess (wall time, peak RSS), against the paper's per-fraction
     recomputation (re-sort and re-threshold for every fraction), timed on a subsample of fractions
     and extrapolated to 250 (said so in the output); checks the curves agree exactly.
-(budgets) whole `analyze` processes (wall time, peak RSS of the child) against the issue-10 budgets and
+(budgets) whole `analyze` processes (wall time, peak RSS of the child), each run twice: cold (an empty
+    fusion cache, which the run writes) and warm (reading it), against the issue-10 budgets and
     against floors measured in the same run (reading the embeddings, all template-pair cosines by
     blocked matrix products, one argsort of the pairs); `--pairs 1M,4M,15.66M` repeats them on
     synthetic stores of that many pairs (growth table); commands not in this checkout's CLI
@@ -404,11 +405,14 @@ def part_budgets(store_path: Path, names: list[str], cluster: str | None) -> dic
                       " is not in this checkout)")  # fmt: skip
                 rows.append({"command": name, "skipped": True})
                 continue
-            for variant in ["threads"] + ([cluster] if cluster else []):
-                extra = [] if variant == "threads" else ["--cluster", variant]
+            # cold: an empty fusion cache (the command fuses and writes it); warm: the same command again, reading it
+            fused = Path(tmp) / f"fused-{k}"
+            for variant in ["cold", "warm"] + ([cluster] if cluster else []):
+                extra = [] if variant in ("cold", "warm") else ["--cluster", variant]
                 out = Path(tmp) / f"{k}-{variant.replace(':', '')}"
                 argv = [sys.executable, "-c", ANALYZE, *args, "--cache", str(store_path), "--out", str(out), *extra]
-                r = timed_process(argv, env)
+                run_env = dict(env, SCALEFACE_FUSION_CACHE=str(fused) if variant != cluster else "off")
+                r = timed_process(argv, run_env)
                 r.update(command=name, variant=variant, budget_seconds=budget_s, budget_gib=budget_gib)
                 r["ratio_to_floor"] = r["seconds"] / fl["total"]
                 r["within_budget"] = (
@@ -493,7 +497,7 @@ def main() -> None:
             for name, *_ in BUDGETS:
                 cells = []
                 for g in growth:
-                    r = [x for x in g["commands"] if x["command"] == name and x.get("variant", "threads") == "threads"]
+                    r = [x for x in g["commands"] if x["command"] == name and x.get("variant", "cold") == "cold"]
                     cells.append("skipped" if not r or r[0].get("skipped") else f"{r[0]['seconds']:.1f} s; "
                                  f"{r[0]['peak_rss_gib']:.2f}")  # fmt: skip
                 if any(c != "skipped" for c in cells) or not names or name in names:
