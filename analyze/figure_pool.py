@@ -34,14 +34,15 @@ def load_figures() -> None:
 
 
 def draw_split(submit: Callable[..., Future], draw: Callable[..., list[Any]], *args: Any, **kwargs: Any) -> list[Any]:
-    """One command's figures drawn by two processes: `draw(*args, part=(1, 2), **kwargs)` in the worker (`submit`
-    from `second_process`), `part=(0, 2)` here, both waited for (an error in either is raised). Without a worker
-    (`submit` runs at once: one core or figures off) `draw` makes them all here, `part=None`."""
+    """One command's figures drawn by two processes: `draw(*args, part=(0, 2), **kwargs)` in the worker (`submit`
+    from `second_process`: the first, third, ... figure, so the larger half of an odd count, since the worker is
+    warmed up by `load_figures` and this process is not), `part=(1, 2)` here, both waited for (an error in either
+    is raised). Without a worker (`submit` runs at once: one core or figures off) `draw` makes them all here."""
     if submit is _run_here:
         return draw(*args, part=None, **kwargs)
-    later = submit(draw, *args, part=(1, 2), **kwargs)
-    mine = draw(*args, part=(0, 2), **kwargs)
-    return mine + later.result()
+    later = submit(draw, *args, part=(0, 2), **kwargs)
+    mine = draw(*args, part=(1, 2), **kwargs)
+    return later.result() + mine
 
 
 def _run_here(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
