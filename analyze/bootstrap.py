@@ -414,9 +414,11 @@ def weighted_reject_curve(
     fars: ArrayLike,
     _sorted: SortedPairs | None = None,
     _perm: np.ndarray | None = None,
+    convention: str = "exact",
 ) -> np.ndarray:
-    """(n_fractions, n_fars) TAR of the recompute reject curve (exact convention) with pair weights: the most
-    uncertain weight is rejected first (reject_curve's stable order), then weighted TAR@FAR on what is kept."""
+    """(n_fractions, n_fars) TAR of the recompute reject curve with pair weights: the most uncertain weight is
+    rejected first (reject_curve's stable order), then weighted TAR@FAR on what is kept, by `convention` (exact:
+    reject_curve; nearest: nearest_reject_curve)."""
     sp = _sorted or SortedPairs(scores, labels)
     w = _check_weights(weights, sp.n)
     perm = rejection_order(np.asarray(uncertainty), "uncertainty") if _perm is None else _perm
@@ -426,7 +428,7 @@ def weighted_reject_curve(
     for q, r in enumerate(np.asarray(fractions, dtype=np.float64)):
         kept = np.empty(sp.n)
         kept[perm] = _kept_weights(w_perm, float(r))
-        out[q] = sp.tar_at_far(kept, f, "exact")[0]
+        out[q] = sp.tar_at_far(kept, f, convention)[0]
     return out
 
 
@@ -440,16 +442,19 @@ def reject_interval(
     n_boot: int = 100,
     seed: int = 0,
     level: float = BOOTSTRAP_LEVEL,
+    convention: str = "exact",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(tar_lo, tar_hi) as (n_fractions, n_fars) and (auc_lo, auc_hi) per FAR of the recompute reject curve
-    (AUC: curves.auc of TAR over the rejected fraction): for `analyze reject --bootstrap` (exact convention).
+    (AUC: curves.auc of TAR over the rejected fraction): for `analyze reject --bootstrap`, either convention.
     Cost O(n_fractions x n) per replicate: pass a coarser fraction grid than the curve's for big sets."""
     sp = SortedPairs(scores, labels)
     perm = rejection_order(np.asarray(uncertainty), "uncertainty")
     r = np.asarray(fractions, dtype=np.float64)
     tars, aucs = [], []
     for w in replicate_weights(units, n_boot, seed):
-        t = weighted_reject_curve(scores, labels, uncertainty, w, r, fars, _sorted=sp, _perm=perm)
+        t = weighted_reject_curve(
+            scores, labels, uncertainty, w, r, fars, _sorted=sp, _perm=perm, convention=convention
+        )
         tars.append(t)
         aucs.append([auc(r, t[:, k]) for k in range(t.shape[1])])
     tar_lo, tar_hi = percentile_interval(np.stack(tars), level)

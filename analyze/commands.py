@@ -316,10 +316,10 @@ def reject(store: str | Path, out: str | Path | None, options: RejectOptions) ->
     """Reject verification into `out`: reject.parquet/.csv, auc.csv, summary.json, figures (unless not figures)."""
     o = options
     check_names(o.metrics, o.fusions)
-    if o.bootstrap and (o.threshold_mode, o.convention) != ("recompute", "exact"):
+    if o.bootstrap and o.threshold_mode != "recompute":
         raise CommandError(
-            "--bootstrap resamples the recompute curve with the exact convention only "
-            f"(got --threshold {o.threshold_mode} --convention {o.convention})",
+            "--bootstrap resamples the recompute curve only (the fixed-threshold EDC discards tied qualities "
+            f"together, which pair weights do not express; got --threshold {o.threshold_mode})",
             "--bootstrap",
         )
     details: dict[str, list[pd.DataFrame]] = {}

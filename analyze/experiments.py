@@ -204,10 +204,10 @@ def run_reject(
         raise ValueError(f"convention must be 'exact' or 'nearest', got {convention!r}")
     if threshold_mode == "fixed" and convention != "exact":
         raise ValueError("the fixed-threshold EDC sets its thresholds with the exact convention only")
-    if bootstrap and (threshold_mode, convention) != ("recompute", "exact"):
+    if bootstrap and threshold_mode != "recompute":
         raise ValueError(
-            "--bootstrap on reject resamples the recompute curve with the exact convention only "
-            f"(got --threshold {threshold_mode} --convention {convention})"
+            "--bootstrap on reject resamples the recompute curve only (the fixed-threshold EDC discards tied "
+            f"qualities together, which pair weights do not express; got --threshold {threshold_mode})"
         )
     for metric in metrics or []:
         metric_specs(metric)
@@ -282,7 +282,9 @@ def run_reject(
                     interval = None
                     if bootstrap:
                         units = units or ps.units(store)
-                        interval = reject_interval(scores, ps.labels, unc, units, r, ps_fars, bootstrap, seed)
+                        interval = reject_interval(
+                            scores, ps.labels, unc, units, r, ps_fars, bootstrap, seed, convention=convention
+                        )
                     refs = None
                     if details is not None and references and distance not in referenced:
                         referenced.add(distance)

@@ -20,7 +20,7 @@ from analyze.bootstrap import (
     weighted_tar_at_far,
 )
 from analyze.curves import auc
-from analyze.reject import reject_curve
+from analyze.reject import nearest_reject_curve, reject_curve
 from analyze.tarfar import tar_at_far
 
 FARS = np.array([0.0, 0.01, 0.05, 0.1, 0.3, 1.0])
@@ -56,14 +56,19 @@ def test_weighted_tar_empty_class_is_nan():
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_weighted_reject_curve_equals_duplicated_list(seed):
+@pytest.mark.parametrize("convention", ["exact", "nearest"])
+def test_weighted_reject_curve_equals_duplicated_list(seed, convention):
     s, lab, w = tied_pairs(200, seed)
     unc = np.round(np.random.default_rng(seed + 10).random(200), 1)
     rep = w.astype(int)
     fr = np.linspace(0, 0.6, 13)
     fars = np.array([0.01, 0.1, 0.5])
-    ref = reject_curve(np.repeat(s, rep), np.repeat(lab, rep), np.repeat(unc, rep), fr, fars, allow_tiny_far=True)
-    ours = weighted_reject_curve(s, lab, unc, w, fr, fars)
+    s_r, lab_r, unc_r = np.repeat(s, rep), np.repeat(lab, rep), np.repeat(unc, rep)
+    if convention == "exact":
+        ref = reject_curve(s_r, lab_r, unc_r, fr, fars, allow_tiny_far=True)
+    else:
+        ref = nearest_reject_curve(s_r, lab_r, unc_r, fr, fars)
+    ours = weighted_reject_curve(s, lab, unc, w, fr, fars, convention=convention)
     np.testing.assert_array_equal(ours, ref.tar)
 
 

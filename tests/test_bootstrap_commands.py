@@ -129,7 +129,7 @@ def test_reject_bootstrap_columns_and_refusals(store, tmp_path):
     out = CliRunner().invoke(cli, args)
     assert (
         out.exit_code != 0
-        and "recompute curve with the exact convention only" in out.output
+        and "resamples the recompute curve only" in out.output
         and "--bootstrap" in out.output
     )
     assert not (tmp_path / "x").exists()
