@@ -12,6 +12,7 @@ kept within FUSION_CACHE_BYTES, oldest first.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import importlib
@@ -125,6 +126,29 @@ def save(folder: Path | None, key: tuple, fused: FusedTemplates) -> Path | None:
     except OSError as exc:
         print(f"note: fusion cache not written ({folder}: {exc.strerror or exc})", file=sys.stderr)
         return None
+
+
+_WRITER: list = []  # the one background writer (a ThreadPoolExecutor), made on first use
+_PENDING: list = []
+
+
+def save_later(folder: Path | None, key: tuple, fused: FusedTemplates) -> None:
+    """`save` on a background thread, so writing ~100-200 MB per fusion overlaps the analysis that goes on with
+    it (the arrays are read-only by then); `wait_for_writes` (also run at exit) waits for every pending write."""
+    if folder is None:
+        return
+    if not _WRITER:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _WRITER.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="fusion-cache"))
+        atexit.register(wait_for_writes)
+    _PENDING.append(_WRITER[0].submit(save, folder, key, fused))
+
+
+def wait_for_writes() -> None:
+    """Wait until every `save_later` write has finished (or failed with its note)."""
+    while _PENDING:
+        _PENDING.pop(0).result()
 
 
 def prune(folder: Path, limit: int = FUSION_CACHE_BYTES) -> None:

@@ -199,14 +199,15 @@ def fuse_templates(
     disk_key = key[1:]  # the store's contents, not where it lies: a moved store keeps its cache
     folder = fusion_cache.cache_dir(store.path)
     fused = fusion_cache.load(folder, disk_key)
-    if fused is None:
+    written = fused is None
+    if written:
         fused = _fuse_all(store, model, fusion, template, rows, options, block_images)
-        fusion_cache.save(folder, disk_key, fused)
-    size = _fused_bytes(fused)
-    if size <= FUSED_CACHE_BYTES:
-        for a in (fused.ids, fused.features, fused.sizes, fused.uncertainty):
-            if a is not None:
-                a.setflags(write=False)  # shared with later callers: an in-place change would corrupt them
+    for a in (fused.ids, fused.features, fused.sizes, fused.uncertainty):
+        if a is not None:  # shared with later callers and the cache writer: an in-place change would corrupt them
+            a.setflags(write=False)
+    if written:
+        fusion_cache.save_later(folder, disk_key, fused)
+    if _fused_bytes(fused) <= FUSED_CACHE_BYTES:
         _FUSED[key] = fused
         while len(_FUSED) > FUSED_CACHE_ENTRIES or sum(_fused_bytes(f) for f in _FUSED.values()) > FUSED_CACHE_BYTES:
             _FUSED.popitem(last=False)

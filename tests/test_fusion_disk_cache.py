@@ -44,6 +44,7 @@ def test_a_later_process_reads_the_fusion_bit_for_bit(tmp_path, cached, model, f
     st = build_store(tmp_path / "s.zarr", failed=(4,))
     valid = valid_rows(st, [model], False).mask
     first = fuse_templates(st, model, fusion, valid)
+    fusion_cache.wait_for_writes()
     assert calls == [(model, fusion)]
     files = list(folder.glob("fused-*.npz"))
     assert len(files) == 1 and (folder / fusion_cache.MARKER).is_file()
@@ -76,12 +77,14 @@ def test_other_contents_options_or_rows_miss(tmp_path, cached):
     fewer[2] = False
     loading.clear_fused_cache()
     fuse_templates(st, "magface", "media", fewer, options={"add_flip": True})  # other rows
+    fusion_cache.wait_for_writes()
     assert len(calls) == 3 and len(list(folder.glob("fused-*.npz"))) == 3
     st.close()
     shutil.rmtree(path)
     st = build_store(path, seed=1)  # the same path, other contents: another store digest
     loading.clear_fused_cache()
     fresh = fuse_templates(st, "magface", "media", valid_rows(st, ["magface"], False).mask, options={"add_flip": True})
+    fusion_cache.wait_for_writes()
     assert len(calls) == 4
     loading.clear_fused_cache()
     assert _same(fresh, fuse_templates(st, "magface", "media", valid_rows(st, ["magface"], False).mask,
@@ -94,11 +97,13 @@ def test_a_damaged_or_foreign_file_is_recomputed_and_rewritten(tmp_path, cached)
     st = build_store(tmp_path / "s.zarr")
     valid = valid_rows(st, ["pfe"], False).mask
     first = fuse_templates(st, "pfe", "PFE", valid)
+    fusion_cache.wait_for_writes()
     (path,) = folder.glob("fused-*.npz")
     for damage in (b"not a zip file", path.read_bytes()[:-100]):
         path.write_bytes(damage)
         loading.clear_fused_cache()
         again = fuse_templates(st, "pfe", "PFE", valid)
+        fusion_cache.wait_for_writes()
         assert _same(first, again)
     assert len(calls) == 3
     # a file whose arrays were changed after writing: its crc32 no longer matches
@@ -119,6 +124,7 @@ def test_a_folder_that_is_not_the_cache_is_left_alone(tmp_path, cached, capsys):
     st = build_store(tmp_path / "s.zarr")
     valid = valid_rows(st, ["pfe"], False).mask
     fuse_templates(st, "pfe", "PFE", valid)
+    fusion_cache.wait_for_writes()
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"] and mine.read_text() == "the user's file"
     assert "is not a fusion cache" in capsys.readouterr().err
 
@@ -133,6 +139,7 @@ def test_an_unwritable_folder_only_costs_a_note(tmp_path, cached, capsys, monkey
 
     monkeypatch.setattr(fusion_cache.Path, "mkdir", refuse)
     fused = fuse_templates(st, "pfe", "PFE", valid)
+    fusion_cache.wait_for_writes()
     assert fused.features.shape[0] > 0
     assert "fusion cache not written" in capsys.readouterr().err
 
@@ -165,6 +172,7 @@ def test_roc_with_a_warm_disk_cache_equals_a_cold_run(tmp_path, cached):
     path = build_store(tmp_path / "s.zarr").path
     common = {"models": ("magface", "pfe"), "figures": False}
     cold = commands.roc(path, tmp_path / "r1", commands.RocOptions(fusions=("mean", "media"), **common))
+    fusion_cache.wait_for_writes()
     n = len(calls)
     loading.clear_fused_cache()
     warm = commands.roc(path, tmp_path / "r2", commands.RocOptions(fusions=("mean", "media"), **common))
