@@ -293,6 +293,12 @@ def available_commands() -> tuple[set[str], bool]:
     return names, "--bootstrap" in roc_help
 
 
+def takes_option(command: str, option: str, env: dict[str, str]) -> bool:
+    """Whether `analyze COMMAND --help` lists `option`."""
+    out = subprocess.run([sys.executable, "-c", ANALYZE, command, "--help"], capture_output=True, text=True, env=env)
+    return option in out.stdout
+
+
 def timed_process(argv: list[str], env: dict[str, str] | None = None) -> dict:
     """Run one whole process; its wall time, peak RSS (of that child alone, wait4) and exit status."""
     t0 = time.perf_counter()
@@ -407,7 +413,10 @@ def part_budgets(store_path: Path, names: list[str], cluster: str | None) -> dic
                 continue
             # cold: an empty fusion cache (the command fuses and writes it); warm: the same command again, reading it
             fused = Path(tmp) / f"fused-{k}"
-            for variant in ["cold", "warm"] + ([cluster] if cluster else []):
+            with_cluster = bool(cluster) and takes_option(args[0], "--cluster", env)
+            if cluster and not with_cluster:
+                print(f"    {name}: no --cluster run (`analyze {args[0]}` has no --cluster option)")
+            for variant in ["cold", "warm"] + ([cluster] if with_cluster else []):
                 extra = [] if variant in ("cold", "warm") else ["--cluster", variant]
                 out = Path(tmp) / f"{k}-{variant.replace(':', '')}"
                 argv = [sys.executable, "-c", ANALYZE, *args, "--cache", str(store_path), "--out", str(out), *extra]
