@@ -374,11 +374,11 @@ REFERENCE_STYLES = {"oracle": "--", "random": ":"}
 
 def _references_of(reference: pd.DataFrame | None, keys: dict[str, Any]) -> list[tuple[str, pd.DataFrame]]:
     """The reference curves (oracle, random) measured like the method `keys` (same model, level, protocol,
-    fusion, distance, threshold mode, convention)."""
+    fusion, distance, threshold mode, convention, and FAR when `keys` has one: a comparison figure is of one FAR)."""
     if reference is None or reference.empty:
         return []
     mask = np.ones(len(reference), dtype=bool)
-    for k in ("model", "level", "protocol", "fusion", "distance", "threshold_mode", "convention"):
+    for k in ("model", "level", "protocol", "fusion", "distance", "threshold_mode", "convention", "far"):
         if k in keys and k in reference.columns and _present(keys[k]):
             mask &= (reference[k] == keys[k]).to_numpy()
     sub = reference[mask]

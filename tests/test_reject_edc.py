@@ -3,6 +3,9 @@ oracle and random reference curves (here and with recomputed thresholds), agains
 
 from __future__ import annotations
 
+import re
+
+import matplotlib.pyplot
 import numpy as np
 import pandas as pd
 import pytest
@@ -183,3 +186,29 @@ def test_no_references_leaves_them_out(store, tmp_path):
     res = commands.reject(store.path, tmp_path / "n", opts)
     assert "reference" not in res.tables and not (tmp_path / "n" / "reference.csv").exists()
     assert res.report.params["references"] == {}
+
+
+def test_a_comparison_figure_draws_the_references_of_its_own_far(store, tmp_path):
+    """Each comparison figure is of one FAR: its oracle and random lines are that FAR's reference rows only (the
+    rows of every FAR drawn as one line zig-zagged between their TARs)."""
+    opts = RejectOptions(protocol="images", fars=(0.05, 0.3), fractions=(0.0, 0.5, 6), figures=False)
+    res = commands.reject(store.path, tmp_path / "r", opts)
+    df, ref = res.tables["reject"], res.tables["reference"]
+    figures = list(reject_comparison_figures(df, reference=ref))
+    assert len(figures) == 2
+    for _, fig in figures:
+        far = float(re.search(r"TAR@FAR=([0-9.e-]+)", fig.axes[0].get_ylabel()).group(1))
+        lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+        for kind in ("oracle", "random"):
+            drawn = [line for name, line in lines.items() if name.startswith(f"{kind} reference")]
+            rows = ref[(ref["uncertainty"] == kind) & np.isclose(ref["far"], far)]
+            wanted = [g.sort_values("rejected_fraction") for _, g in rows.groupby(["model", "distance", "fusion"],
+                                                                                   dropna=False)]  # fmt: skip
+            assert drawn and len(drawn) == len(wanted)
+            for line in drawn:  # each line is one (model, distance, fusion)'s curve at this FAR
+                x, y = (np.asarray(v, float) for v in line.get_data())
+                assert any(
+                    np.array_equal(x, w["rejected_fraction"].to_numpy(float)) and np.array_equal(y, w["tar"].to_numpy(float), equal_nan=True)
+                    for w in wanted
+                )
+        matplotlib.pyplot.close(fig)
