@@ -118,9 +118,13 @@ def save(folder: Path | None, key: tuple, fused: FusedTemplates) -> Path | None:
         meta = {"key": _key_text(key), "crc32": {n: _crc(arrays[n]) if n in arrays else None for n in _ARRAYS}}
         path = folder / key_name(key)
         tmp = folder / f".{path.stem}.{os.getpid()}.tmp.npz"
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # our own half-written file
+            raise
         prune(folder)
         return path
     except OSError as exc:
@@ -146,9 +150,12 @@ def save_later(folder: Path | None, key: tuple, fused: FusedTemplates) -> None:
 
 
 def wait_for_writes() -> None:
-    """Wait until every `save_later` write has finished (or failed with its note)."""
+    """Wait until every `save_later` write has finished; one that failed unexpectedly costs a note, not the run."""
     while _PENDING:
-        _PENDING.pop(0).result()
+        try:
+            _PENDING.pop(0).result()
+        except Exception as exc:  # noqa: BLE001 - a cache write never fails the analysis that made the fusion
+            print(f"note: fusion cache not written ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 def prune(folder: Path, limit: int = FUSION_CACHE_BYTES) -> None:
@@ -160,7 +167,13 @@ def prune(folder: Path, limit: int = FUSION_CACHE_BYTES) -> None:
                 tmp.unlink(missing_ok=True)
         except OSError:
             pass
-    files = [(p.stat().st_mtime, p.stat().st_size, p) for p in folder.glob("fused-*.npz") if p.is_file()]
+    files = []
+    for p in folder.glob("fused-*.npz"):
+        try:
+            st = p.stat()
+        except OSError:  # pruned or replaced by another process meanwhile
+            continue
+        files.append((st.st_mtime, st.st_size, p))
     total = sum(size for _, size, _ in files)
     for _, size, p in sorted(files):
         if total <= limit:

@@ -179,3 +179,17 @@ def test_roc_with_a_warm_disk_cache_equals_a_cold_run(tmp_path, cached):
     assert len(calls) == n  # every fusion read from disk
     for name in ("roc_table", "roc_curve"):
         assert warm.tables[name].equals(cold.tables[name])
+
+
+def test_an_unexpected_write_error_is_a_note_at_the_end(tmp_path, cached, capsys, monkeypatch):
+    folder, calls = cached
+    st = build_store(tmp_path / "s.zarr")
+
+    def broken(*args, **kwargs):
+        raise ValueError("no room in the archive")
+
+    monkeypatch.setattr(fusion_cache.np, "savez", broken)
+    fused = fuse_templates(st, "pfe", "PFE", valid_rows(st, ["pfe"], False).mask)
+    fusion_cache.wait_for_writes()
+    assert fused.features.shape[0] > 0 and sorted(p.name for p in folder.iterdir()) == [fusion_cache.MARKER]
+    assert "fusion cache not written (ValueError: no room in the archive)" in capsys.readouterr().err
