@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
@@ -66,7 +67,24 @@ def second_process(enabled: bool = True) -> Iterator[Callable[..., Future]]:
     pool = ProcessPoolExecutor(
         max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=ignore_in_worker
     )
+
+    def submit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        """pool.submit with the call pickled here first: the executor pickles on a feeder thread, where a call
+        that cannot be pickled (a local function, a patched one in a test) can leave `shutdown` waiting forever
+        (seen on CPython 3.11); such a call runs here at once instead."""
+        try:
+            blob = pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - whatever pickle refuses: the call is made here, with the same result
+            return _run_here(fn, *args, **kwargs)
+        return pool.submit(_call_pickled, blob)
+
     try:
-        yield pool.submit
+        yield submit
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _call_pickled(blob: bytes) -> Any:
+    """The worker's side of `submit`: unpickle the call and make it."""
+    fn, args, kwargs = pickle.loads(blob)
+    return fn(*args, **kwargs)

@@ -74,3 +74,24 @@ def test_draw_split_makes_every_figure_once(tmp_path, enabled):
         names = draw_split(submit, _draw_five, str(tmp_path / "out"))
     assert sorted(names) == sorted(f"{s}.{e}" for s in ("f0", "f1", "f2", "g0", "g1") for e in ("png", "pdf"))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(names)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: the job runs in this process")
+def test_a_call_that_cannot_be_pickled_runs_here_and_leaving_does_not_hang(tmp_path):
+    """The executor would pickle the call on its feeder thread, where a failure could leave shutdown waiting
+    forever; such a call is made here instead, with its result or its error."""
+    target = tmp_path / "pid.txt"
+
+    def local(path: str) -> int:  # a local function: pickle refuses it
+        Path(path).write_text(str(os.getpid()))
+        return os.getpid()
+
+    with second_process() as submit:
+        assert submit(local, str(target)).result() == os.getpid()
+
+        def failing() -> None:
+            raise ValueError("no figure")
+
+        with pytest.raises(ValueError, match="no figure"):
+            submit(failing).result()
+        assert submit(_write_pid, str(tmp_path / "other")).result() != os.getpid()  # picklable: the worker
