@@ -160,7 +160,9 @@ def wait_for_writes() -> None:
 
 def prune(folder: Path, limit: int = FUSION_CACHE_BYTES) -> None:
     """Delete this module's oldest files (by last use) until the folder's fusions fit in `limit` bytes, and the
-    temporary files of writes that did not finish (older than an hour)."""
+    temporary files of writes that did not finish (older than an hour); nothing in a folder without the marker."""
+    if not (folder / MARKER).is_file():
+        return
     for tmp in folder.glob(".fused-*.tmp.npz"):
         try:
             if time.time() - tmp.stat().st_mtime > 3600:

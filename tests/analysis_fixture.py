@@ -74,3 +74,20 @@ def build_store(
             w.write_chunk(c, status[a:b], {k: {o: v[a:b] for o, v in outs.items()} for k, outs in values.items()})
     store.truth = {"quality": quality, "emb": emb, "sigma": sigma, "status": status}  # for tests
     return store
+
+
+def count_fusions(monkeypatch) -> list[tuple[str, str]]:
+    """The (model, fusion) of every fusion actually made from here on (analyze.loading._fuse_all counted), with
+    the in-process fusion cache emptied first."""
+    from analyze import loading
+
+    calls: list[tuple[str, str]] = []
+    real = loading._fuse_all
+
+    def counting(store, model, fusion, *args):
+        calls.append((model, fusion))
+        return real(store, model, fusion, *args)
+
+    monkeypatch.setattr(loading, "_fuse_all", counting)
+    loading.clear_fused_cache()
+    return calls

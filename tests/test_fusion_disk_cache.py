@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from analysis_fixture import build_store
+from analysis_fixture import build_store, count_fusions
 
 from analyze import fusion_cache, loading
 from analyze.loading import fuse_templates, valid_rows
@@ -16,15 +16,7 @@ def cached(tmp_path, monkeypatch):
     """The disk cache on, in tmp_path/cache; the in-process cache empty; a list of the fusions actually made."""
     folder = tmp_path / "cache"
     monkeypatch.setenv(fusion_cache.FUSION_CACHE_ENV, str(folder))
-    calls = []
-    real = loading._fuse_all
-
-    def counting(store, model, fusion, *args):
-        calls.append((model, fusion))
-        return real(store, model, fusion, *args)
-
-    monkeypatch.setattr(loading, "_fuse_all", counting)
-    loading.clear_fused_cache()
+    calls = count_fusions(monkeypatch)
     yield folder, calls
     loading.clear_fused_cache()
 
@@ -159,6 +151,11 @@ def test_prune_removes_only_the_oldest_cache_files(tmp_path):
     stale = folder / ".fused-x.1.tmp.npz"
     stale.write_bytes(b"0")
     os.utime(stale, (0, 0))
+    unmarked = tmp_path / "not-a-cache"
+    unmarked.mkdir()
+    (unmarked / "fused-0.npz").write_bytes(b"0" * 1000)
+    fusion_cache.prune(unmarked, limit=0)  # no marker: not ours, nothing removed
+    assert [p.name for p in unmarked.iterdir()] == ["fused-0.npz"]
     fusion_cache.prune(folder, limit=2500)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [fusion_cache.MARKER, "keep.npz", "fused-2.npz", "fused-3.npz"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from analysis_fixture import build_store
+from analysis_fixture import build_store, count_fusions
 
 from analyze.fusion import fuse
 from analyze.loading import fuse_templates, read_fusion_inputs, valid_rows
@@ -81,28 +81,13 @@ def test_pair_rows_equal_the_searchsorted_mapping(ids):
     assert np.array_equal(i, _old_pair_rows(ids, every)[0]) and np.array_equal(j, _old_pair_rows(ids, every)[1])
 
 
-def _count_fusions(monkeypatch):
-    from analyze import loading
-
-    calls = []
-    real = loading._fuse_all
-
-    def counting(store, model, fusion, *args):
-        calls.append((model, fusion))
-        return real(store, model, fusion, *args)
-
-    monkeypatch.setattr(loading, "_fuse_all", counting)
-    loading.clear_fused_cache()
-    return calls
-
-
 def test_second_command_in_a_process_reuses_the_fusion(tmp_path, monkeypatch):
     """`analyze fusion` then `analyze roc` on the same store and (model, fusion): fused once, the same numbers as
     with a cold cache."""
     from analyze import commands
 
     path = build_store(tmp_path / "s.zarr").path
-    calls = _count_fusions(monkeypatch)
+    calls = count_fusions(monkeypatch)
     common = {"models": ("magface",), "figures": False}
     commands.fusion(path, tmp_path / "f", commands.FusionOptions(fusions=("mean",), **common))
     assert calls == [("magface", "mean")]
@@ -124,7 +109,7 @@ def test_fusion_cache_misses_on_another_mask_options_or_store_contents(tmp_path,
 
     path = tmp_path / "s.zarr"
     st = build_store(path)
-    calls = _count_fusions(monkeypatch)
+    calls = count_fusions(monkeypatch)
     valid = valid_rows(st, ["pfe"], False).mask
     first = fuse_templates(st, "pfe", "PFE", valid)
     again = fuse_templates(st, "pfe", "PFE", valid.copy())  # an equal mask: a hit, the same arrays
@@ -147,7 +132,7 @@ def test_fusion_cache_is_bounded(tmp_path, monkeypatch):
     from analyze import loading
 
     st = build_store(tmp_path / "s.zarr")
-    calls = _count_fusions(monkeypatch)
+    calls = count_fusions(monkeypatch)
     valid = valid_rows(st, ["pfe"], False).mask
     one = loading._fused_bytes(fuse_templates(st, "pfe", "PFE", valid))
     monkeypatch.setattr(loading, "FUSED_CACHE_BYTES", one)  # room for one such fusion only
