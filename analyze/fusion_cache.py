@@ -86,9 +86,7 @@ def load(folder: Path | None, key: tuple) -> FusedTemplates | None:
             if meta.get("key") != _key_text(key):
                 return None
             arrays = {name: (z[name] if name in z.files else None) for name in _ARRAYS}
-    except (OSError, ValueError, KeyError, zlib.error, EOFError):
-        return None
-    except Exception:  # noqa: BLE001 - zipfile.BadZipFile and kin: a damaged file is recomputed, never trusted
+    except Exception:  # noqa: BLE001 - missing, unreadable, BadZipFile, bad CRC: recomputed, never trusted
         return None
     for name, a in arrays.items():
         if (a is None) != (meta["crc32"].get(name) is None) or (a is not None and _crc(a) != meta["crc32"][name]):
